@@ -1,0 +1,425 @@
+//! Reverse-mode autodiff: nodes recorded as ops run, backward as a scan of the
+//! reachable nodes in reverse recording order.
+//!
+//! Every backward formula is written with differentiable tensor ops, so with
+//! `create_graph` the backward pass records its own graph and can be
+//! differentiated again, to any order.
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::tensor::{Shape, Tensor, TensorImpl};
+use crate::{autograd_err, shape_err};
+use parking_lot::Mutex;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+/// Set grad mode for this thread; returns the previous mode.
+pub fn set_grad_enabled(on: bool) -> bool {
+    GRAD_ENABLED.with(|g| g.replace(on))
+}
+
+/// Restores the previous grad mode when dropped.
+pub struct GradModeGuard(bool);
+impl GradModeGuard {
+    pub fn new(on: bool) -> Self {
+        GradModeGuard(set_grad_enabled(on))
+    }
+}
+impl Drop for GradModeGuard {
+    fn drop(&mut self) {
+        set_grad_enabled(self.0);
+    }
+}
+pub fn no_grad() -> GradModeGuard {
+    GradModeGuard::new(false)
+}
+
+#[derive(Default)]
+pub struct Meta {
+    pub(crate) grad: Option<Tensor>,
+    pub(crate) grad_fn: Option<Arc<Node>>,
+    pub(crate) accumulator: Option<Arc<Node>>,
+    pub(crate) retains_grad: bool,
+    /// For views: the tensor whose storage this view aliases, when that
+    /// tensor took part in autograd (used to refuse in-place on views of leaves).
+    pub(crate) view_base: Option<Tensor>,
+}
+
+pub type BackwardFn = Box<dyn Fn(&BwCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+enum NodeKind {
+    Op(Mutex<Option<BackwardFn>>),
+    Leaf(Weak<TensorImpl>),
+}
+
+pub struct Node {
+    seq: u64,
+    name: &'static str,
+    edges: Vec<Option<Arc<Node>>>,
+    input_meta: Vec<(Shape, DType)>,
+    kind: NodeKind,
+    releasable: bool,
+    retain: Mutex<Option<Weak<TensorImpl>>>,
+    mark: AtomicU64,
+    slot: AtomicUsize,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(1);
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+impl Node {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn is_leaf_accumulator(&self) -> bool {
+        matches!(self.kind, NodeKind::Leaf(_))
+    }
+    pub fn next_functions(&self) -> &[Option<Arc<Node>>] {
+        &self.edges
+    }
+}
+
+/// What a backward function sees of its node.
+pub struct BwCtx<'a> {
+    node: &'a Arc<Node>,
+    needed: &'a [bool],
+}
+impl BwCtx<'_> {
+    /// Does input `i` need a gradient in this pass?
+    pub fn needs(&self, i: usize) -> bool {
+        self.needed.get(i).copied().unwrap_or(false)
+    }
+    pub fn node_name(&self) -> &'static str {
+        self.node.name
+    }
+}
+
+/// A tensor kept for backward, with the storage version it had when saved.
+pub struct SavedTensor {
+    t: Tensor,
+    version: u64,
+    is_output: bool,
+}
+
+impl SavedTensor {
+    /// Save an input of the op.
+    pub fn input(t: &Tensor) -> SavedTensor {
+        SavedTensor { t: t.clone(), version: t.version(), is_output: false }
+    }
+    /// Save the op's own output (kept without its history to avoid a cycle;
+    /// the history is re-attached when unpacked).
+    pub fn output(t: &Tensor) -> SavedTensor {
+        SavedTensor { t: t.detach(), version: t.version(), is_output: true }
+    }
+    pub fn get(&self, ctx: &BwCtx) -> Result<Tensor> {
+        let v = self.t.version();
+        if v != self.version {
+            return Err(autograd_err!(
+                "one of the variables needed for gradient computation has been modified by an inplace operation: [rbe.{} {:?}], which is {} of {}, is at version {}; expected version {} instead. Hint: do the operation out of place, or clone() the tensor before modifying it.",
+                self.t.dtype().name(),
+                self.t.shape(),
+                if self.is_output { "output 0" } else { "an input" },
+                ctx.node.name,
+                v,
+                self.version
+            ));
+        }
+        if self.is_output {
+            let t = self.t.detach();
+            {
+                let mut m = t.0.meta.lock();
+                m.grad_fn = Some(ctx.node.clone());
+            }
+            t.set_requires_grad_flag(true);
+            Ok(t)
+        } else {
+            Ok(self.t.clone())
+        }
+    }
+}
+
+/// True when an op on these inputs must be recorded.
+#[inline]
+pub fn needs_grad(inputs: &[&Tensor]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+}
+
+/// The node a gradient for `t` flows into: its grad_fn, or its leaf accumulator.
+pub fn grad_edge(t: &Tensor) -> Option<Arc<Node>> {
+    if !t.requires_grad() {
+        return None;
+    }
+    let mut m = t.0.meta.lock();
+    if let Some(f) = &m.grad_fn {
+        return Some(f.clone());
+    }
+    if m.accumulator.is_none() {
+        m.accumulator = Some(Arc::new(Node {
+            seq: 0,
+            name: "AccumulateGrad",
+            edges: Vec::new(),
+            input_meta: Vec::new(),
+            kind: NodeKind::Leaf(Arc::downgrade(&t.0)),
+            releasable: false,
+            retain: Mutex::new(None),
+            mark: AtomicU64::new(0),
+            slot: AtomicUsize::new(0),
+        }));
+    }
+    m.accumulator.clone()
+}
+
+/// Record `out` as produced by an op on `inputs` with backward `f`.
+/// `f(ctx, grad_out)` returns one optional gradient per input.
+/// `saves` says whether `f` holds saved tensors (then a second backward without
+/// `retain_graph` is an error, as in torch).
+pub fn attach<F>(out: &Tensor, name: &'static str, inputs: &[&Tensor], saves: bool, f: F)
+where
+    F: Fn(&BwCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+{
+    let node = Arc::new(Node {
+        seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        name,
+        edges: inputs.iter().map(|t| grad_edge(t)).collect(),
+        input_meta: inputs.iter().map(|t| (Shape::from(t.shape()), t.dtype())).collect(),
+        kind: NodeKind::Op(Mutex::new(Some(Box::new(f)))),
+        releasable: saves,
+        retain: Mutex::new(None),
+        mark: AtomicU64::new(0),
+        slot: AtomicUsize::new(0),
+    });
+    out.0.meta.lock().grad_fn = Some(node);
+    out.set_requires_grad_flag(true);
+}
+
+/// Make `t` take the history of `out` (after an in-place op wrote `out`'s values into `t`).
+pub(crate) fn rebase_history(t: &Tensor, out: &Tensor) {
+    let f = out.grad_fn();
+    let req = out.requires_grad();
+    t.0.meta.lock().grad_fn = f;
+    t.set_requires_grad_flag(req);
+}
+
+pub fn retain_grad(t: &Tensor) -> Result<()> {
+    if !t.requires_grad() {
+        return Err(autograd_err!("can't retain_grad on Tensor that has requires_grad=False"));
+    }
+    let f = {
+        let mut m = t.0.meta.lock();
+        if m.grad_fn.is_none() {
+            return Ok(());
+        }
+        m.retains_grad = true;
+        m.grad_fn.clone().unwrap()
+    };
+    *f.retain.lock() = Some(Arc::downgrade(&t.0));
+    Ok(())
+}
+
+fn accumulate_into(slot: &mut Option<Tensor>, g: Tensor, create_graph: bool) -> Result<()> {
+    *slot = Some(match slot.take() {
+        None => g,
+        Some(old) => {
+            if !create_graph && exclusively_owned(&old) && old.shape() == g.shape() && old.dtype() == g.dtype() {
+                crate::ops::binary::add_assign_raw(&old, &g)?;
+                old
+            } else {
+                crate::ops::binary::add(&old, &g)?
+            }
+        }
+    });
+    Ok(())
+}
+
+fn exclusively_owned(t: &Tensor) -> bool {
+    Arc::strong_count(&t.0) == 1 && Arc::strong_count(t.storage()) == 1 && t.is_contiguous()
+}
+
+/// A gradient as stored in `.grad`: detached, contiguous, owning its buffer.
+fn grad_for_storage(g: Tensor, create_graph: bool) -> Tensor {
+    if create_graph {
+        return g;
+    }
+    if exclusively_owned(&g) && g.is_leaf() {
+        g
+    } else {
+        crate::kernels::copy_contiguous(&g)
+    }
+}
+
+fn accumulate_leaf_grad(t: &Tensor, g: Tensor, create_graph: bool) -> Result<()> {
+    let old = t.grad();
+    let new = match old {
+        None => grad_for_storage(g, create_graph),
+        Some(old) => {
+            if create_graph || old.requires_grad() {
+                crate::ops::binary::add(&old, &g)?
+            } else {
+                let _ng = no_grad();
+                crate::ops::binary::add_assign_raw(&old, &g)?;
+                old
+            }
+        }
+    };
+    t.0.meta.lock().grad = Some(new);
+    Ok(())
+}
+
+/// Run backward from `roots` (seeded with `root_grads`). With `inputs`, return
+/// the gradients with respect to them instead of accumulating into `.grad`.
+pub fn run_backward(
+    roots: &[Tensor],
+    root_grads: &[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+    inputs: Option<&[Tensor]>,
+    allow_unused: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let _mode = GradModeGuard::new(create_graph);
+    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
+    let mut order: Vec<Arc<Node>> = Vec::new();
+    let mut stack: Vec<Arc<Node>> = Vec::new();
+    let mut root_nodes = Vec::with_capacity(roots.len());
+    for (i, r) in roots.iter().enumerate() {
+        let n = grad_edge(r).ok_or_else(|| {
+            autograd_err!("element {i} of tensors does not require grad and does not have a grad_fn")
+        })?;
+        if r.shape() != root_grads[i].shape() {
+            return Err(shape_err!(
+                "Mismatch in shape: grad_output[{i}] has a shape of {:?} and output[{i}] has a shape of {:?}.",
+                root_grads[i].shape(),
+                r.shape()
+            ));
+        }
+        root_nodes.push(n.clone());
+        stack.push(n);
+    }
+    let mut input_nodes = Vec::new();
+    if let Some(inps) = inputs {
+        for (i, t) in inps.iter().enumerate() {
+            let n = grad_edge(t).ok_or_else(|| {
+                autograd_err!("One of the differentiated Tensors (index {i}) does not require grad")
+            })?;
+            input_nodes.push(n.clone());
+            stack.push(n);
+        }
+    }
+    while let Some(n) = stack.pop() {
+        if n.mark.swap(epoch, Ordering::Relaxed) == epoch {
+            continue;
+        }
+        for e in n.edges.iter().flatten() {
+            if e.mark.load(Ordering::Relaxed) != epoch {
+                stack.push(e.clone());
+            }
+        }
+        order.push(n);
+    }
+    // Reverse recording order; leaf accumulators (seq 0) come last.
+    order.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+    for (i, n) in order.iter().enumerate() {
+        n.slot.store(i, Ordering::Relaxed);
+    }
+    let n_nodes = order.len();
+    // Which nodes must run: with `inputs`, only those leading to an input.
+    let mut needed = vec![inputs.is_none(); n_nodes];
+    let mut capture: Vec<Vec<usize>> = vec![Vec::new(); n_nodes];
+    for (k, n) in input_nodes.iter().enumerate() {
+        let s = n.slot.load(Ordering::Relaxed);
+        capture[s].push(k);
+        needed[s] = true;
+    }
+    if inputs.is_some() {
+        for i in (0..n_nodes).rev() {
+            if !needed[i] && order[i].edges.iter().flatten().any(|e| needed[e.slot.load(Ordering::Relaxed)]) {
+                needed[i] = true;
+            }
+        }
+    }
+    let mut grads: Vec<Option<Tensor>> = vec![None; n_nodes];
+    for (r, g) in root_nodes.iter().zip(root_grads) {
+        let s = r.slot.load(Ordering::Relaxed);
+        let g = if create_graph { g.clone() } else { g.detach() };
+        accumulate_into(&mut grads[s], g, create_graph)?;
+    }
+    let mut results: Vec<Option<Tensor>> = vec![None; input_nodes.len()];
+    let mut edge_needed: Vec<bool> = Vec::new();
+    for i in 0..n_nodes {
+        let node = &order[i];
+        let Some(g) = grads[i].take() else { continue };
+        if !needed[i] {
+            continue;
+        }
+        for &k in &capture[i] {
+            results[k] = Some(g.clone());
+        }
+        if let Some(w) = node.retain.lock().as_ref().and_then(|w| w.upgrade()) {
+            let t = Tensor(w);
+            accumulate_leaf_grad(&t, g.clone(), create_graph)?;
+        }
+        match &node.kind {
+            NodeKind::Leaf(w) => {
+                if inputs.is_none() {
+                    if let Some(t) = w.upgrade() {
+                        accumulate_leaf_grad(&Tensor(t), g, create_graph)?;
+                    }
+                }
+            }
+            NodeKind::Op(f) => {
+                let func = f.lock().take();
+                let Some(func) = func else {
+                    return Err(autograd_err!(
+                        "Trying to backward through the graph a second time (or directly access saved tensors after they have already been freed). Saved intermediate values of the graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the graph a second time or if you need to access saved tensors after calling backward. (node {})",
+                        node.name
+                    ));
+                };
+                edge_needed.clear();
+                edge_needed.extend(node.edges.iter().map(|e| match e {
+                    Some(e) => needed[e.slot.load(Ordering::Relaxed)],
+                    None => false,
+                }));
+                let ctx = BwCtx { node, needed: &edge_needed };
+                let res = func(&ctx, &g);
+                if retain_graph || !node.releasable {
+                    *f.lock() = Some(func);
+                } else {
+                    drop(func);
+                }
+                let out_grads = res?;
+                for (j, e) in node.edges.iter().enumerate() {
+                    let (Some(e), Some(Some(gi))) = (e, out_grads.get(j)) else { continue };
+                    if !edge_needed[j] {
+                        continue;
+                    }
+                    let (shape, dt) = &node.input_meta[j];
+                    if gi.shape() != &shape[..] {
+                        return Err(shape_err!(
+                            "Function {} returned an invalid gradient at index {j} - got {:?} but expected shape compatible with {:?}",
+                            node.name,
+                            gi.shape(),
+                            shape
+                        ));
+                    }
+                    let gi = if gi.dtype() != *dt { crate::ops::unary::to_dtype(gi, *dt)? } else { gi.clone() };
+                    let s = e.slot.load(Ordering::Relaxed);
+                    accumulate_into(&mut grads[s], gi, create_graph)?;
+                }
+            }
+        }
+    }
+    if inputs.is_some() && !allow_unused {
+        if let Some(k) = results.iter().position(|r| r.is_none()) {
+            return Err(autograd_err!(
+                "One of the differentiated Tensors (index {k}) appears to not have been used in the graph. Set allow_unused=True if this is the desired behavior."
+            ));
+        }
+    }
+    Ok(results)
+}

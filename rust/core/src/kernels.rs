@@ -1,0 +1,285 @@
+//! Element loops over strided, broadcast operands. Every op reduces to a few
+//! of these: `map1`, `map2`, `map3` (contiguous output), `cast`, `copy_into`.
+use crate::dtype::DType;
+use crate::elem::Elem;
+use crate::error::Result;
+use crate::shape_err;
+use crate::tensor::{contiguous_strides, numel_of, Shape, Strides, Tensor};
+use smallvec::SmallVec;
+
+/// NumPy broadcasting of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Shape> {
+    let n = a.len().max(b.len());
+    let mut out: Shape = SmallVec::from_elem(0, n);
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(shape_err!(
+                "The size of tensor a ({da}) must match the size of tensor b ({db}) at non-singleton dimension {i}; shapes {:?} and {:?} cannot be broadcast together",
+                a, b
+            ));
+        };
+    }
+    Ok(out)
+}
+
+/// Strides of `t` viewed as broadcast to `shape` (0 on broadcast dims).
+pub fn broadcast_strides(t: &Tensor, shape: &[usize]) -> Result<Strides> {
+    let n = shape.len();
+    let k = t.ndim();
+    if k > n {
+        return Err(shape_err!("cannot broadcast shape {:?} to {:?}", t.shape(), shape));
+    }
+    let mut st: Strides = SmallVec::from_elem(0, n);
+    for i in 0..k {
+        let d = t.shape()[i];
+        let o = shape[n - k + i];
+        if d == o {
+            st[n - k + i] = if d == 1 { 0 } else { t.strides()[i] };
+        } else if d == 1 {
+            st[n - k + i] = 0;
+        } else {
+            return Err(shape_err!("the shape {:?} cannot be broadcast to {:?}", t.shape(), shape));
+        }
+    }
+    Ok(st)
+}
+
+/// Merge adjacent dimensions that are contiguous with each other for every
+/// operand, so loops run over as few, as long rows as possible.
+fn coalesce<const N: usize>(shape: &[usize], strides: [&[isize]; N]) -> (Shape, [Strides; N]) {
+    let mut sh: Shape = SmallVec::new();
+    let mut st: [Strides; N] = std::array::from_fn(|_| SmallVec::new());
+    for d in 0..shape.len() {
+        if shape[d] == 1 {
+            continue;
+        }
+        if let Some(&last) = sh.last() {
+            let mergeable = (0..N).all(|k| *st[k].last().unwrap() == strides[k][d] * shape[d] as isize);
+            if mergeable {
+                let l = sh.len() - 1;
+                sh[l] = last * shape[d];
+                for k in 0..N {
+                    *st[k].last_mut().unwrap() = strides[k][d];
+                }
+                continue;
+            }
+        }
+        sh.push(shape[d]);
+        for k in 0..N {
+            st[k].push(strides[k][d]);
+        }
+    }
+    if sh.is_empty() {
+        sh.push(1);
+        for k in 0..N {
+            st[k].push(0);
+        }
+    }
+    (sh, st)
+}
+
+/// Call `f(offsets, inner_len, inner_strides)` for every innermost row of the
+/// N operands, in row-major order of `shape`.
+pub fn strided_rows<const N: usize>(
+    shape: &[usize],
+    strides: [&[isize]; N],
+    base: [isize; N],
+    mut f: impl FnMut([isize; N], usize, [isize; N]),
+) {
+    if numel_of(shape) == 0 {
+        return;
+    }
+    let (sh, st) = coalesce(shape, strides);
+    let nd = sh.len();
+    let inner = sh[nd - 1];
+    let inner_st: [isize; N] = std::array::from_fn(|k| st[k][nd - 1]);
+    let outer = nd - 1;
+    let mut idx: SmallVec<[usize; 6]> = SmallVec::from_elem(0, outer);
+    let mut off = base;
+    loop {
+        f(off, inner, inner_st);
+        // increment the multi-index over the outer dims
+        let mut d = outer;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            for k in 0..N {
+                off[k] += st[k][d];
+            }
+            if idx[d] < sh[d] {
+                break;
+            }
+            for k in 0..N {
+                off[k] -= st[k][d] * sh[d] as isize;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// out[i] = f(a[i]) with a contiguous output of dtype `O`.
+pub fn map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Tensor {
+    let out = Tensor::empty(a.shape(), O::DTYPE);
+    let o = out.data_mut::<O>();
+    if a.is_contiguous() {
+        for (y, &x) in o.iter_mut().zip(a.data::<A>()) {
+            *y = f(x);
+        }
+        return out;
+    }
+    let pa = a.data_ptr::<A>();
+    let mut i = 0usize;
+    strided_rows(a.shape(), [a.strides()], [0], |off, n, st| {
+        for j in 0..n {
+            // Safety: offsets stay inside the view.
+            o[i + j] = f(unsafe { *pa.offset(off[0] + j as isize * st[0]) });
+        }
+        i += n;
+    });
+    out
+}
+
+/// out = f(a, b) with NumPy broadcasting; contiguous output of dtype `O`.
+pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) -> O) -> Result<Tensor> {
+    let shape = broadcast_shapes(a.shape(), b.shape())?;
+    let out = Tensor::empty(&shape, O::DTYPE);
+    let o = out.data_mut::<O>();
+    if a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous() {
+        for ((y, &x1), &x2) in o.iter_mut().zip(a.data::<A>()).zip(b.data::<B>()) {
+            *y = f(x1, x2);
+        }
+        return Ok(out);
+    }
+    if b.numel() == 1 && a.is_contiguous() && a.shape() == &shape[..] {
+        let s = unsafe { *b.data_ptr::<B>() };
+        for (y, &x1) in o.iter_mut().zip(a.data::<A>()) {
+            *y = f(x1, s);
+        }
+        return Ok(out);
+    }
+    if a.numel() == 1 && b.is_contiguous() && b.shape() == &shape[..] {
+        let s = unsafe { *a.data_ptr::<A>() };
+        for (y, &x2) in o.iter_mut().zip(b.data::<B>()) {
+            *y = f(s, x2);
+        }
+        return Ok(out);
+    }
+    let sa = broadcast_strides(a, &shape)?;
+    let sb = broadcast_strides(b, &shape)?;
+    let (pa, pb) = (a.data_ptr::<A>(), b.data_ptr::<B>());
+    let mut i = 0usize;
+    strided_rows(&shape, [&sa, &sb], [0, 0], |off, n, st| {
+        for j in 0..n {
+            let j = j as isize;
+            // Safety: broadcast offsets stay inside each view.
+            unsafe {
+                o[i + j as usize] = f(*pa.offset(off[0] + j * st[0]), *pb.offset(off[1] + j * st[1]));
+            }
+        }
+        i += n;
+    });
+    Ok(out)
+}
+
+/// out = f(a, b, c) with broadcasting (used by `where`, fused backward kernels).
+pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tensor, f: impl Fn(A, B, C) -> O) -> Result<Tensor> {
+    let shape = broadcast_shapes(&broadcast_shapes(a.shape(), b.shape())?, c.shape())?;
+    let out = Tensor::empty(&shape, O::DTYPE);
+    let o = out.data_mut::<O>();
+    let sa = broadcast_strides(a, &shape)?;
+    let sb = broadcast_strides(b, &shape)?;
+    let sc = broadcast_strides(c, &shape)?;
+    let (pa, pb, pc) = (a.data_ptr::<A>(), b.data_ptr::<B>(), c.data_ptr::<C>());
+    let mut i = 0usize;
+    strided_rows(&shape, [&sa, &sb, &sc], [0, 0, 0], |off, n, st| {
+        for j in 0..n {
+            let j = j as isize;
+            unsafe {
+                o[i + j as usize] = f(
+                    *pa.offset(off[0] + j * st[0]),
+                    *pb.offset(off[1] + j * st[1]),
+                    *pc.offset(off[2] + j * st[2]),
+                );
+            }
+        }
+        i += n;
+    });
+    Ok(out)
+}
+
+/// A contiguous copy converted to `dt`.
+pub fn cast(a: &Tensor, dt: DType) -> Tensor {
+    crate::dispatch_all!(a.dtype(), A => crate::dispatch_all!(dt, O => map1::<A, O>(a, cast_elem::<A, O>)))
+}
+
+#[inline(always)]
+pub fn cast_elem<A: Elem, O: Elem>(x: A) -> O {
+    match O::DTYPE {
+        DType::Bool => O::from_bool(x.to_bool()),
+        DType::I64 => match A::DTYPE {
+            DType::I64 | DType::Bool => O::from_i64(x.to_i64()),
+            _ => O::from_i64(x.to_f64() as i64),
+        },
+        _ => match A::DTYPE {
+            DType::I64 => O::from_f64(x.to_i64() as f64),
+            _ => O::from_f64(x.to_f64()),
+        },
+    }
+}
+
+pub fn copy_contiguous(a: &Tensor) -> Tensor {
+    crate::dispatch_all!(a.dtype(), T => map1::<T, T>(a, |x| x))
+}
+
+/// Write `src` (broadcast to dst's shape, cast to dst's dtype) into the strided view `dst`.
+pub fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
+    let ss = broadcast_strides(src, dst.shape()).map_err(|_| {
+        shape_err!(
+            "The size of tensor a ({:?}) must match the size of tensor b ({:?}): cannot copy a tensor of shape {:?} into one of shape {:?}",
+            dst.shape(), src.shape(), src.shape(), dst.shape()
+        )
+    })?;
+    crate::dispatch_all!(dst.dtype(), D => crate::dispatch_all!(src.dtype(), S => {
+        let pd = dst.data_ptr::<D>();
+        let ps = src.data_ptr::<S>();
+        // Copy through a temporary when source and destination overlap.
+        if std::sync::Arc::ptr_eq(dst.storage(), src.storage()) {
+            let tmp = map1::<S, S>(&src.alias(src.shape(), src.strides(), src.offset()), |x| x);
+            return copy_into(dst, &tmp);
+        }
+        strided_rows(dst.shape(), [dst.strides(), &ss], [0, 0], |off, n, st| {
+            for j in 0..n as isize {
+                unsafe { *pd.offset(off[0] + j * st[0]) = cast_elem::<S, D>(*ps.offset(off[1] + j * st[1])); }
+            }
+        });
+    }));
+    dst.storage().bump_version();
+    Ok(())
+}
+
+/// Apply `f` to every element of the strided view in place.
+pub fn apply_inplace<T: Elem>(dst: &Tensor, f: impl Fn(T) -> T) {
+    let pd = dst.data_ptr::<T>();
+    strided_rows(dst.shape(), [dst.strides()], [0], |off, n, st| {
+        for j in 0..n as isize {
+            unsafe {
+                let p = pd.offset(off[0] + j * st[0]);
+                *p = f(*p);
+            }
+        }
+    });
+    dst.storage().bump_version();
+}
+
+pub fn contiguous_strides_of(shape: &[usize]) -> Strides {
+    contiguous_strides(shape)
+}

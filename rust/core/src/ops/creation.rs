@@ -1,0 +1,150 @@
+//! Creation ops: arange, linspace, eye, and random tensors drawn from a
+//! counter-based generator (same seed, same bits, whatever the thread count).
+use crate::dtype::DType;
+use crate::elem::Elem;
+use crate::error::Result;
+use crate::random::Generator;
+use crate::tensor::Tensor;
+use crate::{dtype_err, value_err};
+use parking_lot::Mutex;
+
+static DEFAULT_GEN: Mutex<Option<Generator>> = Mutex::new(None);
+
+/// Run `f` with the process-wide default generator (seed 0 until `manual_seed`).
+pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
+    let mut g = DEFAULT_GEN.lock();
+    f(g.get_or_insert_with(|| Generator::new(67280421310721)))
+}
+
+pub fn manual_seed(seed: u64) {
+    with_default_generator(|g| g.manual_seed(seed));
+}
+
+pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
+    if step == 0.0 {
+        return Err(value_err!("arange: step must be nonzero"));
+    }
+    if !start.is_finite() || !end.is_finite() {
+        return Err(value_err!("arange: unsupported range: {start} -> {end}"));
+    }
+    if (step > 0.0 && end < start) || (step < 0.0 && end > start) {
+        return Err(value_err!("arange: upper bound and larger bound inconsistent with step sign"));
+    }
+    let n = ((end - start) / step).ceil().max(0.0) as usize;
+    let t = Tensor::empty(&[n], dtype);
+    crate::dispatch_all!(dtype, T => {
+        let d = t.data_mut::<T>();
+        for (i, v) in d.iter_mut().enumerate() {
+            *v = if dtype == DType::I64 { T::from_i64(start as i64 + (i as i64) * step as i64) } else { T::from_f64(start + i as f64 * step) };
+        }
+    });
+    Ok(t)
+}
+
+pub fn linspace(start: f64, end: f64, steps: usize, dtype: DType) -> Result<Tensor> {
+    let t = Tensor::empty(&[steps], dtype);
+    let step = if steps > 1 { (end - start) / (steps - 1) as f64 } else { 0.0 };
+    let half = steps / 2;
+    crate::dispatch_all!(dtype, T => {
+        let d = t.data_mut::<T>();
+        for (i, v) in d.iter_mut().enumerate() {
+            // symmetric evaluation as torch does, so both ends are exact
+            let x = if i < half { start + step * i as f64 } else { end - step * (steps - 1 - i) as f64 };
+            *v = T::from_f64(x);
+        }
+    });
+    Ok(t)
+}
+
+pub fn eye(n: usize, m: usize, dtype: DType) -> Tensor {
+    let t = Tensor::zeros(&[n, m], dtype);
+    crate::dispatch_all!(dtype, T => {
+        let d = t.data_mut::<T>();
+        for i in 0..n.min(m) {
+            d[i * m + i] = T::from_i64(1);
+        }
+    });
+    t
+}
+
+fn gen_or_default<R>(g: Option<&Mutex<Generator>>, f: impl FnOnce(&mut Generator) -> R) -> R {
+    match g {
+        Some(m) => f(&mut m.lock()),
+        None => with_default_generator(f),
+    }
+}
+
+/// Uniform on [low, high).
+pub fn rand(shape: &[usize], low: f64, high: f64, dtype: DType, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
+    if !(low.is_finite() && high.is_finite()) || low > high {
+        return Err(value_err!("uniform_ expects to return a [from, to) range, but found from={low} > to={high}"));
+    }
+    let t = Tensor::empty(shape, dtype);
+    match dtype {
+        DType::F32 => gen_or_default(g, |g| g.fill_uniform_f32(t.data_mut::<f32>(), low as f32, high as f32)),
+        DType::F64 => gen_or_default(g, |g| g.fill_uniform_f64(t.data_mut::<f64>(), low, high)),
+        d => return Err(dtype_err!("rand: expected a floating point dtype, got {}", d.name())),
+    }
+    Ok(t)
+}
+
+/// Normal(mean, std).
+pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
+    if !(std >= 0.0) {
+        return Err(value_err!("normal expects std >= 0.0, but found std {std}"));
+    }
+    let t = Tensor::empty(shape, dtype);
+    match dtype {
+        DType::F32 => gen_or_default(g, |g| g.fill_normal_f32(t.data_mut::<f32>(), mean as f32, std as f32)),
+        DType::F64 => gen_or_default(g, |g| g.fill_normal_f64(t.data_mut::<f64>(), mean, std)),
+        d => return Err(dtype_err!("randn: expected a floating point dtype, got {}", d.name())),
+    }
+    Ok(t)
+}
+
+/// Integers uniform on [low, high).
+pub fn randint(shape: &[usize], low: i64, high: i64, dtype: DType, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
+    if low >= high {
+        return Err(value_err!("random_ expects 'from' to be less than 'to', but got from={low} >= to={high}"));
+    }
+    let mut v = vec![0i64; shape.iter().product()];
+    gen_or_default(g, |g| g.fill_randint(&mut v, low, high));
+    let t = Tensor::from_vec(v, shape)?;
+    if dtype == DType::I64 {
+        Ok(t)
+    } else {
+        Ok(crate::kernels::cast(&t, dtype))
+    }
+}
+
+pub fn randperm(n: usize, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
+    let v = gen_or_default(g, |g| g.randperm(n));
+    Tensor::from_vec(v, &[n])
+}
+
+/// 0/1 draws with probability `p` of 1 (float tensor of `dtype`).
+pub fn bernoulli(shape: &[usize], p: f64, dtype: DType, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(value_err!("bernoulli: p must be in [0, 1], got {p}"));
+    }
+    let mut v = vec![0f64; shape.iter().product()];
+    gen_or_default(g, |g| g.bernoulli_f64(&mut v, p));
+    let t = Tensor::from_vec(v, shape)?;
+    Ok(if dtype == DType::F64 { t } else { crate::kernels::cast(&t, dtype) })
+}
+
+/// Dropout: zero with probability p, scale the rest by 1/(1-p).
+pub fn dropout(x: &Tensor, p: f64, train: bool, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(value_err!("dropout probability has to be between 0 and 1, but got {p}"));
+    }
+    if !train || p == 0.0 {
+        return Ok(x.clone());
+    }
+    if p == 1.0 {
+        return super::binary::mul_scalar(x, 0.0);
+    }
+    let keep = bernoulli(x.shape(), 1.0 - p, x.dtype(), g)?;
+    let mask = super::binary::mul_scalar(&keep, 1.0 / (1.0 - p))?;
+    super::binary::mul(x, &mask)
+}

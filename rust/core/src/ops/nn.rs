@@ -1,0 +1,105 @@
+//! Neural-network functions: softmax, log_softmax, padding, dropout.
+use super::binary::{mul, sub};
+use super::reduce::{logsumexp, sum};
+use super::shape::slice;
+use super::unary::exp;
+use crate::autograd::{attach, needs_grad, SavedTensor};
+use crate::error::Result;
+use crate::tensor::{norm_dim, Tensor};
+use crate::{shape_err, value_err};
+
+fn floatify(x: &Tensor) -> Result<Tensor> {
+    if x.dtype().is_float() {
+        Ok(x.clone())
+    } else {
+        super::unary::to_dtype(x, crate::default_dtype())
+    }
+}
+
+/// softmax along `dim`: exp(x - logsumexp(x)), never exponentiating raw logits.
+pub fn softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
+    let x = floatify(x)?;
+    if x.ndim() == 0 {
+        return super::unary::exp(&sub(&x, &x.detach())?);
+    }
+    let d = norm_dim(dim, x.ndim())?;
+    let lse = logsumexp(&x.detach(), Some(&[d as isize]), true)?;
+    let out = exp(&sub(&x.detach(), &lse)?)?;
+    if needs_grad(&[&x]) {
+        let so = SavedTensor::output(&out);
+        attach(&out, "SoftmaxBackward0", &[&x], true, move |ctx, g| {
+            let y = so.get(ctx)?;
+            let gy = mul(g, &y)?;
+            let s = sum(&gy, Some(&[d as isize]), true)?;
+            Ok(vec![Some(sub(&gy, &mul(&y, &s)?)?)])
+        });
+    }
+    Ok(out)
+}
+
+/// log_softmax along `dim`: x - logsumexp(x).
+pub fn log_softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
+    let x = floatify(x)?;
+    if x.ndim() == 0 {
+        return sub(&x, &x.detach());
+    }
+    let d = norm_dim(dim, x.ndim())?;
+    let lse = logsumexp(&x.detach(), Some(&[d as isize]), true)?;
+    let out = sub(&x.detach(), &lse)?;
+    if needs_grad(&[&x]) {
+        let so = SavedTensor::output(&out);
+        attach(&out, "LogSoftmaxBackward0", &[&x], true, move |ctx, g| {
+            let y = so.get(ctx)?;
+            let s = sum(g, Some(&[d as isize]), true)?;
+            Ok(vec![Some(sub(g, &mul(&exp(&y)?, &s)?)?)])
+        });
+    }
+    Ok(out)
+}
+
+/// Constant padding, torch's `F.pad(x, pads, value=v)`: `pads` lists
+/// (left, right) pairs starting from the last dim; negative values crop.
+pub fn pad_constant(x: &Tensor, pads: &[isize], value: f64) -> Result<Tensor> {
+    if pads.len() % 2 != 0 {
+        return Err(value_err!("Padding length must be divisible by 2, got {}", pads.len()));
+    }
+    if pads.len() / 2 > x.ndim() {
+        return Err(value_err!(
+            "Padding length should be less than or equal to two times the input dimension but got padding length {} and input of dimension {}",
+            pads.len(),
+            x.ndim()
+        ));
+    }
+    let nd = x.ndim();
+    let mut oshape = x.shape().to_vec();
+    // region of the output that receives x (after cropping negative pads)
+    let mut src = x.clone();
+    let mut starts = vec![0usize; nd];
+    for i in 0..pads.len() / 2 {
+        let d = nd - 1 - i;
+        let (l, r) = (pads[2 * i], pads[2 * i + 1]);
+        let n = x.shape()[d] as isize;
+        let new = n + l + r;
+        if new < 0 {
+            return Err(shape_err!("The input size {n}, plus negative padding {l} and {r} resulted in a negative output size, which is invalid. Check dimension {d} of your input."));
+        }
+        oshape[d] = new as usize;
+        let crop_l = (-l).max(0);
+        let crop_r = (-r).max(0);
+        let keep = (n - crop_l - crop_r).max(0) as usize;
+        src = slice(&src, d, crop_l as usize, keep, 1)?;
+        starts[d] = l.max(0) as usize;
+    }
+    let out = Tensor::full(&oshape, value, x.dtype());
+    {
+        let st = out.strides().to_vec();
+        let off: isize = starts.iter().zip(&st).map(|(&s, &t)| s as isize * t).sum();
+        let region = out.alias(src.shape(), &st, off as usize);
+        crate::kernels::copy_into(&region, &src.detach())?;
+    }
+    if needs_grad(&[x]) {
+        let neg: Vec<isize> = pads.iter().map(|p| -p).collect();
+        attach(&out, "ConstantPadNdBackward0", &[x], false, move |_, g| Ok(vec![Some(pad_constant(g, &neg, 0.0)?)]));
+    }
+    Ok(out)
+}

@@ -1,0 +1,359 @@
+//! The tensor handle: shared storage + shape/strides/offset + autograd metadata.
+use crate::autograd::{Meta, Node};
+use crate::dtype::{DType, Priority};
+use crate::elem::Elem;
+use crate::error::Result;
+use crate::storage::Storage;
+use crate::{dtype_err, shape_err};
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub type Shape = SmallVec<[usize; 6]>;
+pub type Strides = SmallVec<[isize; 6]>;
+
+pub struct TensorImpl {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) shape: Shape,
+    pub(crate) strides: Strides,
+    pub(crate) offset: usize,
+    pub(crate) dtype: DType,
+    /// Created from a Python number: lowest priority in type promotion.
+    pub(crate) wrapped_scalar: bool,
+    pub(crate) requires_grad: AtomicBool,
+    pub(crate) meta: Mutex<Meta>,
+}
+
+/// A reference-counted tensor handle; cloning shares everything (like a Python reference).
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorImpl>);
+
+pub fn contiguous_strides(shape: &[usize]) -> Strides {
+    let mut st: Strides = SmallVec::from_elem(0, shape.len());
+    let mut acc = 1isize;
+    for i in (0..shape.len()).rev() {
+        st[i] = acc;
+        acc *= shape[i].max(1) as isize;
+    }
+    st
+}
+
+pub fn numel_of(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+pub fn fmt_shape(shape: &[usize]) -> String {
+    format!("{:?}", shape)
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor(shape={:?}, dtype={})", self.shape(), self.dtype().name())
+    }
+}
+
+impl Tensor {
+    // ---------------------------------------------------------------- construction
+    pub(crate) fn from_parts(storage: Arc<Storage>, shape: Shape, strides: Strides, offset: usize, dtype: DType) -> Tensor {
+        Tensor(Arc::new(TensorImpl {
+            storage,
+            shape,
+            strides,
+            offset,
+            dtype,
+            wrapped_scalar: false,
+            requires_grad: AtomicBool::new(false),
+            meta: Mutex::new(Meta::default()),
+        }))
+    }
+
+    /// Uninitialised-in-spirit (actually zeroed) contiguous tensor.
+    pub fn empty(shape: &[usize], dtype: DType) -> Tensor {
+        let n = numel_of(shape);
+        let st = Arc::new(Storage::zeroed(n * dtype.size()));
+        Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype)
+    }
+    pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::empty(shape, dtype)
+    }
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+        let t = Tensor::empty(shape, dtype);
+        if value != 0.0 {
+            crate::dispatch_all!(dtype, T => {
+                let v = T::from_f64(value);
+                t.data_mut::<T>().iter_mut().for_each(|x| *x = v);
+            });
+        }
+        t
+    }
+    pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::full(shape, 1.0, dtype)
+    }
+    pub fn from_vec<T: Elem>(v: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        if v.len() != numel_of(shape) {
+            return Err(shape_err!("from_vec: {} values cannot fill shape {:?}", v.len(), shape));
+        }
+        let st = Arc::new(Storage::from_vec(v));
+        Ok(Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, T::DTYPE))
+    }
+    pub fn scalar<T: Elem>(v: T) -> Tensor {
+        Tensor::from_vec(vec![v], &[]).unwrap()
+    }
+    /// A 0-dim tensor standing for a Python number (lowest promotion priority).
+    pub fn wrapped_scalar(v: f64, dtype: DType) -> Tensor {
+        let t = Tensor::full(&[], v, dtype);
+        let mut imp = Arc::try_unwrap(t.0).ok().expect("fresh tensor");
+        imp.wrapped_scalar = true;
+        Tensor(Arc::new(imp))
+    }
+    /// Tensor over external memory (NumPy). `strides` are in elements.
+    pub fn from_storage(storage: Arc<Storage>, shape: &[usize], strides: &[isize], offset: usize, dtype: DType) -> Tensor {
+        Tensor::from_parts(storage, shape.into(), strides.into(), offset, dtype)
+    }
+
+    // ---------------------------------------------------------------- accessors
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    pub fn strides(&self) -> &[isize] {
+        &self.0.strides
+    }
+    pub fn offset(&self) -> usize {
+        self.0.offset
+    }
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    pub fn ndim(&self) -> usize {
+        self.0.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        numel_of(&self.0.shape)
+    }
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.0.storage
+    }
+    pub fn is_wrapped_scalar(&self) -> bool {
+        self.0.wrapped_scalar
+    }
+    pub fn priority(&self) -> Priority {
+        if self.0.wrapped_scalar {
+            Priority::Scalar
+        } else if self.ndim() == 0 {
+            Priority::ZeroDim
+        } else {
+            Priority::Tensor
+        }
+    }
+    pub fn same(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+    pub fn is_contiguous(&self) -> bool {
+        let mut acc = 1isize;
+        for i in (0..self.ndim()).rev() {
+            let n = self.0.shape[i];
+            if n != 1 && self.0.strides[i] != acc {
+                return false;
+            }
+            acc *= n as isize;
+        }
+        true
+    }
+    pub fn version(&self) -> u64 {
+        self.0.storage.version()
+    }
+    /// Normalise a possibly negative dimension index.
+    pub fn dim_index(&self, d: isize) -> Result<usize> {
+        norm_dim(d, self.ndim())
+    }
+    pub fn size_at(&self, d: isize) -> Result<usize> {
+        Ok(self.0.shape[self.dim_index(d)?])
+    }
+
+    // ---------------------------------------------------------------- raw data
+    /// Pointer to the first element of the view.
+    pub fn data_ptr<T: Elem>(&self) -> *mut T {
+        debug_assert_eq!(T::DTYPE, self.dtype());
+        // Safety: offset is within the storage by construction.
+        unsafe { (self.0.storage.ptr() as *mut T).add(self.0.offset) }
+    }
+    /// The elements of a contiguous tensor.
+    pub fn data<T: Elem>(&self) -> &[T] {
+        assert!(self.is_contiguous() && T::DTYPE == self.dtype(), "data(): needs a contiguous tensor of the right dtype");
+        // Safety: contiguous view of numel elements inside the storage.
+        unsafe { std::slice::from_raw_parts(self.data_ptr::<T>(), self.numel()) }
+    }
+    /// Mutable elements of a contiguous tensor (aliasing is the caller's business, as in torch).
+    #[allow(clippy::mut_from_ref)]
+    pub fn data_mut<T: Elem>(&self) -> &mut [T] {
+        assert!(self.is_contiguous() && T::DTYPE == self.dtype(), "data_mut(): needs a contiguous tensor of the right dtype");
+        // Safety: as above.
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr::<T>(), self.numel()) }
+    }
+    /// Elements in row-major logical order, converted to `T`'s dtype if needed.
+    pub fn to_vec<T: Elem>(&self) -> Vec<T> {
+        let c = if self.dtype() == T::DTYPE { self.contiguous() } else { crate::kernels::cast(self, T::DTYPE) };
+        c.data::<T>().to_vec()
+    }
+    pub fn to_vec_f64(&self) -> Vec<f64> {
+        self.to_vec::<f64>()
+    }
+    /// The single value of a one-element tensor as f64.
+    pub fn item_f64(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(crate::value_err!(
+                "a Tensor with {} elements cannot be converted to Scalar",
+                self.numel()
+            ));
+        }
+        Ok(crate::dispatch_all!(self.dtype(), T => unsafe { (*self.data_ptr::<T>()).to_f64() }))
+    }
+    pub fn item_i64(&self) -> Result<i64> {
+        if self.numel() != 1 {
+            return Err(crate::value_err!(
+                "a Tensor with {} elements cannot be converted to Scalar",
+                self.numel()
+            ));
+        }
+        Ok(crate::dispatch_all!(self.dtype(), T => unsafe { (*self.data_ptr::<T>()).to_i64() }))
+    }
+
+    /// Same data, contiguous (self if already contiguous). Not recorded by autograd.
+    pub fn contiguous(&self) -> Tensor {
+        if self.is_contiguous() {
+            self.clone()
+        } else {
+            crate::kernels::copy_contiguous(self)
+        }
+    }
+
+    /// An alias with the given geometry and no autograd history.
+    pub fn alias(&self, shape: &[usize], strides: &[isize], offset: usize) -> Tensor {
+        Tensor::from_parts(self.0.storage.clone(), shape.into(), strides.into(), offset, self.dtype())
+    }
+    /// An alias of the same geometry with no autograd history (`detach`).
+    pub fn detach(&self) -> Tensor {
+        self.alias(&self.0.shape, &self.0.strides, self.0.offset)
+    }
+
+    pub fn check_dtype(&self, dt: DType, what: &str) -> Result<()> {
+        if self.dtype() != dt {
+            return Err(dtype_err!("{what}: expected dtype {}, got {}", dt.name(), self.dtype().name()));
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- autograd accessors
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+    pub(crate) fn set_requires_grad_flag(&self, v: bool) {
+        self.0.requires_grad.store(v, Ordering::Relaxed)
+    }
+    pub fn grad_fn(&self) -> Option<Arc<Node>> {
+        self.0.meta.lock().grad_fn.clone()
+    }
+    pub fn is_leaf(&self) -> bool {
+        self.0.meta.lock().grad_fn.is_none()
+    }
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.meta.lock().grad.clone()
+    }
+    pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &g {
+            if g.shape() != self.shape() {
+                return Err(shape_err!(
+                    "assigned grad has data of a different size: expected {:?}, got {:?}",
+                    self.shape(),
+                    g.shape()
+                ));
+            }
+            if g.dtype() != self.dtype() {
+                return Err(dtype_err!(
+                    "assigned grad has data of a different type: expected {}, got {}",
+                    self.dtype().name(),
+                    g.dtype().name()
+                ));
+            }
+        }
+        self.0.meta.lock().grad = g;
+        Ok(())
+    }
+    /// `requires_grad_()`: only leaves may change it, and only float tensors may require grad.
+    pub fn set_requires_grad(&self, v: bool) -> Result<()> {
+        if !self.is_leaf() {
+            if !v {
+                return Err(crate::autograd_err!(
+                    "you can only change requires_grad flags of leaf variables. If you want to use a computed variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
+                ));
+            }
+            return Ok(());
+        }
+        if v && !self.dtype().is_float() {
+            return Err(crate::autograd_err!(
+                "only Tensors of floating point dtype can require gradients (got {})",
+                self.dtype().name()
+            ));
+        }
+        self.set_requires_grad_flag(v);
+        Ok(())
+    }
+    pub fn retains_grad(&self) -> bool {
+        self.0.meta.lock().retains_grad
+    }
+}
+
+pub fn norm_dim(d: isize, ndim: usize) -> Result<usize> {
+    let n = ndim.max(1) as isize;
+    if d < -n || d >= n {
+        return Err(crate::index_err!(
+            "Dimension out of range (expected to be in range of [{}, {}], but got {})",
+            -n,
+            n - 1,
+            d
+        ));
+    }
+    Ok(if d < 0 { (d + n) as usize } else { d as usize })
+}
+
+/// Dispatch over every dtype: binds `T` to the Rust element type.
+#[macro_export]
+macro_rules! dispatch_all {
+    ($dt:expr, $T:ident => $body:expr) => {
+        match $dt {
+            $crate::dtype::DType::F32 => { type $T = f32; $body }
+            $crate::dtype::DType::F64 => { type $T = f64; $body }
+            $crate::dtype::DType::I64 => { type $T = i64; $body }
+            $crate::dtype::DType::Bool => { type $T = bool; $body }
+        }
+    };
+}
+
+/// Dispatch over f32/f64; other dtypes give a dtype error naming `$op`.
+#[macro_export]
+macro_rules! dispatch_float {
+    ($dt:expr, $op:expr, $T:ident => $body:expr) => {
+        match $dt {
+            $crate::dtype::DType::F32 => { type $T = f32; $body }
+            $crate::dtype::DType::F64 => { type $T = f64; $body }
+            d => return Err($crate::dtype_err!("{}: expected a floating point tensor (float32 or float64), got {}", $op, d.name())),
+        }
+    };
+}
+
+/// Dispatch over numeric dtypes (f32, f64, i64).
+#[macro_export]
+macro_rules! dispatch_num {
+    ($dt:expr, $op:expr, $T:ident => $body:expr) => {
+        match $dt {
+            $crate::dtype::DType::F32 => { type $T = f32; $body }
+            $crate::dtype::DType::F64 => { type $T = f64; $body }
+            $crate::dtype::DType::I64 => { type $T = i64; $body }
+            d => return Err($crate::dtype_err!("{}: not implemented for dtype {}", $op, d.name())),
+        }
+    };
+}
