@@ -107,6 +107,13 @@ impl Tensor {
         imp.wrapped_scalar = true;
         Tensor(Arc::new(imp))
     }
+    /// A 0-dim int64 tensor standing for a Python int.
+    pub fn wrapped_scalar_i64(v: i64) -> Tensor {
+        let t = Tensor::scalar(v);
+        let mut imp = Arc::try_unwrap(t.0).ok().expect("fresh tensor");
+        imp.wrapped_scalar = true;
+        Tensor(Arc::new(imp))
+    }
     /// Tensor over external memory (NumPy). `strides` are in elements.
     pub fn from_storage(storage: Arc<Storage>, shape: &[usize], strides: &[isize], offset: usize, dtype: DType) -> Tensor {
         Tensor::from_parts(storage, shape.into(), strides.into(), offset, dtype)
@@ -301,6 +308,15 @@ impl Tensor {
         }
         self.set_requires_grad_flag(v);
         Ok(())
+    }
+    /// `detach_()`: make this tensor a leaf that does not require grad.
+    pub fn detach_in_place(&self) {
+        {
+            let mut m = self.0.meta.lock();
+            m.grad_fn = None;
+            m.view_base = None;
+        }
+        self.set_requires_grad_flag(false);
     }
     pub fn retains_grad(&self) -> bool {
         self.0.meta.lock().retains_grad

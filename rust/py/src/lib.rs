@@ -1,1 +1,23 @@
+//! `rbe._core`: the PyO3 binding of rbe-core.
+//!
+//! Errors from the core map to Python exceptions here (shapes -> ValueError,
+//! dtypes -> TypeError, indices -> IndexError, autograd misuse -> RuntimeError).
+use pyo3::prelude::*;
 
+mod conv;
+mod functions;
+mod tensor;
+
+pub use conv::*;
+pub use tensor::PyTensor;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyTensor>()?;
+    m.add_class::<conv::PyDType>()?;
+    m.add_class::<functions::PyGenerator>()?;
+    conv::register_dtypes(m)?;
+    functions::register(m)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

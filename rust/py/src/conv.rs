@@ -1,0 +1,234 @@
+//! Conversions between Python objects and core values, and error mapping.
+use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyTuple};
+use rbe_core::{DType, Error, Tensor};
+
+use crate::tensor::PyTensor;
+
+pub fn to_py_err(e: Error) -> PyErr {
+    match e {
+        Error::Shape(m) | Error::Value(m) => PyValueError::new_err(m),
+        Error::DType(m) => PyTypeError::new_err(m),
+        Error::Index(m) => PyIndexError::new_err(m),
+        Error::Autograd(m) | Error::Unsupported(m) => PyRuntimeError::new_err(m),
+    }
+}
+
+pub trait PyRes<T> {
+    fn py(self) -> PyResult<T>;
+}
+impl<T> PyRes<T> for rbe_core::Result<T> {
+    #[inline]
+    fn py(self) -> PyResult<T> {
+        self.map_err(to_py_err)
+    }
+}
+
+/// A dtype object (`rbe.float32`, ...). One instance per dtype.
+#[pyclass(name = "dtype", module = "rbe", frozen)]
+pub struct PyDType {
+    pub dt: DType,
+}
+
+#[pymethods]
+impl PyDType {
+    fn __repr__(&self) -> String {
+        format!("rbe.{}", self.dt.name())
+    }
+    #[getter]
+    fn is_floating_point(&self) -> bool {
+        self.dt.is_float()
+    }
+    #[getter]
+    fn itemsize(&self) -> usize {
+        self.dt.size()
+    }
+    #[getter]
+    fn name(&self) -> &'static str {
+        self.dt.name()
+    }
+    fn __reduce__(&self) -> (String, (String,)) {
+        ("rbe._dtype_from_name".to_string(), (self.dt.name().to_string(),))
+    }
+}
+
+static DTYPES: GILOnceCell<[Py<PyDType>; 4]> = GILOnceCell::new();
+
+fn dtype_slot(dt: DType) -> usize {
+    match dt {
+        DType::Bool => 0,
+        DType::I64 => 1,
+        DType::F32 => 2,
+        DType::F64 => 3,
+    }
+}
+
+pub fn register_dtypes(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let arr = [
+        Py::new(py, PyDType { dt: DType::Bool })?,
+        Py::new(py, PyDType { dt: DType::I64 })?,
+        Py::new(py, PyDType { dt: DType::F32 })?,
+        Py::new(py, PyDType { dt: DType::F64 })?,
+    ];
+    let _ = DTYPES.set(py, arr);
+    for dt in [DType::Bool, DType::I64, DType::F32, DType::F64] {
+        m.add(dt.name(), dtype_obj(py, dt))?;
+    }
+    Ok(())
+}
+
+pub fn dtype_obj(py: Python<'_>, dt: DType) -> Py<PyDType> {
+    DTYPES.get(py).expect("dtypes registered")[dtype_slot(dt)].clone_ref(py)
+}
+
+/// Accept an rbe dtype, a NumPy dtype, a string, or the Python types float/int/bool.
+pub fn parse_dtype(obj: &Bound<'_, PyAny>) -> PyResult<DType> {
+    if let Ok(d) = obj.downcast::<PyDType>() {
+        return Ok(d.get().dt);
+    }
+    let py = obj.py();
+    if obj.is(&py.get_type::<PyFloat>()) {
+        return Ok(DType::F64);
+    }
+    if obj.is(&py.get_type::<PyBool>()) {
+        return Ok(DType::Bool);
+    }
+    if obj.is(&py.get_type::<PyInt>()) {
+        return Ok(DType::I64);
+    }
+    let name: Option<String> = if let Ok(s) = obj.extract::<String>() {
+        Some(s)
+    } else if let Ok(n) = obj.getattr("name") {
+        n.extract::<String>().ok()
+    } else {
+        None
+    };
+    let name = name.map(|s| s.trim_start_matches("rbe.").trim_start_matches("torch.").to_string());
+    if let Some(dt) = name.as_deref().and_then(DType::from_name) {
+        return Ok(dt);
+    }
+    // numpy dtype given as a type (np.float32)
+    if let Ok(np) = py.import("numpy") {
+        if let Ok(d) = np.call_method1("dtype", (obj,)) {
+            if let Ok(n) = d.getattr("name").and_then(|n| n.extract::<String>()) {
+                if let Some(dt) = DType::from_name(&n) {
+                    return Ok(dt);
+                }
+                return Err(PyTypeError::new_err(format!(
+                    "unsupported dtype {n}; rbe supports float32, float64, int64 and bool"
+                )));
+            }
+        }
+    }
+    Err(PyTypeError::new_err(format!("expected a dtype, got {}", obj.repr()?)))
+}
+
+pub fn opt_dtype(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<DType>> {
+    match obj {
+        None => Ok(None),
+        Some(o) if o.is_none() => Ok(None),
+        Some(o) => parse_dtype(o).map(Some),
+    }
+}
+
+/// A Python number or tensor as a tensor operand (numbers become wrapped scalars).
+pub fn operand(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+    if let Ok(t) = obj.downcast::<PyTensor>() {
+        return Ok(t.get().t.clone());
+    }
+    scalar_operand(obj)
+}
+
+pub fn scalar_operand(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+    if obj.is_instance_of::<PyBool>() {
+        return Ok(Tensor::wrapped_scalar(if obj.extract::<bool>()? { 1.0 } else { 0.0 }, DType::Bool));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        let v: i64 = obj.extract().map_err(|_| PyValueError::new_err("Python integer too large to convert to int64"))?;
+        return Ok(Tensor::wrapped_scalar_i64(v));
+    }
+    if obj.is_instance_of::<PyFloat>() {
+        return Ok(Tensor::wrapped_scalar(obj.extract::<f64>()?, DType::F64));
+    }
+    // NumPy scalars and other number-likes
+    if obj.hasattr("dtype")? && obj.hasattr("item")? && !obj.hasattr("__array_interface__").unwrap_or(false) {
+        return scalar_operand(&obj.call_method0("item")?);
+    }
+    if obj.hasattr("__index__")? {
+        if let Ok(v) = obj.extract::<i64>() {
+            return Ok(Tensor::wrapped_scalar_i64(v));
+        }
+    }
+    if obj.hasattr("__float__")? && !obj.hasattr("__array_interface__").unwrap_or(false) {
+        return Ok(Tensor::wrapped_scalar(obj.extract::<f64>()?, DType::F64));
+    }
+    if obj.hasattr("__array_interface__").unwrap_or(false) {
+        let py = obj.py();
+        let f = py.import("rbe")?.getattr("as_tensor")?;
+        let t = f.call1((obj,))?;
+        return Ok(t.downcast::<PyTensor>()?.get().t.clone());
+    }
+    Err(PyTypeError::new_err(format!(
+        "expected a Tensor or a number, got {}",
+        obj.get_type().name()?
+    )))
+}
+
+pub fn tensor_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
+    if let Ok(t) = obj.downcast::<PyTensor>() {
+        return Ok(t.get().t.clone());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what}: expected a Tensor, got {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// `None`, an int, or a sequence of ints.
+pub fn parse_dims(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<isize>>> {
+    let Some(o) = obj else { return Ok(None) };
+    if o.is_none() {
+        return Ok(None);
+    }
+    if let Ok(i) = o.extract::<isize>() {
+        return Ok(Some(vec![i]));
+    }
+    if o.is_instance_of::<PyTuple>() || o.is_instance_of::<PyList>() {
+        let v: Vec<isize> = o.extract()?;
+        return Ok(Some(v));
+    }
+    Err(PyTypeError::new_err(format!("dim must be an int or a tuple of ints, got {}", o.get_type().name()?)))
+}
+
+/// Shape given as `*sizes` or a single sequence.
+pub fn parse_shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
+    if args.len() == 1 {
+        let a = args.get_item(0)?;
+        if a.is_instance_of::<PyTuple>() || a.is_instance_of::<PyList>() || a.hasattr("__len__")? && !a.is_instance_of::<PyTensor>() {
+            let v: Vec<isize> = a.extract().map_err(|_| PyTypeError::new_err("shape must be a sequence of ints"))?;
+            return Ok(v);
+        }
+    }
+    let mut v = Vec::with_capacity(args.len());
+    for a in args.iter() {
+        v.push(a.extract::<isize>().map_err(|_| {
+            PyTypeError::new_err(format!("expected a sequence of ints as the shape, got an element of type {}", a.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+        })?);
+    }
+    Ok(v)
+}
+
+pub fn to_usize_shape(v: &[isize]) -> PyResult<Vec<usize>> {
+    v.iter()
+        .map(|&d| {
+            if d < 0 {
+                Err(PyValueError::new_err(format!("Trying to create tensor with negative dimension {d}: {:?}", v)))
+            } else {
+                Ok(d as usize)
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,460 @@
+//! Module-level functions of `rbe._core`: creation, random numbers, NumPy
+//! interop, grad mode, the autograd engine entry point, and ops that are not
+//! methods (cat, stack, where, nn functions, special functions).
+use crate::conv::*;
+use crate::tensor::{pt, wrap, PyNode, PyTensor};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use rbe_core::autograd;
+use rbe_core::ops::unary::{self as un, Fun};
+use rbe_core::ops::{binary as bin, creation, linalg, nn, shape};
+use rbe_core::random::Generator;
+use rbe_core::storage::Storage;
+use rbe_core::{DType, Tensor};
+use std::sync::Arc;
+
+/// A random number generator (Philox4x32-10): `rbe.Generator().manual_seed(s)`.
+#[pyclass(name = "Generator", module = "rbe", frozen)]
+pub struct PyGenerator {
+    pub g: Mutex<Generator>,
+}
+
+#[pymethods]
+impl PyGenerator {
+    #[new]
+    #[pyo3(signature = (device="cpu"))]
+    fn new(device: &str) -> PyResult<Self> {
+        if device != "cpu" {
+            return Err(PyValueError::new_err("rbe generators live on the CPU"));
+        }
+        Ok(PyGenerator { g: Mutex::new(Generator::new(67280421310721)) })
+    }
+    fn manual_seed(slf: &Bound<'_, Self>, seed: i128) -> Py<Self> {
+        slf.get().g.lock().manual_seed(seed as u64);
+        slf.clone().unbind()
+    }
+    fn initial_seed(&self) -> u64 {
+        self.g.lock().seed()
+    }
+    fn seed(&self) -> u64 {
+        let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        self.g.lock().manual_seed(s);
+        s
+    }
+    fn get_state(&self) -> (u64, u64) {
+        self.g.lock().get_state()
+    }
+    fn set_state(&self, state: (u64, u64)) {
+        self.g.lock().set_state(state.0, state.1)
+    }
+}
+
+/// Run `f` with the generator passed from Python (or the default one).
+pub fn with_gen<R>(gen: Option<&Bound<'_, PyAny>>, f: impl FnOnce(Option<&Mutex<Generator>>) -> rbe_core::Result<R>) -> PyResult<R> {
+    match gen {
+        Some(g) if !g.is_none() => {
+            let g = g.downcast::<PyGenerator>().map_err(|_| PyTypeError::new_err("generator must be an rbe.Generator"))?;
+            f(Some(&g.get().g)).py()
+        }
+        _ => f(None).py(),
+    }
+}
+
+fn dt_or_default(dtype: Option<&Bound<'_, PyAny>>) -> PyResult<DType> {
+    Ok(opt_dtype(dtype)?.unwrap_or_else(rbe_core::default_dtype))
+}
+
+fn finish(t: Tensor, requires_grad: bool) -> PyResult<PyTensor> {
+    if requires_grad {
+        t.set_requires_grad(true).py()?;
+    }
+    Ok(pt(t))
+}
+
+#[pyfunction]
+#[pyo3(signature = (shape, dtype=None, requires_grad=false))]
+fn zeros(shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+    finish(Tensor::zeros(&to_usize_shape(&shape)?, dt_or_default(dtype)?), requires_grad)
+}
+
+#[pyfunction]
+#[pyo3(signature = (shape, fill_value, dtype=None, requires_grad=false))]
+fn full(shape: Vec<isize>, fill_value: &Bound<'_, PyAny>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+    let v = scalar_operand(fill_value)?;
+    let dt = match opt_dtype(dtype)? {
+        Some(d) => d,
+        None => match v.dtype() {
+            DType::F64 => rbe_core::default_dtype(),
+            d => d,
+        },
+    };
+    let val = if dt == DType::I64 { v.item_i64().py()? as f64 } else { v.item_f64().py()? };
+    finish(Tensor::full(&to_usize_shape(&shape)?, val, dt), requires_grad)
+}
+
+#[pyfunction]
+#[pyo3(signature = (n, m=None, dtype=None, requires_grad=false))]
+fn eye(n: usize, m: Option<usize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+    finish(creation::eye(n, m.unwrap_or(n), dt_or_default(dtype)?), requires_grad)
+}
+
+#[pyfunction]
+#[pyo3(signature = (start, end, step, dtype=None, requires_grad=false))]
+fn arange(start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, step: &Bound<'_, PyAny>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+    let all_int = [start, end, step].iter().all(|o| o.is_instance_of::<pyo3::types::PyInt>() || o.downcast::<PyTensor>().is_ok_and(|t| t.get().t.dtype() == DType::I64));
+    let dt = match opt_dtype(dtype)? {
+        Some(d) => d,
+        None if all_int => DType::I64,
+        None => rbe_core::default_dtype(),
+    };
+    let (s, e, st): (f64, f64, f64) = (start.extract()?, end.extract()?, step.extract()?);
+    finish(creation::arange(s, e, st, dt).py()?, requires_grad)
+}
+
+#[pyfunction]
+#[pyo3(signature = (start, end, steps, dtype=None, requires_grad=false))]
+fn linspace(start: f64, end: f64, steps: i64, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+    if steps < 0 {
+        return Err(PyValueError::new_err("linspace: number of steps must be non-negative"));
+    }
+    finish(creation::linspace(start, end, steps as usize, dt_or_default(dtype)?).py()?, requires_grad)
+}
+
+#[pyfunction]
+#[pyo3(signature = (shape, low=0.0, high=1.0, dtype=None, generator=None, requires_grad=false))]
+fn rand(shape: Vec<isize>, low: f64, high: f64, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+    let s = to_usize_shape(&shape)?;
+    let dt = dt_or_default(dtype)?;
+    finish(with_gen(generator, |g| creation::rand(&s, low, high, dt, g))?, requires_grad)
+}
+
+#[pyfunction]
+#[pyo3(signature = (shape, mean=0.0, std=1.0, dtype=None, generator=None, requires_grad=false))]
+fn randn(shape: Vec<isize>, mean: f64, std: f64, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+    let s = to_usize_shape(&shape)?;
+    let dt = dt_or_default(dtype)?;
+    finish(with_gen(generator, |g| creation::randn(&s, mean, std, dt, g))?, requires_grad)
+}
+
+#[pyfunction]
+#[pyo3(signature = (low, high, shape, dtype=None, generator=None))]
+fn randint(low: i64, high: i64, shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    let s = to_usize_shape(&shape)?;
+    let dt = opt_dtype(dtype)?.unwrap_or(DType::I64);
+    Ok(pt(with_gen(generator, |g| creation::randint(&s, low, high, dt, g))?))
+}
+
+#[pyfunction]
+#[pyo3(signature = (n, generator=None))]
+fn randperm(n: usize, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    Ok(pt(with_gen(generator, |g| creation::randperm(n, g))?))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, generator=None))]
+fn bernoulli(input: &Bound<'_, PyAny>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    // elementwise probabilities: u < p
+    let p = tensor_arg(input, "bernoulli")?;
+    let u = with_gen(generator, |g| creation::rand(p.shape(), 0.0, 1.0, if p.dtype() == DType::F64 { DType::F64 } else { DType::F32 }, g))?;
+    let m = bin::lt(&u, &p.detach()).py()?;
+    wrap(un::to_dtype(&m, p.dtype()))
+}
+
+#[pyfunction]
+fn manual_seed(seed: i128) {
+    creation::manual_seed(seed as u64);
+}
+
+#[pyfunction]
+fn initial_seed() -> u64 {
+    creation::with_default_generator(|g| g.seed())
+}
+
+#[pyfunction]
+fn get_rng_state() -> (u64, u64) {
+    creation::with_default_generator(|g| g.get_state())
+}
+
+#[pyfunction]
+fn set_rng_state(state: (u64, u64)) {
+    creation::with_default_generator(|g| g.set_state(state.0, state.1))
+}
+
+#[pyfunction]
+fn set_default_dtype(dtype: &Bound<'_, PyAny>) -> PyResult<()> {
+    let dt = parse_dtype(dtype)?;
+    rbe_core::set_default_dtype(dt).map_err(|e| PyTypeError::new_err(e.to_string()))
+}
+
+#[pyfunction]
+fn get_default_dtype(py: Python<'_>) -> Py<PyDType> {
+    dtype_obj(py, rbe_core::default_dtype())
+}
+
+#[pyfunction]
+fn is_grad_enabled() -> bool {
+    autograd::is_grad_enabled()
+}
+
+/// Set grad mode for this thread; returns the previous mode.
+#[pyfunction]
+fn set_grad_enabled(mode: bool) -> bool {
+    autograd::set_grad_enabled(mode)
+}
+
+struct PyOwner(#[allow(dead_code)] Py<PyAny>);
+
+/// A tensor sharing memory with a NumPy array (any strides, including negative ones).
+#[pyfunction]
+fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    let np = arr.py().import("numpy")?;
+    if !arr.is_instance(&np.getattr("ndarray")?)? {
+        return Err(PyTypeError::new_err(format!("expected np.ndarray (got {})", arr.get_type().name()?)));
+    }
+    let ai = arr.getattr("__array_interface__")?;
+    let ai = ai.downcast::<PyDict>()?;
+    let typestr: String = ai.get_item("typestr")?.unwrap().extract()?;
+    let dt = match &typestr[1..] {
+        "f4" => DType::F32,
+        "f8" => DType::F64,
+        "i8" => DType::I64,
+        "b1" => DType::Bool,
+        _ => {
+            let name: String = arr.getattr("dtype")?.getattr("name")?.extract()?;
+            return Err(PyTypeError::new_err(format!(
+                "can't convert np.ndarray of type numpy.{name}. The only supported types are: float64, float32, int64, and bool."
+            )));
+        }
+    };
+    if typestr.starts_with('>') {
+        return Err(PyValueError::new_err("given numpy array has byte order different from the native byte order"));
+    }
+    let shape: Vec<usize> = ai.get_item("shape")?.unwrap().extract()?;
+    let (ptr, readonly): (usize, bool) = ai.get_item("data")?.unwrap().extract()?;
+    let isz = dt.size() as isize;
+    let strides: Vec<isize> = match ai.get_item("strides")? {
+        Some(s) if !s.is_none() => {
+            let b: Vec<isize> = s.extract()?;
+            if b.iter().any(|x| x % isz != 0) {
+                return Err(PyValueError::new_err("given numpy array strides not a multiple of the element byte size. Copy the numpy array to reallocate the memory."));
+            }
+            b.iter().map(|x| x / isz).collect()
+        }
+        _ => rbe_core::tensor::contiguous_strides(&shape).to_vec(),
+    };
+    let n: usize = shape.iter().product();
+    // lowest and highest element offsets touched by the view
+    let (mut lo, mut hi) = (0isize, 0isize);
+    if n > 0 {
+        for (d, &s) in shape.iter().zip(&strides) {
+            let ext = (*d as isize - 1) * s;
+            if ext < 0 { lo += ext } else { hi += ext }
+        }
+    }
+    let base = (ptr as isize + lo * isz) as *mut u8;
+    let nbytes = if n == 0 { 0 } else { ((hi - lo + 1) * isz) as usize };
+    let owner = Box::new(PyOwner(arr.clone().unbind()));
+    // Safety: the array stays alive as long as the storage (owner), and the
+    // span [lo, hi] is inside its buffer.
+    let st = unsafe { Storage::external(if n == 0 { std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8 } else { base }, nbytes, owner, !readonly) };
+    Ok(pt(Tensor::from_storage(Arc::new(st), &shape, &strides, (-lo) as usize, dt)))
+}
+
+#[pyfunction]
+#[pyo3(signature = (tensors, dim=0))]
+fn cat(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
+    let ts: Vec<Tensor> = tensors.iter().map(|t| tensor_arg(t, "cat")).collect::<PyResult<_>>()?;
+    wrap(shape::cat(&ts, dim))
+}
+
+#[pyfunction]
+#[pyo3(signature = (tensors, dim=0))]
+fn stack(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
+    let ts: Vec<Tensor> = tensors.iter().map(|t| tensor_arg(t, "stack")).collect::<PyResult<_>>()?;
+    wrap(shape::stack(&ts, dim))
+}
+
+#[pyfunction]
+#[pyo3(name = "where_")]
+fn where_fn(condition: &Bound<'_, PyAny>, input: &Bound<'_, PyAny>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    wrap(bin::where_(&tensor_arg(condition, "where")?, &operand(input)?, &operand(other)?))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, negative_slope=0.01))]
+fn leaky_relu(input: &Bound<'_, PyAny>, negative_slope: f64) -> PyResult<PyTensor> {
+    wrap(un::leaky_relu(&tensor_arg(input, "leaky_relu")?, negative_slope))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, alpha=1.0))]
+fn elu(input: &Bound<'_, PyAny>, alpha: f64) -> PyResult<PyTensor> {
+    wrap(un::elu(&tensor_arg(input, "elu")?, alpha))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, approximate="none"))]
+fn gelu(input: &Bound<'_, PyAny>, approximate: &str) -> PyResult<PyTensor> {
+    let tanh = match approximate {
+        "none" => false,
+        "tanh" => true,
+        a => return Err(PyValueError::new_err(format!("approximate argument must be either none or tanh, got '{a}'"))),
+    };
+    wrap(un::gelu(&tensor_arg(input, "gelu")?, tanh))
+}
+
+#[pyfunction]
+fn silu(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    wrap(un::unary(Fun::Silu, &tensor_arg(input, "silu")?))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, beta=1.0, threshold=20.0))]
+fn softplus(input: &Bound<'_, PyAny>, beta: f64, threshold: f64) -> PyResult<PyTensor> {
+    wrap(un::softplus(&tensor_arg(input, "softplus")?, beta, threshold))
+}
+
+#[pyfunction]
+fn ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    wrap(un::unary(Fun::Ndtr, &tensor_arg(input, "ndtr")?))
+}
+
+#[pyfunction]
+fn log_ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    wrap(un::unary(Fun::LogNdtr, &tensor_arg(input, "log_ndtr")?))
+}
+
+#[pyfunction]
+fn ndtr_ratio(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    wrap(un::unary(Fun::NdtrRatio, &tensor_arg(input, "ndtr_ratio")?))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, weight, bias=None))]
+fn linear(input: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, bias: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    let b = match bias {
+        Some(b) if !b.is_none() => Some(tensor_arg(b, "linear")?),
+        _ => None,
+    };
+    wrap(linalg::linear(&tensor_arg(input, "linear")?, &tensor_arg(weight, "linear")?, b.as_ref()))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, pad, value=0.0))]
+fn pad_constant(input: &Bound<'_, PyAny>, pad: Vec<isize>, value: f64) -> PyResult<PyTensor> {
+    wrap(nn::pad_constant(&tensor_arg(input, "pad")?, &pad, value))
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, p=0.5, training=true, generator=None))]
+fn dropout(input: &Bound<'_, PyAny>, p: f64, training: bool, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    let x = tensor_arg(input, "dropout")?;
+    Ok(pt(with_gen(generator, |g| creation::dropout(&x, p, training, g))?))
+}
+
+#[pyfunction]
+fn broadcast_shapes(py: Python<'_>, shapes: Vec<Vec<usize>>) -> PyResult<Py<PyTuple>> {
+    let mut out: Vec<usize> = Vec::new();
+    for s in &shapes {
+        out = rbe_core::kernels::broadcast_shapes(&out, s).py()?.to_vec();
+    }
+    Ok(PyTuple::new(py, out)?.unbind())
+}
+
+/// The engine entry point behind `backward` and `autograd.grad`.
+#[pyfunction]
+#[pyo3(signature = (outputs, grad_outputs, retain_graph, create_graph, inputs=None, allow_unused=false))]
+fn run_backward(
+    py: Python<'_>,
+    outputs: Vec<Bound<'_, PyAny>>,
+    grad_outputs: Vec<Option<Bound<'_, PyAny>>>,
+    retain_graph: bool,
+    create_graph: bool,
+    inputs: Option<Vec<Bound<'_, PyAny>>>,
+    allow_unused: bool,
+) -> PyResult<PyObject> {
+    let outs: Vec<Tensor> = outputs.iter().map(|t| tensor_arg(t, "backward")).collect::<PyResult<_>>()?;
+    if grad_outputs.len() != outs.len() {
+        return Err(PyValueError::new_err(format!("grad_outputs has {} entries but there are {} outputs", grad_outputs.len(), outs.len())));
+    }
+    let mut gs = Vec::with_capacity(outs.len());
+    for (i, (o, g)) in outs.iter().zip(&grad_outputs).enumerate() {
+        gs.push(match g {
+            Some(g) if !g.is_none() => {
+                let g = operand(g)?;
+                if g.is_wrapped_scalar() && o.numel() == 1 {
+                    Tensor::full(o.shape(), g.item_f64().py()?, o.dtype())
+                } else {
+                    g
+                }
+            }
+            _ => {
+                if o.numel() != 1 {
+                    return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                        "grad can be implicitly created only for scalar outputs (output {i} has shape {:?})",
+                        o.shape()
+                    )));
+                }
+                Tensor::ones(o.shape(), o.dtype())
+            }
+        });
+    }
+    let ins: Option<Vec<Tensor>> = match &inputs {
+        Some(v) => Some(v.iter().map(|t| tensor_arg(t, "grad")).collect::<PyResult<_>>()?),
+        None => None,
+    };
+    let res = autograd::run_backward(&outs, &gs, retain_graph, create_graph, ins.as_deref(), allow_unused).py()?;
+    if inputs.is_none() {
+        return Ok(py.None());
+    }
+    let items: Vec<PyObject> = res
+        .into_iter()
+        .map(|r| match r {
+            Some(t) => Py::new(py, pt(t)).map(|p| p.into_any()),
+            None => Ok(py.None()),
+        })
+        .collect::<PyResult<_>>()?;
+    Ok(PyTuple::new(py, items)?.into_any().unbind())
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyNode>()?;
+    m.add_function(wrap_pyfunction!(zeros, m)?)?;
+    m.add_function(wrap_pyfunction!(full, m)?)?;
+    m.add_function(wrap_pyfunction!(eye, m)?)?;
+    m.add_function(wrap_pyfunction!(arange, m)?)?;
+    m.add_function(wrap_pyfunction!(linspace, m)?)?;
+    m.add_function(wrap_pyfunction!(rand, m)?)?;
+    m.add_function(wrap_pyfunction!(randn, m)?)?;
+    m.add_function(wrap_pyfunction!(randint, m)?)?;
+    m.add_function(wrap_pyfunction!(randperm, m)?)?;
+    m.add_function(wrap_pyfunction!(bernoulli, m)?)?;
+    m.add_function(wrap_pyfunction!(manual_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(initial_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(get_rng_state, m)?)?;
+    m.add_function(wrap_pyfunction!(set_rng_state, m)?)?;
+    m.add_function(wrap_pyfunction!(set_default_dtype, m)?)?;
+    m.add_function(wrap_pyfunction!(get_default_dtype, m)?)?;
+    m.add_function(wrap_pyfunction!(is_grad_enabled, m)?)?;
+    m.add_function(wrap_pyfunction!(set_grad_enabled, m)?)?;
+    m.add_function(wrap_pyfunction!(from_numpy, m)?)?;
+    m.add_function(wrap_pyfunction!(cat, m)?)?;
+    m.add_function(wrap_pyfunction!(stack, m)?)?;
+    m.add_function(wrap_pyfunction!(where_fn, m)?)?;
+    m.add_function(wrap_pyfunction!(leaky_relu, m)?)?;
+    m.add_function(wrap_pyfunction!(elu, m)?)?;
+    m.add_function(wrap_pyfunction!(gelu, m)?)?;
+    m.add_function(wrap_pyfunction!(silu, m)?)?;
+    m.add_function(wrap_pyfunction!(softplus, m)?)?;
+    m.add_function(wrap_pyfunction!(ndtr, m)?)?;
+    m.add_function(wrap_pyfunction!(log_ndtr, m)?)?;
+    m.add_function(wrap_pyfunction!(ndtr_ratio, m)?)?;
+    m.add_function(wrap_pyfunction!(linear, m)?)?;
+    m.add_function(wrap_pyfunction!(pad_constant, m)?)?;
+    m.add_function(wrap_pyfunction!(dropout, m)?)?;
+    m.add_function(wrap_pyfunction!(broadcast_shapes, m)?)?;
+    m.add_function(wrap_pyfunction!(run_backward, m)?)?;
+    Ok(())
+}
