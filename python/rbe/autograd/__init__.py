@@ -116,10 +116,11 @@ def _numerical_jacobian(fn, inputs, i, eps):
         for sgn in (1.0, -1.0):
             flat[j] = orig + sgn * eps
             xi = _core.from_numpy(flat.reshape(base.shape).copy())
+            if x.requires_grad:
+                xi.requires_grad_(True)
             args = list(inputs)
             args[i] = xi
-            with _no_grad():
-                outs = _outputs(fn, [a.detach() if isinstance(a, Tensor) and a is not xi else a for a in args])
+            outs = _outputs(fn, args)
             vals.append(np.concatenate([o.detach().numpy().astype(np.float64).reshape(-1) for o in outs]) if outs else np.zeros(0))
         flat[j] = orig
         cols.append((vals[0] - vals[1]) / (2 * eps))

@@ -160,6 +160,9 @@ impl Tensor {
         Arc::as_ptr(&self.0) as usize
     }
     pub fn is_contiguous(&self) -> bool {
+        if self.numel() == 0 {
+            return true;
+        }
         let mut acc = 1isize;
         for i in (0..self.ndim()).rev() {
             let n = self.0.shape[i];
