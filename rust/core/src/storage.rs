@@ -40,11 +40,13 @@ impl Storage {
                 writable: true,
             };
         }
-        let layout = Layout::from_size_align(nbytes, ALIGN).expect("tensor too large");
+        let layout = Layout::from_size_align(nbytes, ALIGN)
+            .unwrap_or_else(|_| panic!("out of memory: cannot allocate {nbytes} bytes"));
         // Safety: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
-            std::alloc::handle_alloc_error(layout);
+            // A panic (not an abort): the bindings turn it into a Python exception.
+            panic!("out of memory: cannot allocate {nbytes} bytes");
         }
         Storage { ptr, nbytes, owner: Owner::Alloc(layout), version: AtomicU64::new(0), writable: true }
     }

@@ -70,8 +70,12 @@ impl Tensor {
 
     /// Uninitialised-in-spirit (actually zeroed) contiguous tensor.
     pub fn empty(shape: &[usize], dtype: DType) -> Tensor {
-        let n = numel_of(shape);
-        let st = Arc::new(Storage::zeroed(n * dtype.size()));
+        let nbytes = shape
+            .iter()
+            .try_fold(dtype.size(), |a, &b| a.checked_mul(b))
+            .filter(|&n| n <= isize::MAX as usize)
+            .unwrap_or_else(|| panic!("out of memory: a tensor of shape {:?} and dtype {} is too large", shape, dtype.name()));
+        let st = Arc::new(Storage::zeroed(nbytes));
         Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype)
     }
     pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {

@@ -16,6 +16,22 @@ pub fn to_py_err(e: Error) -> PyErr {
     }
 }
 
+/// A panic caught at the boundary, as a Python exception (MemoryError for allocation failures).
+pub fn panic_to_py(p: Box<dyn std::any::Any + Send>) -> PyErr {
+    let msg = if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else {
+        "unknown internal error".to_string()
+    };
+    if msg.starts_with("out of memory") {
+        pyo3::exceptions::PyMemoryError::new_err(msg)
+    } else {
+        PyRuntimeError::new_err(format!("internal error in rbe (please report): {msg}"))
+    }
+}
+
 pub trait PyRes<T> {
     fn py(self) -> PyResult<T>;
 }

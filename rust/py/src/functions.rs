@@ -2,7 +2,7 @@
 //! interop, grad mode, the autograd engine entry point, and ops that are not
 //! methods (cat, stack, where, nn functions, special functions).
 use crate::conv::*;
-use crate::tensor::{pt, wrap, PyNode, PyTensor};
+use crate::tensor::{guard, pt, PyNode, PyTensor};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -66,17 +66,18 @@ fn dt_or_default(dtype: Option<&Bound<'_, PyAny>>) -> PyResult<DType> {
     Ok(opt_dtype(dtype)?.unwrap_or_else(rbe_core::default_dtype))
 }
 
-fn finish(t: Tensor, requires_grad: bool) -> PyResult<PyTensor> {
+fn finish(f: impl FnOnce() -> Result<Tensor, crate::tensor::GuardErr>, requires_grad: bool) -> PyResult<PyTensor> {
+    let t = guard(f)?;
     if requires_grad {
-        t.set_requires_grad(true).py()?;
+        t.t.set_requires_grad(true).py()?;
     }
-    Ok(pt(t))
+    Ok(t)
 }
 
 #[pyfunction]
 #[pyo3(signature = (shape, dtype=None, requires_grad=false))]
 fn zeros(shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
-    finish(Tensor::zeros(&to_usize_shape(&shape)?, dt_or_default(dtype)?), requires_grad)
+    finish(|| Ok(Tensor::zeros(&to_usize_shape(&shape)?, dt_or_default(dtype)?)), requires_grad)
 }
 
 #[pyfunction]
@@ -91,13 +92,13 @@ fn full(shape: Vec<isize>, fill_value: &Bound<'_, PyAny>, dtype: Option<&Bound<'
         },
     };
     let val = if dt == DType::I64 { v.item_i64().py()? as f64 } else { v.item_f64().py()? };
-    finish(Tensor::full(&to_usize_shape(&shape)?, val, dt), requires_grad)
+    finish(|| Ok(Tensor::full(&to_usize_shape(&shape)?, val, dt)), requires_grad)
 }
 
 #[pyfunction]
 #[pyo3(signature = (n, m=None, dtype=None, requires_grad=false))]
 fn eye(n: usize, m: Option<usize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
-    finish(creation::eye(n, m.unwrap_or(n), dt_or_default(dtype)?), requires_grad)
+    finish(|| Ok(creation::eye(n, m.unwrap_or(n), dt_or_default(dtype)?)), requires_grad)
 }
 
 #[pyfunction]
@@ -110,7 +111,7 @@ fn arange(start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, step: &Bound<'_, PyA
         None => rbe_core::default_dtype(),
     };
     let (s, e, st): (f64, f64, f64) = (start.extract()?, end.extract()?, step.extract()?);
-    finish(creation::arange(s, e, st, dt).py()?, requires_grad)
+    finish(|| Ok(creation::arange(s, e, st, dt).py()?), requires_grad)
 }
 
 #[pyfunction]
@@ -119,7 +120,7 @@ fn linspace(start: f64, end: f64, steps: i64, dtype: Option<&Bound<'_, PyAny>>, 
     if steps < 0 {
         return Err(PyValueError::new_err("linspace: number of steps must be non-negative"));
     }
-    finish(creation::linspace(start, end, steps as usize, dt_or_default(dtype)?).py()?, requires_grad)
+    finish(|| Ok(creation::linspace(start, end, steps as usize, dt_or_default(dtype)?).py()?), requires_grad)
 }
 
 #[pyfunction]
@@ -127,7 +128,7 @@ fn linspace(start: f64, end: f64, steps: i64, dtype: Option<&Bound<'_, PyAny>>, 
 fn rand(shape: Vec<isize>, low: f64, high: f64, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
     let s = to_usize_shape(&shape)?;
     let dt = dt_or_default(dtype)?;
-    finish(with_gen(generator, |g| creation::rand(&s, low, high, dt, g))?, requires_grad)
+    finish(|| Ok(with_gen(generator, |g| creation::rand(&s, low, high, dt, g))?), requires_grad)
 }
 
 #[pyfunction]
@@ -135,7 +136,7 @@ fn rand(shape: Vec<isize>, low: f64, high: f64, dtype: Option<&Bound<'_, PyAny>>
 fn randn(shape: Vec<isize>, mean: f64, std: f64, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
     let s = to_usize_shape(&shape)?;
     let dt = dt_or_default(dtype)?;
-    finish(with_gen(generator, |g| creation::randn(&s, mean, std, dt, g))?, requires_grad)
+    finish(|| Ok(with_gen(generator, |g| creation::randn(&s, mean, std, dt, g))?), requires_grad)
 }
 
 #[pyfunction]
@@ -143,13 +144,13 @@ fn randn(shape: Vec<isize>, mean: f64, std: f64, dtype: Option<&Bound<'_, PyAny>
 fn randint(low: i64, high: i64, shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
     let s = to_usize_shape(&shape)?;
     let dt = opt_dtype(dtype)?.unwrap_or(DType::I64);
-    Ok(pt(with_gen(generator, |g| creation::randint(&s, low, high, dt, g))?))
+    guard(|| Ok(with_gen(generator, |g| creation::randint(&s, low, high, dt, g))?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (n, generator=None))]
 fn randperm(n: usize, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-    Ok(pt(with_gen(generator, |g| creation::randperm(n, g))?))
+    guard(|| Ok(with_gen(generator, |g| creation::randperm(n, g))?))
 }
 
 #[pyfunction]
@@ -159,7 +160,7 @@ fn bernoulli(input: &Bound<'_, PyAny>, generator: Option<&Bound<'_, PyAny>>) -> 
     let p = tensor_arg(input, "bernoulli")?;
     let u = with_gen(generator, |g| creation::rand(p.shape(), 0.0, 1.0, if p.dtype() == DType::F64 { DType::F64 } else { DType::F32 }, g))?;
     let m = bin::lt(&u, &p.detach()).py()?;
-    wrap(un::to_dtype(&m, p.dtype()))
+    guard(|| Ok(un::to_dtype(&m, p.dtype())?))
 }
 
 #[pyfunction]
@@ -266,32 +267,32 @@ fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
 #[pyo3(signature = (tensors, dim=0))]
 fn cat(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
     let ts: Vec<Tensor> = tensors.iter().map(|t| tensor_arg(t, "cat")).collect::<PyResult<_>>()?;
-    wrap(shape::cat(&ts, dim))
+    guard(|| Ok(shape::cat(&ts, dim)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (tensors, dim=0))]
 fn stack(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
     let ts: Vec<Tensor> = tensors.iter().map(|t| tensor_arg(t, "stack")).collect::<PyResult<_>>()?;
-    wrap(shape::stack(&ts, dim))
+    guard(|| Ok(shape::stack(&ts, dim)?))
 }
 
 #[pyfunction]
 #[pyo3(name = "where_")]
 fn where_fn(condition: &Bound<'_, PyAny>, input: &Bound<'_, PyAny>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-    wrap(bin::where_(&tensor_arg(condition, "where")?, &operand(input)?, &operand(other)?))
+    guard(|| Ok(bin::where_(&tensor_arg(condition, "where")?, &operand(input)?, &operand(other)?)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, negative_slope=0.01))]
 fn leaky_relu(input: &Bound<'_, PyAny>, negative_slope: f64) -> PyResult<PyTensor> {
-    wrap(un::leaky_relu(&tensor_arg(input, "leaky_relu")?, negative_slope))
+    guard(|| Ok(un::leaky_relu(&tensor_arg(input, "leaky_relu")?, negative_slope)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, alpha=1.0))]
 fn elu(input: &Bound<'_, PyAny>, alpha: f64) -> PyResult<PyTensor> {
-    wrap(un::elu(&tensor_arg(input, "elu")?, alpha))
+    guard(|| Ok(un::elu(&tensor_arg(input, "elu")?, alpha)?))
 }
 
 #[pyfunction]
@@ -302,33 +303,33 @@ fn gelu(input: &Bound<'_, PyAny>, approximate: &str) -> PyResult<PyTensor> {
         "tanh" => true,
         a => return Err(PyValueError::new_err(format!("approximate argument must be either none or tanh, got '{a}'"))),
     };
-    wrap(un::gelu(&tensor_arg(input, "gelu")?, tanh))
+    guard(|| Ok(un::gelu(&tensor_arg(input, "gelu")?, tanh)?))
 }
 
 #[pyfunction]
 fn silu(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-    wrap(un::unary(Fun::Silu, &tensor_arg(input, "silu")?))
+    guard(|| Ok(un::unary(Fun::Silu, &tensor_arg(input, "silu")?)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, beta=1.0, threshold=20.0))]
 fn softplus(input: &Bound<'_, PyAny>, beta: f64, threshold: f64) -> PyResult<PyTensor> {
-    wrap(un::softplus(&tensor_arg(input, "softplus")?, beta, threshold))
+    guard(|| Ok(un::softplus(&tensor_arg(input, "softplus")?, beta, threshold)?))
 }
 
 #[pyfunction]
 fn ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-    wrap(un::unary(Fun::Ndtr, &tensor_arg(input, "ndtr")?))
+    guard(|| Ok(un::unary(Fun::Ndtr, &tensor_arg(input, "ndtr")?)?))
 }
 
 #[pyfunction]
 fn log_ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-    wrap(un::unary(Fun::LogNdtr, &tensor_arg(input, "log_ndtr")?))
+    guard(|| Ok(un::unary(Fun::LogNdtr, &tensor_arg(input, "log_ndtr")?)?))
 }
 
 #[pyfunction]
 fn ndtr_ratio(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-    wrap(un::unary(Fun::NdtrRatio, &tensor_arg(input, "ndtr_ratio")?))
+    guard(|| Ok(un::unary(Fun::NdtrRatio, &tensor_arg(input, "ndtr_ratio")?)?))
 }
 
 #[pyfunction]
@@ -338,20 +339,20 @@ fn linear(input: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, bias: Option<&Bou
         Some(b) if !b.is_none() => Some(tensor_arg(b, "linear")?),
         _ => None,
     };
-    wrap(linalg::linear(&tensor_arg(input, "linear")?, &tensor_arg(weight, "linear")?, b.as_ref()))
+    guard(|| Ok(linalg::linear(&tensor_arg(input, "linear")?, &tensor_arg(weight, "linear")?, b.as_ref())?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, pad, value=0.0))]
 fn pad_constant(input: &Bound<'_, PyAny>, pad: Vec<isize>, value: f64) -> PyResult<PyTensor> {
-    wrap(nn::pad_constant(&tensor_arg(input, "pad")?, &pad, value))
+    guard(|| Ok(nn::pad_constant(&tensor_arg(input, "pad")?, &pad, value)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, p=0.5, training=true, generator=None))]
 fn dropout(input: &Bound<'_, PyAny>, p: f64, training: bool, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
     let x = tensor_arg(input, "dropout")?;
-    Ok(pt(with_gen(generator, |g| creation::dropout(&x, p, training, g))?))
+    guard(|| Ok(with_gen(generator, |g| creation::dropout(&x, p, training, g))?))
 }
 
 #[pyfunction]

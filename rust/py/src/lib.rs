@@ -13,6 +13,11 @@ pub use tensor::PyTensor;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Panics are turned into Python exceptions at the boundary; keep the
+    // default hook's stderr report only when debugging.
+    if std::env::var_os("RBE_DEBUG_PANICS").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
     m.add_class::<PyTensor>()?;
     m.add_class::<conv::PyDType>()?;
     m.add_class::<functions::PyGenerator>()?;

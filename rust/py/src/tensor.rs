@@ -19,8 +19,30 @@ pub struct PyTensor {
     pub t: Tensor,
 }
 
-pub fn wrap(r: rbe_core::Result<Tensor>) -> PyResult<PyTensor> {
-    r.map(|t| PyTensor { t }).map_err(to_py_err)
+/// Run an op, turning its error or any panic into a Python exception.
+pub fn guard(f: impl FnOnce() -> Result<Tensor, GuardErr>) -> PyResult<PyTensor> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(t)) => Ok(PyTensor { t }),
+        Ok(Err(GuardErr::Core(e))) => Err(to_py_err(e)),
+        Ok(Err(GuardErr::Py(e))) => Err(e),
+        Err(p) => Err(panic_to_py(p)),
+    }
+}
+
+/// Either kind of error inside a guarded op.
+pub enum GuardErr {
+    Core(rbe_core::Error),
+    Py(PyErr),
+}
+impl From<rbe_core::Error> for GuardErr {
+    fn from(e: rbe_core::Error) -> Self {
+        GuardErr::Core(e)
+    }
+}
+impl From<PyErr> for GuardErr {
+    fn from(e: PyErr) -> Self {
+        GuardErr::Py(e)
+    }
 }
 pub fn pt(t: Tensor) -> PyTensor {
     PyTensor { t }
@@ -142,9 +164,9 @@ fn tolist_rec(py: Python<'_>, t: &Tensor, data: &[f64], ints: &[i64], dim: usize
 fn arith_op(op: Arith, a: &Tensor, other: &Bound<'_, PyAny>, reflected: bool) -> PyResult<PyTensor> {
     let b = operand(other)?;
     if reflected {
-        wrap(bin::arith(op, &b, a))
+        guard(|| Ok(bin::arith(op, &b, a)?))
     } else {
-        wrap(bin::arith(op, a, &b))
+        guard(|| Ok(bin::arith(op, a, &b)?))
     }
 }
 
@@ -306,17 +328,17 @@ impl PyTensor {
     }
     #[getter(T)]
     fn t_prop(&self) -> PyResult<PyTensor> {
-        wrap(shape::t_all(&self.t))
+        guard(|| Ok(shape::t_all(&self.t)?))
     }
     #[getter(mT)]
     fn mt_prop(&self) -> PyResult<PyTensor> {
-        wrap(shape::mt(&self.t))
+        guard(|| Ok(shape::mt(&self.t)?))
     }
     fn t(&self) -> PyResult<PyTensor> {
         if self.t.ndim() > 2 {
             return Err(PyValueError::new_err(format!("t() expects a tensor with <= 2 dimensions, but self is {}D", self.t.ndim())));
         }
-        wrap(shape::t_all(&self.t))
+        guard(|| Ok(shape::t_all(&self.t)?))
     }
 
     // ------------------------------------------------------------ conversion
@@ -436,7 +458,7 @@ impl PyTensor {
             return Ok(slf.clone().into_any().unbind());
         }
         let r = if dt == me.dtype() { un::clone(me) } else { un::to_dtype(me, dt) };
-        Ok(Py::new(py, wrap(r)?)?.into_any())
+        Ok(Py::new(py, guard(|| Ok(r?))?)?.into_any())
     }
     fn double(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
         Self::cast_to(slf, DType::F64)
@@ -461,7 +483,7 @@ impl PyTensor {
         slf.clone().unbind()
     }
     fn clone(&self) -> PyResult<PyTensor> {
-        wrap(un::clone(&self.t))
+        guard(|| Ok(un::clone(&self.t)?))
     }
     fn detach(&self) -> PyTensor {
         pt(self.t.detach())
@@ -472,7 +494,7 @@ impl PyTensor {
         Ok(slf.clone().unbind())
     }
     fn contiguous(&self) -> PyResult<PyTensor> {
-        wrap(shape::contiguous(&self.t))
+        guard(|| Ok(shape::contiguous(&self.t)?))
     }
 
     // ------------------------------------------------------------ autograd
@@ -518,24 +540,24 @@ impl PyTensor {
     fn __rmod__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Rem, &self.t, o, true) }
     fn __pow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, false) }
     fn __rpow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, true) }
-    fn __matmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::matmul(&self.t, &tensor_arg(o, "matmul")?)) }
-    fn __rmatmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::matmul(&tensor_arg(o, "matmul")?, &self.t)) }
-    fn __neg__(&self) -> PyResult<PyTensor> { wrap(un::neg(&self.t)) }
+    fn __matmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::matmul(&self.t, &tensor_arg(o, "matmul")?)?)) }
+    fn __rmatmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::matmul(&tensor_arg(o, "matmul")?, &self.t)?)) }
+    fn __neg__(&self) -> PyResult<PyTensor> { guard(|| Ok(un::neg(&self.t)?)) }
     fn __pos__(slf: &Bound<'_, Self>) -> Py<Self> { slf.clone().unbind() }
-    fn __abs__(&self) -> PyResult<PyTensor> { wrap(un::abs(&self.t)) }
+    fn __abs__(&self) -> PyResult<PyTensor> { guard(|| Ok(un::abs(&self.t)?)) }
     fn __invert__(&self) -> PyResult<PyTensor> {
         match self.t.dtype() {
-            DType::Bool => wrap(bin::logical_not(&self.t)),
-            DType::I64 => wrap(rbe_core::ops::binary::bitwise(Bitwise::Xor, &self.t, &Tensor::wrapped_scalar_i64(-1))),
+            DType::Bool => guard(|| Ok(bin::logical_not(&self.t)?)),
+            DType::I64 => guard(|| Ok(rbe_core::ops::binary::bitwise(Bitwise::Xor, &self.t, &Tensor::wrapped_scalar_i64(-1))?)),
             d => Err(PyTypeError::new_err(format!("~ (bitwise_not) is only supported for integer and bool tensors, got {}", d.name()))),
         }
     }
-    fn __and__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::bitwise(Bitwise::And, &self.t, &operand(o)?)) }
-    fn __rand__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::bitwise(Bitwise::And, &operand(o)?, &self.t)) }
-    fn __or__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::bitwise(Bitwise::Or, &self.t, &operand(o)?)) }
-    fn __ror__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::bitwise(Bitwise::Or, &operand(o)?, &self.t)) }
-    fn __xor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::bitwise(Bitwise::Xor, &self.t, &operand(o)?)) }
-    fn __rxor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::bitwise(Bitwise::Xor, &operand(o)?, &self.t)) }
+    fn __and__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::And, &self.t, &operand(o)?)?)) }
+    fn __rand__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::And, &operand(o)?, &self.t)?)) }
+    fn __or__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Or, &self.t, &operand(o)?)?)) }
+    fn __ror__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Or, &operand(o)?, &self.t)?)) }
+    fn __xor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Xor, &self.t, &operand(o)?)?)) }
+    fn __rxor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Xor, &operand(o)?, &self.t)?)) }
     fn __richcmp__(&self, o: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
         let py = o.py();
         let other = match operand(o) {
@@ -556,7 +578,7 @@ impl PyTensor {
             CompareOp::Gt => Cmp::Gt,
             CompareOp::Ge => Cmp::Ge,
         };
-        Ok(Py::new(py, wrap(bin::compare(c, &self.t, &other))?)?.into_any())
+        Ok(Py::new(py, guard(|| Ok(bin::compare(c, &self.t, &other)?))?)?.into_any())
     }
     fn __iadd__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> { bin::arith_(Arith::Add, &self.t, &operand(o)?).py() }
     fn __isub__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> { bin::arith_(Arith::Sub, &self.t, &operand(o)?).py() }
@@ -565,7 +587,7 @@ impl PyTensor {
     fn __ipow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<()> { bin::arith_(Arith::Pow, &self.t, &operand(o)?).py() }
     fn __getitem__(&self, idx: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let items = parse_index(idx)?;
-        wrap(index::getitem(&self.t, &items))
+        guard(|| Ok(index::getitem(&self.t, &items)?))
     }
     fn __setitem__(&self, idx: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let items = parse_index(idx)?;
@@ -577,25 +599,25 @@ impl PyTensor {
     #[pyo3(signature = (other, *, alpha=None))]
     fn add(&self, other: &Bound<'_, PyAny>, alpha: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let o = scaled(other, alpha)?;
-        wrap(bin::add(&self.t, &o))
+        guard(|| Ok(bin::add(&self.t, &o)?))
     }
     #[pyo3(signature = (other, *, alpha=None))]
     fn sub(&self, other: &Bound<'_, PyAny>, alpha: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let o = scaled(other, alpha)?;
-        wrap(bin::sub(&self.t, &o))
+        guard(|| Ok(bin::sub(&self.t, &o)?))
     }
     fn mul(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Mul, &self.t, o, false) }
     #[pyo3(signature = (other, *, rounding_mode=None))]
     fn div(&self, other: &Bound<'_, PyAny>, rounding_mode: Option<&str>) -> PyResult<PyTensor> {
         let o = operand(other)?;
         match rounding_mode {
-            None => wrap(bin::div(&self.t, &o)),
-            Some("floor") => wrap(bin::arith(Arith::FloorDiv, &self.t, &o)),
+            None => guard(|| Ok(bin::div(&self.t, &o)?)),
+            Some("floor") => guard(|| Ok(bin::arith(Arith::FloorDiv, &self.t, &o)?)),
             Some("trunc") => {
                 let q = bin::div(&self.t, &o).py()?;
                 let r = un::unary(Fun::Trunc, &q).py()?;
                 let dt = rbe_core::ops::promote(&[&self.t, &o]);
-                wrap(rbe_core::ops::as_dtype(&r, dt))
+                guard(|| Ok(rbe_core::ops::as_dtype(&r, dt)?))
             }
             Some(m) => Err(PyValueError::new_err(format!("div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{m}'"))),
         }
@@ -604,19 +626,19 @@ impl PyTensor {
     fn floor_divide(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::FloorDiv, &self.t, o, false) }
     fn remainder(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Rem, &self.t, o, false) }
     fn pow(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, false) }
-    fn maximum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::maximum(&self.t, &tensor_arg(o, "maximum")?)) }
-    fn minimum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::minimum(&self.t, &tensor_arg(o, "minimum")?)) }
-    fn atan2(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::arith(Arith::Atan2, &self.t, &tensor_arg(o, "atan2")?)) }
-    fn eq(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::eq(&self.t, &operand(o)?)) }
-    fn ne(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::ne(&self.t, &operand(o)?)) }
-    fn lt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::lt(&self.t, &operand(o)?)) }
-    fn le(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::le(&self.t, &operand(o)?)) }
-    fn gt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::gt(&self.t, &operand(o)?)) }
-    fn ge(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::ge(&self.t, &operand(o)?)) }
-    fn logical_and(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::logical_and(&self.t, &operand(o)?)) }
-    fn logical_or(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::logical_or(&self.t, &operand(o)?)) }
-    fn logical_xor(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(bin::logical_xor(&self.t, &operand(o)?)) }
-    fn logical_not(&self) -> PyResult<PyTensor> { wrap(bin::logical_not(&self.t)) }
+    fn maximum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::maximum(&self.t, &tensor_arg(o, "maximum")?)?)) }
+    fn minimum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::minimum(&self.t, &tensor_arg(o, "minimum")?)?)) }
+    fn atan2(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::arith(Arith::Atan2, &self.t, &tensor_arg(o, "atan2")?)?)) }
+    fn eq(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::eq(&self.t, &operand(o)?)?)) }
+    fn ne(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::ne(&self.t, &operand(o)?)?)) }
+    fn lt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::lt(&self.t, &operand(o)?)?)) }
+    fn le(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::le(&self.t, &operand(o)?)?)) }
+    fn gt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::gt(&self.t, &operand(o)?)?)) }
+    fn ge(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::ge(&self.t, &operand(o)?)?)) }
+    fn logical_and(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_and(&self.t, &operand(o)?)?)) }
+    fn logical_or(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_or(&self.t, &operand(o)?)?)) }
+    fn logical_xor(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_xor(&self.t, &operand(o)?)?)) }
+    fn logical_not(&self) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_not(&self.t)?)) }
     fn equal(&self, o: &Bound<'_, PyAny>) -> PyResult<bool> {
         let o = tensor_arg(o, "equal")?;
         if o.shape() != self.t.shape() {
@@ -625,51 +647,51 @@ impl PyTensor {
         let e = bin::eq(&self.t, &o).py()?;
         Ok(e.to_vec::<bool>().iter().all(|&b| b))
     }
-    fn matmul(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::matmul(&self.t, &tensor_arg(o, "matmul")?)) }
-    fn mm(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::mm(&self.t, &tensor_arg(o, "mm")?)) }
-    fn bmm(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::bmm(&self.t, &tensor_arg(o, "bmm")?)) }
-    fn mv(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::mv(&self.t, &tensor_arg(o, "mv")?)) }
-    fn dot(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::dot(&self.t, &tensor_arg(o, "dot")?)) }
-    fn outer(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { wrap(linalg::outer(&self.t, &tensor_arg(o, "outer")?)) }
+    fn matmul(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::matmul(&self.t, &tensor_arg(o, "matmul")?)?)) }
+    fn mm(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::mm(&self.t, &tensor_arg(o, "mm")?)?)) }
+    fn bmm(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::bmm(&self.t, &tensor_arg(o, "bmm")?)?)) }
+    fn mv(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::mv(&self.t, &tensor_arg(o, "mv")?)?)) }
+    fn dot(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::dot(&self.t, &tensor_arg(o, "dot")?)?)) }
+    fn outer(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::outer(&self.t, &tensor_arg(o, "outer")?)?)) }
 
     // ------------------------------------------------------------ unary
-    fn neg(&self) -> PyResult<PyTensor> { wrap(un::neg(&self.t)) }
-    fn negative(&self) -> PyResult<PyTensor> { wrap(un::neg(&self.t)) }
-    fn abs(&self) -> PyResult<PyTensor> { wrap(un::abs(&self.t)) }
-    fn sign(&self) -> PyResult<PyTensor> { wrap(un::sign(&self.t)) }
-    fn exp(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Exp, &self.t)) }
-    fn expm1(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Expm1, &self.t)) }
-    fn log(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Log, &self.t)) }
-    fn log1p(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Log1p, &self.t)) }
-    fn log2(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Log2, &self.t)) }
-    fn log10(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Log10, &self.t)) }
-    fn sqrt(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Sqrt, &self.t)) }
-    fn rsqrt(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Rsqrt, &self.t)) }
-    fn square(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Square, &self.t)) }
-    fn reciprocal(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Reciprocal, &self.t)) }
-    fn sin(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Sin, &self.t)) }
-    fn cos(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Cos, &self.t)) }
-    fn tan(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Tan, &self.t)) }
-    fn asin(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Asin, &self.t)) }
-    fn acos(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Acos, &self.t)) }
-    fn atan(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Atan, &self.t)) }
-    fn sinh(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Sinh, &self.t)) }
-    fn cosh(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Cosh, &self.t)) }
-    fn tanh(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Tanh, &self.t)) }
-    fn sigmoid(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Sigmoid, &self.t)) }
-    fn relu(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Relu, &self.t)) }
-    fn erf(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Erf, &self.t)) }
-    fn erfc(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Erfc, &self.t)) }
-    fn floor(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Floor, &self.t)) }
-    fn ceil(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Ceil, &self.t)) }
-    fn round(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Round, &self.t)) }
-    fn trunc(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Trunc, &self.t)) }
-    fn frac(&self) -> PyResult<PyTensor> { wrap(un::unary(Fun::Frac, &self.t)) }
+    fn neg(&self) -> PyResult<PyTensor> { guard(|| Ok(un::neg(&self.t)?)) }
+    fn negative(&self) -> PyResult<PyTensor> { guard(|| Ok(un::neg(&self.t)?)) }
+    fn abs(&self) -> PyResult<PyTensor> { guard(|| Ok(un::abs(&self.t)?)) }
+    fn sign(&self) -> PyResult<PyTensor> { guard(|| Ok(un::sign(&self.t)?)) }
+    fn exp(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Exp, &self.t)?)) }
+    fn expm1(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Expm1, &self.t)?)) }
+    fn log(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log, &self.t)?)) }
+    fn log1p(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log1p, &self.t)?)) }
+    fn log2(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log2, &self.t)?)) }
+    fn log10(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log10, &self.t)?)) }
+    fn sqrt(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sqrt, &self.t)?)) }
+    fn rsqrt(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Rsqrt, &self.t)?)) }
+    fn square(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Square, &self.t)?)) }
+    fn reciprocal(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Reciprocal, &self.t)?)) }
+    fn sin(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sin, &self.t)?)) }
+    fn cos(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Cos, &self.t)?)) }
+    fn tan(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Tan, &self.t)?)) }
+    fn asin(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Asin, &self.t)?)) }
+    fn acos(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Acos, &self.t)?)) }
+    fn atan(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Atan, &self.t)?)) }
+    fn sinh(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sinh, &self.t)?)) }
+    fn cosh(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Cosh, &self.t)?)) }
+    fn tanh(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Tanh, &self.t)?)) }
+    fn sigmoid(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sigmoid, &self.t)?)) }
+    fn relu(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Relu, &self.t)?)) }
+    fn erf(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Erf, &self.t)?)) }
+    fn erfc(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Erfc, &self.t)?)) }
+    fn floor(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Floor, &self.t)?)) }
+    fn ceil(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Ceil, &self.t)?)) }
+    fn round(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Round, &self.t)?)) }
+    fn trunc(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Trunc, &self.t)?)) }
+    fn frac(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Frac, &self.t)?)) }
     #[pyo3(signature = (eps=None))]
-    fn logit(&self, eps: Option<f64>) -> PyResult<PyTensor> { wrap(un::logit(&self.t, eps)) }
-    fn isnan(&self) -> PyResult<PyTensor> { wrap(un::isnan(&self.t)) }
-    fn isinf(&self) -> PyResult<PyTensor> { wrap(un::isinf(&self.t)) }
-    fn isfinite(&self) -> PyResult<PyTensor> { wrap(un::isfinite(&self.t)) }
+    fn logit(&self, eps: Option<f64>) -> PyResult<PyTensor> { guard(|| Ok(un::logit(&self.t, eps)?)) }
+    fn isnan(&self) -> PyResult<PyTensor> { guard(|| Ok(un::isnan(&self.t)?)) }
+    fn isinf(&self) -> PyResult<PyTensor> { guard(|| Ok(un::isinf(&self.t)?)) }
+    fn isfinite(&self) -> PyResult<PyTensor> { guard(|| Ok(un::isfinite(&self.t)?)) }
     #[pyo3(signature = (min=None, max=None))]
     fn clamp(&self, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         clamp_impl(&self.t, min, max)
@@ -683,35 +705,35 @@ impl PyTensor {
     #[pyo3(signature = (dim=None, keepdim=false, *, dtype=None))]
     fn sum(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let x = cast_opt(&self.t, dtype)?;
-        wrap(red::sum(&x, dim_opt(dim)?.as_deref(), keepdim))
+        guard(|| Ok(red::sum(&x, dim_opt(dim)?.as_deref(), keepdim)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false, *, dtype=None))]
     fn mean(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let x = cast_opt(&self.t, dtype)?;
-        wrap(red::mean(&x, dim_opt(dim)?.as_deref(), keepdim))
+        guard(|| Ok(red::mean(&x, dim_opt(dim)?.as_deref(), keepdim)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false, *, dtype=None))]
     fn prod(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let x = cast_opt(&self.t, dtype)?;
-        wrap(red::prod(&x, dim_opt(dim)?.as_deref(), keepdim))
+        guard(|| Ok(red::prod(&x, dim_opt(dim)?.as_deref(), keepdim)?))
     }
     #[pyo3(signature = (dim=None, unbiased=None, keepdim=false, *, correction=None))]
     fn var(&self, dim: Option<&Bound<'_, PyAny>>, unbiased: Option<bool>, keepdim: bool, correction: Option<f64>) -> PyResult<PyTensor> {
         let c = correction_of(unbiased, correction);
-        wrap(red::var(&self.t, dim_opt(dim)?.as_deref(), c, keepdim))
+        guard(|| Ok(red::var(&self.t, dim_opt(dim)?.as_deref(), c, keepdim)?))
     }
     #[pyo3(signature = (dim=None, unbiased=None, keepdim=false, *, correction=None))]
     fn std(&self, dim: Option<&Bound<'_, PyAny>>, unbiased: Option<bool>, keepdim: bool, correction: Option<f64>) -> PyResult<PyTensor> {
         let c = correction_of(unbiased, correction);
-        wrap(red::std(&self.t, dim_opt(dim)?.as_deref(), c, keepdim))
+        guard(|| Ok(red::std(&self.t, dim_opt(dim)?.as_deref(), c, keepdim)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn amax(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        wrap(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Max))
+        guard(|| Ok(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Max)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn amin(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        wrap(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Min))
+        guard(|| Ok(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Min)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn max(&self, py: Python<'_>, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyObject> {
@@ -723,45 +745,45 @@ impl PyTensor {
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn argmax(&self, dim: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        wrap(red::argext(&self.t, dim, keepdim, Extreme::Max))
+        guard(|| Ok(red::argext(&self.t, dim, keepdim, Extreme::Max)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn argmin(&self, dim: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        wrap(red::argext(&self.t, dim, keepdim, Extreme::Min))
+        guard(|| Ok(red::argext(&self.t, dim, keepdim, Extreme::Min)?))
     }
     #[pyo3(signature = (dim, keepdim=false))]
     fn logsumexp(&self, dim: &Bound<'_, PyAny>, keepdim: bool) -> PyResult<PyTensor> {
-        wrap(red::logsumexp(&self.t, parse_dims(Some(dim))?.as_deref(), keepdim))
+        guard(|| Ok(red::logsumexp(&self.t, parse_dims(Some(dim))?.as_deref(), keepdim)?))
     }
     #[pyo3(signature = (dim, *, dtype=None))]
     fn cumsum(&self, dim: isize, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let x = cast_opt(&self.t, dtype)?;
-        wrap(red::cumsum(&x, dim, false))
+        guard(|| Ok(red::cumsum(&x, dim, false)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn all(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        wrap(red::all(&self.t, dim_opt(dim)?.as_deref(), keepdim))
+        guard(|| Ok(red::all(&self.t, dim_opt(dim)?.as_deref(), keepdim)?))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn any(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        wrap(red::any(&self.t, dim_opt(dim)?.as_deref(), keepdim))
+        guard(|| Ok(red::any(&self.t, dim_opt(dim)?.as_deref(), keepdim)?))
     }
     #[pyo3(signature = (dim, dtype=None))]
     fn softmax(&self, dim: isize, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        wrap(nn::softmax(&cast_opt(&self.t, dtype)?, dim))
+        guard(|| Ok(nn::softmax(&cast_opt(&self.t, dtype)?, dim)?))
     }
     #[pyo3(signature = (dim, dtype=None))]
     fn log_softmax(&self, dim: isize, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        wrap(nn::log_softmax(&cast_opt(&self.t, dtype)?, dim))
+        guard(|| Ok(nn::log_softmax(&cast_opt(&self.t, dtype)?, dim)?))
     }
     fn nonzero(&self) -> PyResult<PyTensor> {
-        wrap(index::nonzero(&self.t))
+        guard(|| Ok(index::nonzero(&self.t)?))
     }
 
     // ------------------------------------------------------------ shape
     #[pyo3(signature = (*shape))]
     fn reshape(&self, shape: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
-        wrap(shape::reshape_i(&self.t, &parse_shape_args(shape)?))
+        guard(|| Ok(shape::reshape_i(&self.t, &parse_shape_args(shape)?)?))
     }
     #[pyo3(signature = (*shape))]
     fn view(&self, shape: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
@@ -771,64 +793,64 @@ impl PyTensor {
                 return Err(PyTypeError::new_err("view(dtype) is not supported"));
             }
         }
-        wrap(shape::view(&self.t, &parse_shape_args(shape)?))
+        guard(|| Ok(shape::view(&self.t, &parse_shape_args(shape)?)?))
     }
     fn view_as(&self, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let o = tensor_arg(other, "view_as")?;
         let s: Vec<isize> = o.shape().iter().map(|&d| d as isize).collect();
-        wrap(shape::view(&self.t, &s))
+        guard(|| Ok(shape::view(&self.t, &s)?))
     }
     fn reshape_as(&self, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let o = tensor_arg(other, "reshape_as")?;
-        wrap(shape::reshape(&self.t, o.shape()))
+        guard(|| Ok(shape::reshape(&self.t, o.shape())?))
     }
     #[pyo3(signature = (start_dim=0, end_dim=-1))]
     fn flatten(&self, start_dim: isize, end_dim: isize) -> PyResult<PyTensor> {
-        wrap(shape::flatten(&self.t, start_dim, end_dim))
+        guard(|| Ok(shape::flatten(&self.t, start_dim, end_dim)?))
     }
     fn unflatten(&self, dim: isize, sizes: Vec<isize>) -> PyResult<PyTensor> {
-        wrap(shape::unflatten(&self.t, dim, &sizes))
+        guard(|| Ok(shape::unflatten(&self.t, dim, &sizes)?))
     }
     fn transpose(&self, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
-        wrap(shape::transpose(&self.t, dim0, dim1))
+        guard(|| Ok(shape::transpose(&self.t, dim0, dim1)?))
     }
     fn swapaxes(&self, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
-        wrap(shape::transpose(&self.t, dim0, dim1))
+        guard(|| Ok(shape::transpose(&self.t, dim0, dim1)?))
     }
     #[pyo3(signature = (*dims))]
     fn permute(&self, dims: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
-        wrap(shape::permute(&self.t, &parse_shape_args(dims)?))
+        guard(|| Ok(shape::permute(&self.t, &parse_shape_args(dims)?)?))
     }
     fn movedim(&self, source: &Bound<'_, PyAny>, destination: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let s = parse_dims(Some(source))?.unwrap_or_default();
         let d = parse_dims(Some(destination))?.unwrap_or_default();
-        wrap(shape::movedim(&self.t, &s, &d))
+        guard(|| Ok(shape::movedim(&self.t, &s, &d)?))
     }
     #[pyo3(signature = (dim=None))]
     fn squeeze(&self, dim: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        wrap(shape::squeeze(&self.t, parse_dims(dim)?.as_deref()))
+        guard(|| Ok(shape::squeeze(&self.t, parse_dims(dim)?.as_deref())?))
     }
     fn unsqueeze(&self, dim: isize) -> PyResult<PyTensor> {
-        wrap(shape::unsqueeze(&self.t, dim))
+        guard(|| Ok(shape::unsqueeze(&self.t, dim)?))
     }
     #[pyo3(signature = (*sizes))]
     fn expand(&self, sizes: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
-        wrap(shape::expand_i(&self.t, &parse_shape_args(sizes)?))
+        guard(|| Ok(shape::expand_i(&self.t, &parse_shape_args(sizes)?)?))
     }
     fn expand_as(&self, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        wrap(shape::expand(&self.t, tensor_arg(other, "expand_as")?.shape()))
+        guard(|| Ok(shape::expand(&self.t, tensor_arg(other, "expand_as")?.shape())?))
     }
     fn broadcast_to(&self, shape: Vec<isize>) -> PyResult<PyTensor> {
-        wrap(shape::expand_i(&self.t, &shape))
+        guard(|| Ok(shape::expand_i(&self.t, &shape)?))
     }
     #[pyo3(signature = (*sizes))]
     fn repeat(&self, sizes: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
         let s = to_usize_shape(&parse_shape_args(sizes)?)?;
-        wrap(shape::repeat(&self.t, &s))
+        guard(|| Ok(shape::repeat(&self.t, &s)?))
     }
     #[pyo3(signature = (*dims))]
     fn flip(&self, dims: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
-        wrap(shape::flip(&self.t, &parse_shape_args(dims)?))
+        guard(|| Ok(shape::flip(&self.t, &parse_shape_args(dims)?)?))
     }
     #[pyo3(signature = (split_size_or_sections, dim=0))]
     fn split(&self, py: Python<'_>, split_size_or_sections: &Bound<'_, PyAny>, dim: isize) -> PyResult<Py<PyTuple>> {
@@ -851,50 +873,50 @@ impl PyTensor {
         tuple_of(py, parts)
     }
     fn narrow(&self, dim: isize, start: isize, length: usize) -> PyResult<PyTensor> {
-        wrap(shape::narrow(&self.t, dim, start, length))
+        guard(|| Ok(shape::narrow(&self.t, dim, start, length)?))
     }
     fn select(&self, dim: isize, index: isize) -> PyResult<PyTensor> {
-        wrap(shape::select(&self.t, dim, index))
+        guard(|| Ok(shape::select(&self.t, dim, index)?))
     }
     #[pyo3(signature = (diagonal=0))]
     fn tril(&self, diagonal: isize) -> PyResult<PyTensor> {
-        wrap(shape::tri(&self.t, diagonal, false))
+        guard(|| Ok(shape::tri(&self.t, diagonal, false)?))
     }
     #[pyo3(signature = (diagonal=0))]
     fn triu(&self, diagonal: isize) -> PyResult<PyTensor> {
-        wrap(shape::tri(&self.t, diagonal, true))
+        guard(|| Ok(shape::tri(&self.t, diagonal, true)?))
     }
 
     // ------------------------------------------------------------ indexing ops
     fn gather(&self, dim: isize, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        wrap(index::gather(&self.t, dim, &tensor_arg(index, "gather")?))
+        guard(|| Ok(index::gather(&self.t, dim, &tensor_arg(index, "gather")?)?))
     }
     fn scatter_add(&self, dim: isize, index: &Bound<'_, PyAny>, src: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        wrap(index::scatter_add(&self.t, dim, &tensor_arg(index, "scatter_add")?, &tensor_arg(src, "scatter_add")?))
+        guard(|| Ok(index::scatter_add(&self.t, dim, &tensor_arg(index, "scatter_add")?, &tensor_arg(src, "scatter_add")?)?))
     }
     #[pyo3(signature = (dim, index, src=None, *, value=None))]
     fn scatter(&self, dim: isize, index: &Bound<'_, PyAny>, src: Option<&Bound<'_, PyAny>>, value: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let idx = tensor_arg(index, "scatter")?;
         let s = scatter_src(&self.t, &idx, src, value)?;
-        wrap(index::scatter(&self.t, dim, &idx, &s))
+        guard(|| Ok(index::scatter(&self.t, dim, &idx, &s)?))
     }
     fn index_select(&self, dim: isize, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        wrap(index::index_select(&self.t, dim, &tensor_arg(index, "index_select")?))
+        guard(|| Ok(index::index_select(&self.t, dim, &tensor_arg(index, "index_select")?)?))
     }
     #[pyo3(signature = (dim, index, source, *, alpha=None))]
     fn index_add(&self, dim: isize, index: &Bound<'_, PyAny>, source: &Bound<'_, PyAny>, alpha: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         let src = scaled(source, alpha)?;
-        wrap(index::index_add(&self.t, dim, &tensor_arg(index, "index_add")?, &src))
+        guard(|| Ok(index::index_add(&self.t, dim, &tensor_arg(index, "index_add")?, &src)?))
     }
     fn masked_fill(&self, mask: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        wrap(index::masked_fill(&self.t, &tensor_arg(mask, "masked_fill")?, &operand(value)?))
+        guard(|| Ok(index::masked_fill(&self.t, &tensor_arg(mask, "masked_fill")?, &operand(value)?)?))
     }
     fn masked_select(&self, mask: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let m = tensor_arg(mask, "masked_select")?;
         let shape = rbe_core::kernels::broadcast_shapes(self.t.shape(), m.shape()).py()?;
         let x = shape::expand(&self.t, &shape).py()?;
         let m = shape::expand(&m, &shape).py()?;
-        wrap(index::getitem(&x, &[IndexItem::Tensor(m)]))
+        guard(|| Ok(index::getitem(&x, &[IndexItem::Tensor(m)])?))
     }
 
     // ------------------------------------------------------------ in-place
@@ -1054,7 +1076,7 @@ impl PyTensor {
         if me.dtype() == dt {
             return Ok(slf.clone().into_any().unbind());
         }
-        Ok(Py::new(slf.py(), wrap(un::to_dtype(me, dt))?)?.into_any())
+        Ok(Py::new(slf.py(), guard(|| Ok(un::to_dtype(me, dt)?))?)?.into_any())
     }
 }
 
@@ -1107,9 +1129,9 @@ fn clamp_impl(t: &Tensor, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_,
     if lot.is_some() || hit.is_some() {
         let lo_t = lot.or_else(|| lo.map(|v| Tensor::wrapped_scalar(v, DType::F64)));
         let hi_t = hit.or_else(|| hi.map(|v| Tensor::wrapped_scalar(v, DType::F64)));
-        return wrap(un::clamp_tensor(t, lo_t.as_ref(), hi_t.as_ref()));
+        return guard(|| Ok(un::clamp_tensor(t, lo_t.as_ref(), hi_t.as_ref())?));
     }
-    wrap(un::clamp(t, lo, hi))
+    guard(|| Ok(un::clamp(t, lo, hi)?))
 }
 
 fn max_min(py: Python<'_>, t: &Tensor, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, which: Extreme) -> PyResult<PyObject> {
@@ -1118,13 +1140,13 @@ fn max_min(py: Python<'_>, t: &Tensor, dim: Option<&Bound<'_, PyAny>>, keepdim: 
             if let Ok(o) = d.downcast::<PyTensor>() {
                 let o = o.get().t.clone();
                 let r = if which == Extreme::Max { bin::maximum(t, &o) } else { bin::minimum(t, &o) };
-                return Ok(Py::new(py, wrap(r)?)?.into_any());
+                return Ok(Py::new(py, guard(|| Ok(r?))?)?.into_any());
             }
             let dd: isize = d.extract()?;
             let (v, i) = red::max_dim(t, dd, keepdim, which).py()?;
             max_result(py, if which == Extreme::Max { "max" } else { "min" }, v, i)
         }
-        _ => Ok(Py::new(py, wrap(red::amax(t, None, false, which))?)?.into_any()),
+        _ => Ok(Py::new(py, guard(|| Ok(red::amax(t, None, false, which)?))?)?.into_any()),
     }
 }
 

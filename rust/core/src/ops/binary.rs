@@ -109,9 +109,12 @@ fn int_kernel(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Arith::Mul => map2::<i64, i64, i64>(a, b, |x, y| x.wrapping_mul(y)),
         Arith::Max => map2::<i64, i64, i64>(a, b, |x, y| x.max(y)),
         Arith::Min => map2::<i64, i64, i64>(a, b, |x, y| x.min(y)),
-        Arith::FloorDiv => map2::<i64, i64, i64>(a, b, |x, y| x.div_euclid(y) - if (x.rem_euclid(y) != 0) && (y < 0) { 1 } else { 0 }),
+        Arith::FloorDiv => map2::<i64, i64, i64>(a, b, |x, y| {
+            let q = x.wrapping_div(y);
+            if (x.wrapping_rem(y) != 0) && ((x < 0) != (y < 0)) { q - 1 } else { q }
+        }),
         Arith::Rem => map2::<i64, i64, i64>(a, b, |x, y| {
-            let r = x % y;
+            let r = x.wrapping_rem(y);
             if r != 0 && ((r < 0) != (y < 0)) {
                 r + y
             } else {
