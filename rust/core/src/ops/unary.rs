@@ -1,6 +1,6 @@
 //! Unary elementwise ops: math functions, activations, special functions,
 //! casts. Each op: forward kernel + backward written with differentiable ops.
-use super::binary::{add, add_scalar, div, gt, le, ge, logical_and, mul, mul_scalar, sub, where_};
+use super::binary::{add, add_scalar, div, gt, logical_and, mul, mul_scalar, sub, where_};
 use crate::autograd::{attach, needs_grad, SavedTensor};
 use crate::dtype::DType;
 use crate::elem::{Elem, Real};
@@ -422,7 +422,8 @@ pub fn logit(x: &Tensor, eps: Option<f64>) -> Result<Tensor> {
     sub(&log(&xc)?, &unary(Fun::Log1p, &neg(&xc)?)?)
 }
 
-/// `clamp(x, min, max)`; the gradient passes where min <= x <= max.
+/// `clamp(x, min, max)`; the gradient passes where min < x < max (torch's rule:
+/// zero at the bounds).
 pub fn clamp(x: &Tensor, min: Option<f64>, max: Option<f64>) -> Result<Tensor> {
     if min.is_none() && max.is_none() {
         return Err(crate::value_err!("clamp: At least one of 'min' or 'max' must not be None"));
@@ -443,7 +444,7 @@ pub fn clamp(x: &Tensor, min: Option<f64>, max: Option<f64>) -> Result<Tensor> {
         let sx = SavedTensor::input(x);
         attach(&out, "ClampBackward1", &[x], true, move |ctx, g| {
             let x = sx.get(ctx)?;
-            let inside = logical_and(&ge(&x, &sc(lo, &x))?, &le(&x, &sc(hi, &x))?)?;
+            let inside = logical_and(&gt(&x, &sc(lo, &x))?, &super::binary::lt(&x, &sc(hi, &x))?)?;
             Ok(vec![Some(where_(&inside, g, &sc(0.0, g))?)])
         });
     }
