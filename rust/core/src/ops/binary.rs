@@ -44,6 +44,11 @@ impl Arith {
 /// Result dtype of an arithmetic op (true division and atan2 go to float).
 fn arith_dtype(op: Arith, a: &Tensor, b: &Tensor) -> Result<DType> {
     let dt = promote(&[a, b]);
+    if op == Arith::Sub && (a.dtype() == DType::Bool || b.dtype() == DType::Bool) {
+        return Err(dtype_err!(
+            "Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        ));
+    }
     Ok(match op {
         Arith::Div | Arith::Atan2 if !dt.is_float() => crate::default_dtype(),
         Arith::Sub if dt == DType::Bool => {
