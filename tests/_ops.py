@@ -188,6 +188,24 @@ OPS: list[Op] = [
     Op("getitem_basic", lambda m, a: a[1:, ::2, None, 0], [[(3, 4, 2)]]),
     Op("getitem_neg", lambda m, a: a[-2:, -1], [[(3, 4)]]),
     Op("getitem_ellipsis", lambda m, a: a[..., 1], [[(2, 3, 4)]]),
+    Op("getitem_int_tensor", lambda m, a, i: a[i], [[(5, 3), (4,)], [(5, 3), (2, 2)]], int_inputs={1: (-5, 5)}),
+    Op("getitem_two_tensors", lambda m, a, i, j: a[i, :, j], [[(4, 3, 5), (2,), (2,)]], int_inputs={1: (0, 4), 2: (0, 5)}),
+    Op("getitem_mask", lambda m, a, k: a[k], [[(3, 4), (3, 4)], [(3, 4), (3,)]], bool_inputs=(1,)),
+    Op("getitem_mixed", lambda m, a, i: a[1:, i, None], [[(3, 4), (3,)]], int_inputs={1: (0, 4)}),
+    Op("setitem_slice", lambda m, a, v: _setitem(a, (slice(1, None), slice(None, None, 2)), v), [[(3, 4), (2, 2)], [(3, 4), (2,)]]),
+    Op("setitem_int_tensor", lambda m, a, v, i: _setitem(a, i, v), [[(5, 3), (3,), (2,)]], int_inputs={2: (0, 5)}),
+    Op("setitem_mask", lambda m, a, v, k: _setitem(a, k, v), [[(3, 4), (), (3, 4)]], bool_inputs=(2,)),
+    Op("inplace_chain", lambda m, a, b: (a * 1).mul_(b).add_(b, alpha=2.0).sub_(0.5).div_(2.0), [[(3, 4), (3, 4)], [(3, 4), (1, 4)], [(2, 3, 4), (4,)]]),
+    Op("inplace_unary", lambda m, a: (a * 1).neg_().exp_(), U),
+    Op("inplace_unary2", lambda m, a: (a * 1).abs_().sqrt_(), U, domain=[away_from_zero]),
+    # ---------------------------------------------------------------- comparisons (forward only)
+    Op("eq", lambda m, a, b: a == b, B, grad=False, ints=True),
+    Op("ne", lambda m, a, b: a != b, B, grad=False, ints=True),
+    Op("lt", lambda m, a, b: a < b, B, grad=False, ints=True),
+    Op("le", lambda m, a, b: m.le(a, b), B, grad=False, ints=True),
+    Op("gt_scalar", lambda m, a: a > 0.1, U, grad=False, ints=True),
+    Op("ge_scalar", lambda m, a: a >= 0, U, grad=False, ints=True),
+    Op("where_scalar", lambda m, a: m.where(a > 0, a, 0.0), U),
     # ---------------------------------------------------------------- indexing ops
     Op("gather", lambda m, a, i: m.gather(a, 1, i), [[(3, 4), (3, 5)]], int_inputs={1: (0, 4)}),
     Op("scatter_add", lambda m, a, i, s: a.scatter_add(0, i, s), [[(3, 4), (2, 4), (2, 4)]], int_inputs={1: (0, 3)}),
@@ -199,6 +217,13 @@ OPS: list[Op] = [
 ]
 
 OPS_BY_NAME = {op.name: op for op in OPS}
+
+
+def _setitem(a, idx, v):
+    """Out-of-place view of index assignment: y = a * 1; y[idx] = v * 2."""
+    y = a * 1
+    y[idx] = v * 2
+    return y
 
 
 def make_inputs(op: Op, case, np_dtype, rng):

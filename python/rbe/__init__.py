@@ -208,7 +208,7 @@ def _infer_np(data, dtype_):
     elif arr.dtype.kind in "iu":
         target = _np.int64
     elif arr.dtype.kind == "f":
-        if isinstance(data, (_np.ndarray, Tensor)) and arr.dtype in (_np.float32, _np.float64):
+        if isinstance(data, (_np.ndarray, _np.generic, Tensor)) and arr.dtype in (_np.float32, _np.float64):
             target = arr.dtype.type
         else:
             target = _NP_OF[get_default_dtype().name]

@@ -6,31 +6,25 @@ _DEFAULT_SHOWN = {"float32", "int64", "bool"}
 
 def _body(t) -> str:
     a = t.detach().numpy()
-    if a.dtype == np.bool_:
-        fmt = {"bool": lambda v: "True" if v else "False"}
-    elif a.dtype.kind == "f":
-        finite = a[np.isfinite(a)]
-        ints = finite.size > 0 and np.all(finite == np.round(finite)) and np.max(np.abs(finite)) < 1e8
-        if ints or finite.size == 0:
-            fmt = {"float_kind": lambda v: (f"{v:.0f}." if np.isfinite(v) else str(v).replace("inf", "inf"))}
-        else:
-            big = np.max(np.abs(finite)) if finite.size else 0
-            small = np.min(np.abs(finite[finite != 0])) if np.any(finite != 0) else 1
-            if big >= 1e8 or small < 1e-4:
-                fmt = {"float_kind": lambda v: f"{v:.4e}"}
-            else:
-                fmt = {"float_kind": lambda v: f"{v:.4f}"}
-    else:
-        fmt = None
-    s = np.array2string(a, separator=", ", formatter=fmt, threshold=1000, edgeitems=3, prefix="tensor(", max_line_width=80)
-    return s
+    opts = dict(separator=", ", threshold=1000, edgeitems=3, prefix="tensor(", max_line_width=80)
+    if a.dtype.kind != "f":
+        return np.array2string(a, **opts)
+    finite = np.abs(a[np.isfinite(a)])
+    if finite.size == 0:
+        return np.array2string(a, **opts)
+    if np.all(finite == np.round(finite)) and finite.max() < 1e8:
+        # integer-valued floats print as "1.", as torch does
+        return np.array2string(a, floatmode="unique", **opts)
+    nz = finite[finite > 0]
+    big, small = finite.max(), (nz.min() if nz.size else 1.0)
+    if big >= 1e8 or small < 1e-4 or big / small > 1e3:
+        return np.array2string(a, formatter={"float_kind": lambda v: f"{v:.4e}"}, **opts)
+    return np.array2string(a, precision=4, floatmode="fixed", **opts)
 
 
 def tensor_repr(t) -> str:
     extras = []
     name = t.dtype.name
-    if t.numel() == 0 and t.ndim != 1 or name not in _DEFAULT_SHOWN:
-        pass
     if t.numel() == 0:
         body = "[]"
         if t.ndim != 1:

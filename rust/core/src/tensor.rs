@@ -325,6 +325,10 @@ impl Tensor {
         }
         self.set_requires_grad_flag(false);
     }
+    /// The tensor this view was taken from (None for tensors that own their data).
+    pub fn view_base(&self) -> Option<Tensor> {
+        self.0.meta.lock().view_base.clone()
+    }
     pub fn retains_grad(&self) -> bool {
         self.0.meta.lock().retains_grad
     }

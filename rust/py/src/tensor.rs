@@ -394,6 +394,9 @@ impl PyTensor {
     }
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if self.t.requires_grad() {
+            return Err(PyRuntimeError::new_err("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."));
+        }
         let d = PyDict::new(py);
         let dt = self.t.dtype();
         let typestr = match dt {
@@ -424,6 +427,11 @@ impl PyTensor {
         if me.t.numel() == 0 {
             let dt = me.t.dtype().name();
             return np.call_method1("zeros", (PyTuple::new(py, me.t.shape())?, dt));
+        }
+        if me.t.requires_grad() {
+            // force=True: a view of the detached data
+            let d = Py::new(py, pt(me.t.detach()))?;
+            return np.call_method1("asarray", (d,));
         }
         np.call_method1("asarray", (slf,))
     }

@@ -435,38 +435,17 @@ pub fn check_inplace(t: &Tensor) -> Result<()> {
             "a leaf Variable that requires grad is being used in an in-place operation."
         ));
     }
-    let base = t.0.meta.lock().view_base.clone();
-    if let Some(b) = base {
+    if let Some(b) = t.view_base() {
         if b.requires_grad() && b.is_leaf() {
             return Err(crate::autograd_err!(
                 "a view of a leaf Variable that requires grad is being used in an in-place operation."
-            ));
-        }
-        if b.requires_grad() {
-            return Err(crate::autograd_err!(
-                "in-place operation on a view of a tensor that requires grad is not supported; write through index assignment on the base tensor (base[idx] = value) or use the out-of-place op"
             ));
         }
     }
     Ok(())
 }
 
-/// Generic in-place update: `t <- f(t)` with torch's shape and dtype rules.
-pub fn inplace(t: &Tensor, what: &str, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
-    check_inplace(t)?;
-    let record = crate::autograd::is_grad_enabled();
-    // When recording, the op runs on a copy of `t`, so that a saved input keeps
-    // its values after `t` is overwritten.
-    let out = if record && t.requires_grad() {
-        f(&super::unary::clone(t)?)?
-    } else {
-        let o = f(&t.detach())?;
-        if record && o.requires_grad() {
-            f(&crate::kernels::copy_contiguous(t))?
-        } else {
-            o
-        }
-    };
+fn check_result(t: &Tensor, out: &Tensor, what: &str) -> Result<()> {
     if out.shape() != t.shape() {
         return Err(crate::shape_err!(
             "{what}: output with shape {:?} doesn't match the broadcast shape {:?}",
@@ -484,11 +463,63 @@ pub fn inplace(t: &Tensor, what: &str, f: impl Fn(&Tensor) -> Result<Tensor>) ->
     if !t.storage().writable() {
         return Err(crate::value_err!("{what}: the tensor's memory is read-only"));
     }
+    Ok(())
+}
+
+/// Generic in-place update: `t <- f(t)` with torch's shape and dtype rules.
+/// When recording, the history moves to `t` (and, for a view, to its base).
+pub fn inplace(t: &Tensor, what: &str, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
+    check_inplace(t)?;
+    let record = crate::autograd::is_grad_enabled();
+    if record {
+        if let Some(base) = t.view_base() {
+            let out = f(&super::unary::clone(t)?)?;
+            check_result(t, &out, what)?;
+            if out.requires_grad() || base.requires_grad() {
+                return write_through_view(t, &base, &out);
+            }
+            return crate::kernels::copy_into(t, &out.detach());
+        }
+    }
+    // When recording, the op runs on a copy of `t`, so that a saved input keeps
+    // its values after `t` is overwritten.
+    let out = if record && t.requires_grad() {
+        f(&super::unary::clone(t)?)?
+    } else {
+        let o = f(&t.detach())?;
+        if record && o.requires_grad() {
+            f(&crate::kernels::copy_contiguous(t))?
+        } else {
+            o
+        }
+    };
+    check_result(t, &out, what)?;
     crate::kernels::copy_into(t, &out.detach())?;
     if record && out.requires_grad() {
         let out = if out.dtype() != t.dtype() { super::unary::to_dtype(&out, t.dtype())? } else { out };
         crate::autograd::rebase_history(t, &out);
     }
+    Ok(())
+}
+
+/// In-place write into a view whose base takes part in autograd: the base
+/// gets the history "base with the view's elements replaced by `out`", and
+/// the view becomes a differentiable selection of the new base.
+fn write_through_view(t: &Tensor, base: &Tensor, out: &Tensor) -> Result<()> {
+    use super::index::{base_positions, index_put, index_select, IndexItem};
+    use super::shape::reshape;
+    let idx = base_positions(t, base)?;
+    let n = base.numel();
+    let flat = reshape(base, &[n])?;
+    let val = super::as_dtype(out, base.dtype())?;
+    let new_flat = index_put(&flat, &[IndexItem::Tensor(idx.clone())], &val)?;
+    let new_base = reshape(&new_flat, base.shape())?;
+    crate::kernels::copy_into(base, &new_base.detach())?;
+    crate::autograd::rebase_history(base, &new_base);
+    let flat_idx = reshape(&idx, &[idx.numel()])?;
+    let sel = index_select(&reshape(base, &[n])?, 0, &flat_idx)?;
+    let new_view = reshape(&sel, t.shape())?;
+    crate::autograd::rebase_history(t, &new_view);
     Ok(())
 }
 

@@ -311,6 +311,8 @@ pub enum IndexItem {
     Int(isize),
     Slice(Option<isize>, Option<isize>, isize),
     NewAxis,
+    /// A new axis of length 0 (from indexing with a scalar `False`).
+    EmptyAxis,
     Ellipsis,
     Tensor(Tensor),
 }
@@ -318,19 +320,38 @@ pub enum IndexItem {
 /// `x[items]`.
 pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
     // bool masks become integer index tensors, one per masked dim
-    let mut its: Vec<IndexItem> = Vec::with_capacity(items.len());
     let has_tensor = items.iter().any(|i| matches!(i, IndexItem::Tensor(_)));
+    let consumed_src: usize = items
+        .iter()
+        .map(|i| match i {
+            IndexItem::Int(_) | IndexItem::Slice(..) => 1,
+            IndexItem::Tensor(t) if t.dtype() == DType::Bool => t.ndim(),
+            IndexItem::Tensor(_) => 1,
+            _ => 0,
+        })
+        .sum();
+    let mut its: Vec<IndexItem> = Vec::with_capacity(items.len());
+    let mut src_dim = 0usize;
     for it in items {
         match it {
             IndexItem::Tensor(t) if t.dtype() == DType::Bool => {
                 if t.ndim() == 0 {
-                    // x[True] adds a dim of size 1
-                    if !t.to_vec::<bool>()[0] {
-                        return Err(index_err!("indexing with a scalar False is not supported"));
-                    }
-                    its.push(IndexItem::NewAxis);
+                    // x[True] adds a dim of size 1, x[False] one of size 0
+                    its.push(if t.to_vec::<bool>()[0] { IndexItem::NewAxis } else { IndexItem::EmptyAxis });
                     continue;
                 }
+                for k in 0..t.ndim() {
+                    let have = x.shape().get(src_dim + k).copied();
+                    if have != Some(t.shape()[k]) {
+                        return Err(index_err!(
+                            "The shape of the mask {:?} at index {k} does not match the shape of the indexed tensor {:?} at index {}",
+                            t.shape(),
+                            x.shape(),
+                            src_dim + k
+                        ));
+                    }
+                }
+                src_dim += t.ndim();
                 let nz = nonzero(t)?;
                 for k in 0..t.ndim() {
                     its.push(IndexItem::Tensor(select(&nz, 1, k as isize)?.contiguous()));
@@ -342,8 +363,20 @@ pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
                     t.dtype().name()
                 ))
             }
-            IndexItem::Int(i) if has_tensor => its.push(IndexItem::Tensor(Tensor::scalar(*i as i64))),
-            other => its.push(other.clone()),
+            IndexItem::Int(i) if has_tensor => {
+                src_dim += 1;
+                its.push(IndexItem::Tensor(Tensor::scalar(*i as i64)))
+            }
+            IndexItem::Ellipsis => {
+                src_dim += x.ndim().saturating_sub(consumed_src);
+                its.push(IndexItem::Ellipsis)
+            }
+            other => {
+                if matches!(other, IndexItem::Int(_) | IndexItem::Slice(..) | IndexItem::Tensor(_)) {
+                    src_dim += 1;
+                }
+                its.push(other.clone())
+            }
         }
     }
     let consumed = its.iter().filter(|i| matches!(i, IndexItem::Int(_) | IndexItem::Slice(..) | IndexItem::Tensor(_))).count();
@@ -369,6 +402,10 @@ pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
             }
             IndexItem::NewAxis => {
                 y = unsqueeze(&y, d as isize)?;
+                d += 1;
+            }
+            IndexItem::EmptyAxis => {
+                y = slice(&unsqueeze(&y, d as isize)?, d, 0, 0, 1)?;
                 d += 1;
             }
             IndexItem::Ellipsis => d += x.ndim() - consumed,
@@ -498,17 +535,49 @@ pub fn setitem(x: &Tensor, items: &[IndexItem], value: &Tensor) -> Result<()> {
         let basic = items.iter().all(|i| !matches!(i, IndexItem::Tensor(_)));
         if basic {
             let view = getitem(&x.detach(), items)?;
-            if !value.dtype().can_cast_to(x.dtype()) && !value.is_wrapped_scalar() {
-                return Err(dtype_err!(
-                    "Index put requires the source and destination dtypes match, got {} for the destination and {} for the source.",
-                    x.dtype().name(),
-                    value.dtype().name()
-                ));
-            }
+            super::binary::check_inplace(x)?;
             return crate::kernels::copy_into(&view, &value.detach()).map_err(|_| {
                 shape_err!("shape mismatch: value tensor of shape {:?} cannot be broadcast to indexing result of shape {:?}", value.shape(), view.shape())
             });
         }
     }
     super::binary::inplace(x, "index_put_", |src| index_put(src, items, value))
+}
+
+/// Storage offsets of the elements of `t`, in row-major order.
+fn storage_offsets(t: &Tensor) -> Vec<isize> {
+    let mut v = Vec::with_capacity(t.numel());
+    strided_rows(t.shape(), [t.strides()], [t.offset() as isize], |off, n, st| {
+        for j in 0..n as isize {
+            v.push(off[0] + j * st[0]);
+        }
+    });
+    v
+}
+
+/// For a view `t` of `base` (same storage): the row-major index into `base`
+/// of each element of `t`, as an int64 tensor of `t`'s shape.
+pub fn base_positions(t: &Tensor, base: &Tensor) -> Result<Tensor> {
+    if !std::sync::Arc::ptr_eq(t.storage(), base.storage()) {
+        return Err(crate::value_err!("base_positions: the tensors do not share storage"));
+    }
+    let b = storage_offsets(base);
+    let (lo, hi) = match (b.iter().min(), b.iter().max()) {
+        (Some(&lo), Some(&hi)) => (lo, hi),
+        _ => return Tensor::from_vec(Vec::<i64>::new(), t.shape()),
+    };
+    let mut inv = vec![-1i64; (hi - lo + 1) as usize];
+    for (j, &p) in b.iter().enumerate() {
+        inv[(p - lo) as usize] = j as i64;
+    }
+    let mut out = Vec::with_capacity(t.numel());
+    for p in storage_offsets(t) {
+        let k = p - lo;
+        let j = if k >= 0 && (k as usize) < inv.len() { inv[k as usize] } else { -1 };
+        if j < 0 {
+            return Err(crate::autograd_err!("in-place write through a view: an element lies outside its base"));
+        }
+        out.push(j);
+    }
+    Tensor::from_vec(out, t.shape())
 }

@@ -85,7 +85,7 @@ fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: i
 
 fn sum_raw(x: &Tensor, dims: &[usize], keepdim: bool) -> Tensor {
     match x.dtype() {
-        DType::F32 => reduce_with::<f32, f32>(x, dims, keepdim, |r| r.iter().map(|&v| v as f64).sum::<f64>() as f32),
+        DType::F32 => reduce_with::<f32, f32>(x, dims, keepdim, |r| r.iter().fold(0f64, |a, &v| a + v as f64) as f32),
         DType::F64 => reduce_with::<f64, f64>(x, dims, keepdim, |r| pairwise_sum(r)),
         DType::I64 => reduce_with::<i64, i64>(x, dims, keepdim, |r| r.iter().fold(0i64, |a, &b| a.wrapping_add(b))),
         DType::Bool => reduce_with::<bool, i64>(x, dims, keepdim, |r| r.iter().filter(|&&b| b).count() as i64),

@@ -11,10 +11,8 @@ use crate::{index_err, shape_err, value_err};
 /// An alias of `x` with new geometry; remembers its base for in-place checks.
 fn view_of(x: &Tensor, shape: &[usize], strides: &[isize], offset: usize) -> Tensor {
     let v = x.alias(shape, strides, offset);
-    if x.requires_grad() {
-        let base = x.0.meta.lock().view_base.clone().unwrap_or_else(|| x.clone());
-        v.0.meta.lock().view_base = Some(base);
-    }
+    let base = x.view_base().unwrap_or_else(|| x.clone());
+    v.0.meta.lock().view_base = Some(base);
     v
 }
 
