@@ -3,10 +3,10 @@
 Oracles: NumPy for values and result shapes, torch for result dtypes (rbe
 follows torch's promotion rules) and for gradients.
 """
-import warnings
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
