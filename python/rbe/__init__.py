@@ -104,12 +104,21 @@ class _GradMode:
         return False
 
     def __call__(self, func):
-        @_functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with self.__class__():
-                return func(*args, **kwargs)
+        return _run_in_mode(self._mode, func)
 
-        return wrapper
+
+def _run_in_mode(mode: _BUILTIN_BOOL, func):
+    """Wrap ``func`` so that it runs with grad mode ``mode``."""
+
+    @_functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        prev = _core.set_grad_enabled(mode)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _core.set_grad_enabled(prev)
+
+    return wrapper
 
 
 class no_grad(_GradMode):
@@ -125,23 +134,10 @@ class enable_grad(_GradMode):
 
 
 class inference_mode(_GradMode):
-    """Same as ``no_grad`` in rbe."""
+    """Same as ``no_grad`` in rbe (``inference_mode(False)`` enables grad)."""
 
     def __init__(self, mode: _BUILTIN_BOOL = True):
         self._mode = not mode
-
-    def __call__(self, func):
-        mode = self._mode
-
-        @_functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            prev = _core.set_grad_enabled(mode)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _core.set_grad_enabled(prev)
-
-        return wrapper
 
 
 class set_grad_enabled(_GradMode):
@@ -154,23 +150,10 @@ class set_grad_enabled(_GradMode):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        _core.set_grad_enabled(self._prev)
-        return False
-
     def __call__(self, func):
-        mode = self._mode
+        # used as a decorator: undo the immediate switch, apply it per call
         _core.set_grad_enabled(self._prev)
-
-        @_functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            prev = _core.set_grad_enabled(mode)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _core.set_grad_enabled(prev)
-
-        return wrapper
+        return _run_in_mode(self._mode, func)
 
 
 # ---------------------------------------------------------------- creation
@@ -556,6 +539,14 @@ def relu(input):
     return input.relu()
 
 
+def broadcast_to(input, size):
+    return input.broadcast_to(list(size))
+
+
+def unbind(input, dim=0):
+    return input.unbind(dim)
+
+
 # Methods that double as functions taking the tensor first (``rbe.exp(x)``).
 _METHOD_FUNCTIONS = """
 abs neg negative sign exp log log1p log2 log10 sqrt rsqrt reciprocal sin cos tan asin acos atan sinh cosh tanh
@@ -565,7 +556,7 @@ logical_and logical_or logical_xor logical_not
 matmul mm bmm mv dot outer
 sum mean prod var std amax amin argmax argmin logsumexp cumsum all any nonzero
 transpose swapaxes movedim unsqueeze narrow select
-gather scatter scatter_add index_select index_add masked_fill masked_select
+gather scatter scatter_add index_select index_add masked_fill masked_select nonzero
 t clone detach
 """.split()
 for _name in _METHOD_FUNCTIONS:
