@@ -647,3 +647,4 @@ del _n, _f
 
 from . import autograd, special  # noqa: E402
 from . import nn  # noqa: E402,F401
+from . import optim  # noqa: E402,F401

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import _core
 from .._core import Tensor
+from .._grad import no_grad_ctx as _no_grad
 
 __all__ = ["grad", "backward", "gradcheck", "gradgradcheck", "GradcheckError"]
 
@@ -48,13 +49,6 @@ def backward(tensors: _TensorOrSeq, grad_tensors=None, retain_graph: Optional[bo
         return
     _core.run_backward(outs, gs, retain_graph, create_graph, None, False)
 
-
-class _no_grad:
-    def __enter__(self):
-        self.prev = _core.set_grad_enabled(False)
-
-    def __exit__(self, *a):
-        _core.set_grad_enabled(self.prev)
 
 
 def grad(

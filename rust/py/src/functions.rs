@@ -459,3 +459,102 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_backward, m)?)?;
     Ok(())
 }
+
+fn tensors(v: &[Bound<'_, PyAny>], what: &str) -> PyResult<Vec<Tensor>> {
+    v.iter().map(|t| tensor_arg(t, what)).collect()
+}
+
+fn opt_tensors(v: &[Option<Bound<'_, PyAny>>], what: &str) -> PyResult<Vec<Option<Tensor>>> {
+    v.iter()
+        .map(|t| match t {
+            Some(t) if !t.is_none() => tensor_arg(t, what).map(Some),
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+fn opt_tensor(t: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Tensor>> {
+    match t {
+        Some(t) if !t.is_none() => tensor_arg(t, what).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn same_len(n: usize, lens: &[(usize, &str)]) -> PyResult<()> {
+    for (l, what) in lens {
+        if *l != n {
+            return Err(PyValueError::new_err(format!("optimizer step: {what} has {l} entries, expected {n}")));
+        }
+    }
+    Ok(())
+}
+
+/// Cross-entropy over logits in one fused op (see `rbe.nn.functional.cross_entropy`).
+#[pyfunction]
+#[pyo3(signature = (input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0))]
+fn cross_entropy(input: &Bound<'_, PyAny>, target: &Bound<'_, PyAny>, weight: Option<&Bound<'_, PyAny>>, ignore_index: i64, reduction: &str, label_smoothing: f64) -> PyResult<PyTensor> {
+    let x = tensor_arg(input, "cross_entropy")?;
+    let t = tensor_arg(target, "cross_entropy")?;
+    let w = opt_tensor(weight, "cross_entropy")?;
+    let red = rbe_core::ops::loss::Reduction::parse(reduction).py()?;
+    guard(|| Ok(rbe_core::ops::loss::cross_entropy(&x, &t, w.as_ref(), ignore_index, red, label_smoothing)?))
+}
+
+/// (coefficients (R, C), normaliser) of class-index targets, for nll_loss.
+#[pyfunction]
+#[pyo3(signature = (target, num_classes, weight, ignore_index, label_smoothing, dtype))]
+fn class_coefficients(py: Python<'_>, target: &Bound<'_, PyAny>, num_classes: usize, weight: Option<&Bound<'_, PyAny>>, ignore_index: i64, label_smoothing: f64, dtype: &Bound<'_, PyAny>) -> PyResult<(Py<PyTensor>, f64)> {
+    let t = tensor_arg(target, "nll_loss")?;
+    let w = opt_tensor(weight, "nll_loss")?;
+    let dt = parse_dtype(dtype)?;
+    let (a, n) = rbe_core::ops::loss::class_coefficients(&t, num_classes, w.as_ref(), ignore_index, label_smoothing, dt).py()?;
+    Ok((Py::new(py, pt(a))?, n))
+}
+
+#[pyfunction]
+#[pyo3(signature = (params, grads, bufs, first, lr, momentum, dampening, weight_decay, nesterov, maximize))]
+#[allow(clippy::too_many_arguments)]
+fn sgd_step(params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, bufs: Vec<Option<Bound<'_, PyAny>>>, first: Vec<bool>, lr: f64, momentum: f64, dampening: f64, weight_decay: f64, nesterov: bool, maximize: bool) -> PyResult<()> {
+    let (p, g, b) = (tensors(&params, "sgd")?, tensors(&grads, "sgd")?, opt_tensors(&bufs, "sgd")?);
+    same_len(p.len(), &[(g.len(), "grads"), (b.len(), "momentum buffers"), (first.len(), "first")])?;
+    let cfg = rbe_core::ops::optim::SgdConfig { lr, momentum, dampening, weight_decay, nesterov, maximize };
+    rbe_core::ops::optim::sgd_step(&p, &g, &b, &first, cfg).py()
+}
+
+#[pyfunction]
+#[pyo3(signature = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled))]
+#[allow(clippy::too_many_arguments)]
+fn adam_step(
+    params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, exp_avgs: Vec<Bound<'_, PyAny>>, exp_avg_sqs: Vec<Bound<'_, PyAny>>,
+    max_exp_avg_sqs: Vec<Option<Bound<'_, PyAny>>>, steps: Vec<u64>, lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64,
+    amsgrad: bool, maximize: bool, decoupled: bool,
+) -> PyResult<()> {
+    let (p, g) = (tensors(&params, "adam")?, tensors(&grads, "adam")?);
+    let (m, v, x) = (tensors(&exp_avgs, "adam")?, tensors(&exp_avg_sqs, "adam")?, opt_tensors(&max_exp_avg_sqs, "adam")?);
+    same_len(p.len(), &[(g.len(), "grads"), (m.len(), "exp_avgs"), (v.len(), "exp_avg_sqs"), (x.len(), "max_exp_avg_sqs"), (steps.len(), "steps")])?;
+    let cfg = rbe_core::ops::optim::AdamConfig { lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled };
+    rbe_core::ops::optim::adam_step(&p, &g, &m, &v, &x, &steps, cfg).py()
+}
+
+#[pyfunction]
+#[pyo3(signature = (params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum, centered, maximize))]
+#[allow(clippy::too_many_arguments)]
+fn rmsprop_step(
+    params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, square_avgs: Vec<Bound<'_, PyAny>>, grad_avgs: Vec<Option<Bound<'_, PyAny>>>,
+    momentum_buffers: Vec<Option<Bound<'_, PyAny>>>, lr: f64, alpha: f64, eps: f64, weight_decay: f64, momentum: f64, centered: bool, maximize: bool,
+) -> PyResult<()> {
+    let (p, g, s) = (tensors(&params, "rmsprop")?, tensors(&grads, "rmsprop")?, tensors(&square_avgs, "rmsprop")?);
+    let (ga, b) = (opt_tensors(&grad_avgs, "rmsprop")?, opt_tensors(&momentum_buffers, "rmsprop")?);
+    same_len(p.len(), &[(g.len(), "grads"), (s.len(), "square_avgs"), (ga.len(), "grad_avgs"), (b.len(), "momentum_buffers")])?;
+    let cfg = rbe_core::ops::optim::RmsConfig { lr, alpha, eps, weight_decay, momentum, centered, maximize };
+    rbe_core::ops::optim::rmsprop_step(&p, &g, &s, &ga, &b, cfg).py()
+}
+
+pub fn register_training(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(class_coefficients, m)?)?;
+    m.add_function(wrap_pyfunction!(sgd_step, m)?)?;
+    m.add_function(wrap_pyfunction!(adam_step, m)?)?;
+    m.add_function(wrap_pyfunction!(rmsprop_step, m)?)?;
+    Ok(())
+}

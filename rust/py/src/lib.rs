@@ -23,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<functions::PyGenerator>()?;
     conv::register_dtypes(m)?;
     functions::register(m)?;
+    functions::register_training(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -8,6 +8,8 @@ pub mod index;
 pub mod linalg;
 pub mod nn;
 pub mod creation;
+pub mod loss;
+pub mod optim;
 
 use crate::dtype::{result_type, DType};
 use crate::tensor::Tensor;

@@ -376,7 +376,8 @@ pub fn softplus(x: &Tensor, beta: f64, threshold: f64) -> Result<Tensor> {
     let x = floatify(x)?;
     let out = float_map!(&x, "softplus", |v| {
         let bx = v * (beta as F);
-        if bx > (threshold as F) { v } else { (bx.exp().ln_1p()) / (beta as F) }
+        // stable for any magnitude: max(bx, 0) + log1p(exp(-|bx|))
+        if bx > (threshold as F) { v } else { (bx.max(0.0) + (-bx.abs()).exp().ln_1p()) / (beta as F) }
     });
     if needs_grad(&[&x]) {
         let sx = SavedTensor::input(&x);

@@ -1,0 +1,7 @@
+"""Optimizers, as ``torch.optim``: each ``step`` updates a parameter group in one call into Rust."""
+from .optimizer import Optimizer
+from .sgd import SGD
+from .adam import Adam, AdamW
+from .rmsprop import RMSprop
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
