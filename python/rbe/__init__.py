@@ -648,3 +648,5 @@ del _n, _f
 from . import autograd, special  # noqa: E402
 from . import nn  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
+from . import utils  # noqa: E402,F401
+from ._core import memory_allocated, max_memory_allocated, reset_peak_memory_stats  # noqa: E402,F401

@@ -9,7 +9,9 @@ from .. import _core
 from .._core import Tensor
 from .._grad import no_grad_ctx as _no_grad
 
-__all__ = ["grad", "backward", "gradcheck", "gradgradcheck", "GradcheckError"]
+from .function import Function, FunctionCtx, once_differentiable  # noqa: E402
+
+__all__ = ["grad", "backward", "gradcheck", "gradgradcheck", "GradcheckError", "Function", "FunctionCtx", "once_differentiable"]
 
 _TensorOrSeq = Union[Tensor, Sequence[Tensor]]
 

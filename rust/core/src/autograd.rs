@@ -328,24 +328,35 @@ pub fn run_backward(
         n.slot.store(i, Ordering::Relaxed);
     }
     let n_nodes = order.len();
+    // A backward run inside a backward function (checkpointing) may reuse the
+    // slot fields of shared nodes; `slot_of` checks and falls back to a map.
+    let mut fallback: Option<std::collections::HashMap<*const Node, usize>> = None;
+    let mut slot_of = |n: &Arc<Node>, order: &[Arc<Node>]| -> usize {
+        let s = n.slot.load(Ordering::Relaxed);
+        if s < order.len() && Arc::ptr_eq(&order[s], n) {
+            return s;
+        }
+        let map = fallback.get_or_insert_with(|| order.iter().enumerate().map(|(i, m)| (Arc::as_ptr(m), i)).collect());
+        map[&Arc::as_ptr(n)]
+    };
     // Which nodes must run: with `inputs`, only those leading to an input.
     let mut needed = vec![inputs.is_none(); n_nodes];
     let mut capture: Vec<Vec<usize>> = vec![Vec::new(); n_nodes];
     for (k, n) in input_nodes.iter().enumerate() {
-        let s = n.slot.load(Ordering::Relaxed);
+        let s = slot_of(n, &order);
         capture[s].push(k);
         needed[s] = true;
     }
     if inputs.is_some() {
         for i in (0..n_nodes).rev() {
-            if !needed[i] && order[i].edges.iter().flatten().any(|e| needed[e.slot.load(Ordering::Relaxed)]) {
+            if !needed[i] && order[i].edges.iter().flatten().any(|e| needed[slot_of(e, &order)]) {
                 needed[i] = true;
             }
         }
     }
     let mut grads: Vec<Option<Tensor>> = vec![None; n_nodes];
     for (r, g) in root_nodes.iter().zip(root_grads) {
-        let s = r.slot.load(Ordering::Relaxed);
+        let s = slot_of(r, &order);
         let g = if create_graph { g.clone() } else { g.detach() };
         accumulate_into(&mut grads[s], g, create_graph)?;
     }
@@ -382,7 +393,7 @@ pub fn run_backward(
                 };
                 edge_needed.clear();
                 edge_needed.extend(node.edges.iter().map(|e| match e {
-                    Some(e) => needed[e.slot.load(Ordering::Relaxed)],
+                    Some(e) => needed[slot_of(e, &order)],
                     None => false,
                 }));
                 let ctx = BwCtx { node, needed: &edge_needed };
@@ -408,7 +419,7 @@ pub fn run_backward(
                         ));
                     }
                     let gi = if gi.dtype() != *dt { crate::ops::unary::to_dtype(gi, *dt)? } else { gi.clone() };
-                    let s = e.slot.load(Ordering::Relaxed);
+                    let s = slot_of(e, &order);
                     accumulate_into(&mut grads[s], gi, create_graph)?;
                 }
             }

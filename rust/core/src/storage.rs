@@ -5,9 +5,24 @@
 use crate::dtype::DType;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const ALIGN: usize = 64;
+
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes currently held by tensor storages that rbe allocated (not NumPy-owned memory).
+pub fn allocated_bytes() -> usize {
+    ALLOCATED.load(Ordering::Relaxed)
+}
+/// Highest `allocated_bytes()` seen since start or the last `reset_peak()`.
+pub fn peak_bytes() -> usize {
+    PEAK.load(Ordering::Relaxed)
+}
+pub fn reset_peak() {
+    PEAK.store(ALLOCATED.load(Ordering::Relaxed), Ordering::Relaxed);
+}
 
 enum Owner {
     Alloc(Layout),
@@ -48,6 +63,8 @@ impl Storage {
             // A panic (not an abort): the bindings turn it into a Python exception.
             panic!("out of memory: cannot allocate {nbytes} bytes");
         }
+        let now = ALLOCATED.fetch_add(nbytes, Ordering::Relaxed) + nbytes;
+        PEAK.fetch_max(now, Ordering::Relaxed);
         Storage { ptr, nbytes, owner: Owner::Alloc(layout), version: AtomicU64::new(0), writable: true }
     }
 
@@ -95,6 +112,7 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         if let Owner::Alloc(layout) = self.owner {
+            ALLOCATED.fetch_sub(self.nbytes, Ordering::Relaxed);
             // Safety: allocated with this layout in `zeroed`.
             unsafe { dealloc(self.ptr, layout) };
         }

@@ -558,3 +558,90 @@ pub fn register_training(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rmsprop_step, m)?)?;
     Ok(())
 }
+
+static NODE_NAMES: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
+
+fn static_name(name: &str) -> &'static str {
+    let mut names = NODE_NAMES.lock();
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+/// Record `output` as computed from `inputs` by a Python function whose
+/// backward is `backward(grad) -> tuple of (Tensor | None)`, one per input.
+#[pyfunction]
+fn attach_py_function(output: &Bound<'_, PyAny>, inputs: Vec<Bound<'_, PyAny>>, backward: &Bound<'_, PyAny>, name: &str) -> PyResult<()> {
+    let out = tensor_arg(output, "Function")?;
+    let ins = tensors(&inputs, "Function")?;
+    let refs: Vec<&Tensor> = ins.iter().collect();
+    if !autograd::needs_grad(&refs) {
+        return Ok(());
+    }
+    let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
+    let f: Py<PyAny> = backward.clone().unbind();
+    let n_in = ins.len();
+    autograd::attach(&out, static_name(name), &refs, true, move |_ctx, g| {
+        Python::with_gil(|py| -> rbe_core::Result<Vec<Option<Tensor>>> {
+            let err = |e: PyErr| rbe_core::Error::Autograd(format!("error in the backward of a custom Function: {e}"));
+            let r = f.call1(py, (Py::new(py, pt(g.clone())).map_err(err)?,)).map_err(err)?;
+            let r = r.bind(py);
+            let items: Vec<Bound<'_, PyAny>> = if let Ok(t) = r.downcast::<PyTuple>() {
+                t.iter().collect()
+            } else {
+                vec![r.clone()]
+            };
+            if items.len() < n_in {
+                return Err(rbe_core::Error::Autograd(format!(
+                    "function backward returned an incorrect number of gradients (expected {n_in}, got {})",
+                    items.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(n_in);
+            for (k, it) in items.iter().take(n_in).enumerate() {
+                if it.is_none() {
+                    out.push(None);
+                    continue;
+                }
+                let t = it.downcast::<PyTensor>().map_err(|_| rbe_core::Error::Autograd(format!("function backward returned a {} for input {k}, expected a Tensor or None", it.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+                let t = t.get().t.clone();
+                if t.shape() != &shapes[k][..] {
+                    return Err(rbe_core::Error::Shape(format!(
+                        "function backward returned an invalid gradient at index {k} - got {:?} but expected shape compatible with {:?}",
+                        t.shape(),
+                        shapes[k]
+                    )));
+                }
+                out.push(Some(t));
+            }
+            Ok(out)
+        })
+    });
+    Ok(())
+}
+
+#[pyfunction]
+fn memory_allocated() -> usize {
+    rbe_core::storage::allocated_bytes()
+}
+
+#[pyfunction]
+fn max_memory_allocated() -> usize {
+    rbe_core::storage::peak_bytes()
+}
+
+#[pyfunction]
+fn reset_peak_memory_stats() {
+    rbe_core::storage::reset_peak()
+}
+
+pub fn register_extra(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(attach_py_function, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_allocated, m)?)?;
+    m.add_function(wrap_pyfunction!(max_memory_allocated, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_peak_memory_stats, m)?)?;
+    Ok(())
+}

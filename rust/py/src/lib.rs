@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     conv::register_dtypes(m)?;
     functions::register(m)?;
     functions::register_training(m)?;
+    functions::register_extra(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

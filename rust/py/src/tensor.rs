@@ -280,6 +280,11 @@ impl PyTensor {
         slf.get().t.set_requires_grad(requires_grad).py()?;
         Ok(slf.clone().unbind())
     }
+    /// The version counter of the tensor's memory (bumped by every in-place write).
+    #[getter]
+    fn _version(&self) -> u64 {
+        self.t.version()
+    }
     #[getter]
     fn is_leaf(&self) -> bool {
         self.t.is_leaf()
