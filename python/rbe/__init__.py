@@ -649,4 +649,45 @@ from . import autograd, special  # noqa: E402
 from . import nn  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
 from . import utils  # noqa: E402,F401
+from .serialization import save, load  # noqa: E402,F401
+from ._core import set_num_threads, get_num_threads  # noqa: E402,F401
+
+_DETERMINISTIC = [False]
+
+
+def use_deterministic_algorithms(mode: _BUILTIN_BOOL, *, warn_only: _BUILTIN_BOOL = False) -> None:
+    """Accepted for torch-compatible code. rbe's kernels are always deterministic:
+    the same inputs give the same bits whatever the number of threads."""
+    _DETERMINISTIC[0] = _BUILTIN_BOOL(mode)
+
+
+def are_deterministic_algorithms_enabled() -> _BUILTIN_BOOL:
+    return _DETERMINISTIC[0]
+
+
+def from_dlpack(ext) -> Tensor:
+    """A tensor sharing memory with any DLPack-capable CPU array (torch, NumPy, ...)."""
+    if isinstance(ext, Tensor):
+        return ext
+    return from_numpy(_np.from_dlpack(ext))
+
+
+def _dlpack(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+    if self.requires_grad:
+        raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+    arr = self.numpy()
+    kwargs = {}
+    if max_version is not None:
+        kwargs["max_version"] = max_version
+    if copy is not None:
+        kwargs["copy"] = copy
+    return arr.__dlpack__(**kwargs)
+
+
+def _dlpack_device(self):
+    return (1, 0)  # kDLCPU, device 0
+
+
+Tensor.__dlpack__ = _dlpack
+Tensor.__dlpack_device__ = _dlpack_device
 from ._core import memory_allocated, max_memory_allocated, reset_peak_memory_stats  # noqa: E402,F401

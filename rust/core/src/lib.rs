@@ -11,6 +11,7 @@ pub mod autograd;
 pub mod ops;
 pub mod special;
 pub mod random;
+pub mod parallel;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

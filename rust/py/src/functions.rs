@@ -645,3 +645,23 @@ pub fn register_extra(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reset_peak_memory_stats, m)?)?;
     Ok(())
 }
+
+/// Threads used by parallel kernels (results do not depend on it).
+#[pyfunction]
+fn set_num_threads(n: i64) -> PyResult<()> {
+    if n <= 0 {
+        return Err(PyValueError::new_err(format!("set_num_threads expects a positive integer, got {n}")));
+    }
+    rbe_core::parallel::set_num_threads(n as usize).py()
+}
+
+#[pyfunction]
+fn get_num_threads() -> usize {
+    rbe_core::parallel::num_threads()
+}
+
+pub fn register_threads(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    Ok(())
+}

@@ -12,25 +12,60 @@ use crate::{dtype_err, shape_err};
 
 /// Work (m*n*k) above which GEMM uses the thread pool.
 const PAR_THRESHOLD: usize = 1 << 18;
+/// Rows of the output computed by one parallel task. Fixed, so that every
+/// output element is computed by the same sequence of operations whatever
+/// the number of threads.
+const ROW_BLOCK: usize = 64;
 
 /// dst[m x n] (= or +=) a[m x k] @ b[k x n], all given by raw strides (elements).
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw<T: 'static + Copy>(
+unsafe fn gemm_raw<T: 'static + Copy + Send + Sync>(
     m: usize, n: usize, k: usize,
     dst: *mut T, dst_rs: isize, dst_cs: isize, accumulate: bool,
     a: *const T, a_rs: isize, a_cs: isize,
     b: *const T, b_rs: isize, b_cs: isize,
     one: T, zero: T,
 ) {
-    let par = if m * n * k >= PAR_THRESHOLD && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
+    let serial = |r0: usize, rows: usize| {
+        gemm::gemm(
+            rows, n, k,
+            dst.offset(r0 as isize * dst_rs), dst_cs, dst_rs, accumulate,
+            a.offset(r0 as isize * a_rs), a_cs, a_rs,
+            b, b_cs, b_rs,
+            if accumulate { one } else { zero }, one, false, false, false, gemm::Parallelism::None,
+        )
     };
-    gemm::gemm(
-        m, n, k, dst, dst_cs, dst_rs, accumulate, a, a_cs, a_rs, b, b_cs, b_rs,
-        if accumulate { one } else { zero }, one, false, false, false, par,
-    );
+    let pool = crate::parallel::pool();
+    if m * n * k < PAR_THRESHOLD || m <= ROW_BLOCK || pool.current_num_threads() == 1 {
+        // one block per ROW_BLOCK rows even when serial, so results match the parallel split
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = ROW_BLOCK.min(m - r0);
+            serial(r0, rows);
+            r0 += rows;
+        }
+        return;
+    }
+    struct SendPtr<T>(*mut T, *const T, *const T);
+    unsafe impl<T> Send for SendPtr<T> {}
+    unsafe impl<T> Sync for SendPtr<T> {}
+    let ptrs = SendPtr(dst, a, b);
+    let blocks = m.div_ceil(ROW_BLOCK);
+    pool.install(|| {
+        use rayon::prelude::*;
+        (0..blocks).into_par_iter().for_each(|bi| {
+            let p = &ptrs;
+            let r0 = bi * ROW_BLOCK;
+            let rows = ROW_BLOCK.min(m - r0);
+            gemm::gemm(
+                rows, n, k,
+                p.0.offset(r0 as isize * dst_rs), dst_cs, dst_rs, accumulate,
+                p.1.offset(r0 as isize * a_rs), a_cs, a_rs,
+                p.2, b_cs, b_rs,
+                if accumulate { one } else { zero }, one, false, false, false, gemm::Parallelism::None,
+            );
+        });
+    });
 }
 
 fn check_same_dtype(a: &Tensor, b: &Tensor, op: &str) -> Result<DType> {
