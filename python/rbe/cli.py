@@ -2,40 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 
 
 def demo_polyfit(steps: int = 2000, lr: float = 1e-6) -> dict:
-    """Fit y = sin(x) on [-pi, pi] with a + b x + c x^2 + d x^3 by gradient descent (the classic tutorial)."""
-    import rbe
+    from .demos import polyfit
 
-    rbe.manual_seed(0)
-    dtype = rbe.float32
-    x = rbe.linspace(-math.pi, math.pi, 2000, dtype=dtype)
-    y = rbe.sin(x)
-    a = rbe.randn((), dtype=dtype, requires_grad=True)
-    b = rbe.randn((), dtype=dtype, requires_grad=True)
-    c = rbe.randn((), dtype=dtype, requires_grad=True)
-    d = rbe.randn((), dtype=dtype, requires_grad=True)
-    t0 = time.perf_counter()
-    loss = None
-    for t in range(steps):
-        y_pred = a + b * x + c * x ** 2 + d * x ** 3
-        loss = (y_pred - y).pow(2).sum()
-        loss.backward()
-        with rbe.no_grad():
-            for p in (a, b, c, d):
-                p -= lr * p.grad
-                p.grad = None
-    elapsed = time.perf_counter() - t0
-    return {
-        "coefficients": [p.item() for p in (a, b, c, d)],
-        "loss": loss.item(),
-        "seconds": elapsed,
-        "steps": steps,
-    }
+    return polyfit(steps, lr)
 
 
 def cmd_demo(args) -> int:
@@ -45,6 +18,20 @@ def cmd_demo(args) -> int:
     print(f"  steps: {r['steps']}, final loss (sum of squares over 2000 points): {r['loss']:.4f}")
     print(f"  result: y = {a:.6f} + {b:.6f} x + {c:.6f} x^2 + {d:.6f} x^3")
     print(f"  time: {r['seconds']:.3f} s ({1e6 * r['seconds'] / r['steps']:.1f} us per step)")
+    if args.no_digits:
+        return 0
+    from .demos import digits
+
+    print()
+    print("rbe demo: handwritten digits (scikit-learn, 8x8), Flatten-Linear(64,128)-ReLU-Dropout-Linear(128,10), Adam, cross-entropy")
+    d = digits(epochs=args.epochs, compare_torch=not args.no_torch)
+    r = d["rbe"]
+    print(f"  rbe:   test accuracy {100 * r['test_accuracy']:.2f}% on {d['n_test']} images, training {r['seconds']:.2f} s for {d['epochs']} epochs")
+    t = d.get("torch")
+    if t:
+        print(f"  torch: test accuracy {100 * t['test_accuracy']:.2f}%, training {t['seconds']:.2f} s (same model, data and schedule; time ratio torch/rbe {t['seconds'] / r['seconds']:.2f})")
+    elif "torch" in d:
+        print("  (torch is not installed: no comparison)")
     return 0
 
 
@@ -52,7 +39,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="rbe", description="rbe-autodiff command line")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="a short tour: the polynomial fit of sin(x)")
-    d.add_argument("--steps", type=int, default=2000)
+    d.add_argument("--steps", type=int, default=2000, help="gradient steps of the polynomial fit")
+    d.add_argument("--epochs", type=int, default=30, help="epochs of the digits classifier")
+    d.add_argument("--no-digits", action="store_true", help="skip the digits classifier")
+    d.add_argument("--no-torch", action="store_true", help="do not run the torch comparison")
     d.set_defaults(func=cmd_demo)
     args = p.parse_args(argv)
     return args.func(args)
