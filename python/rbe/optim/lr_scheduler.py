@@ -210,8 +210,8 @@ class LRScheduler:
             warnings.warn("To get the last learning rate computed by the scheduler, please use `get_last_lr()`.", UserWarning, stacklevel=3)
 
 
-class _LRScheduler(LRScheduler):
-    """The legacy name of :class:`LRScheduler`."""
+# the legacy name (torch < 2.0 called the base class ``_LRScheduler``)
+_LRScheduler = LRScheduler
 
 
 def _lambdas_state(sched, skip=("optimizer", "lr_lambdas")) -> Dict[str, Any]:
