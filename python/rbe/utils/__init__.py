@@ -1,5 +1,5 @@
 """Utilities: ``checkpoint`` (activation recomputation), ``EarlyStopping``,
 ``progress`` (tqdm bars on a terminal)."""
-from . import checkpoint  # noqa: F401
+from . import checkpoint, data  # noqa: F401
 from .early_stopping import EarlyStopping  # noqa: F401
 from .progress import progress  # noqa: F401
