@@ -213,6 +213,10 @@ class Tensor:
     @property
     def is_leaf(self) -> _bool: ...
     @property
+    def _version(self) -> _int:
+        """Version counter of the tensor's memory (bumped by every in-place write)."""
+        ...
+    @property
     def grad_fn(self) -> Optional[Node]:
         """The node that created this tensor (``None`` for leaves)."""
     @property
@@ -766,3 +770,45 @@ def run_backward(
     inputs: Sequence[Tensor],
     allow_unused: _bool = False,
 ) -> Tuple[Optional[Tensor], ...]: ...
+
+
+# ---------------------------------------------------------------- training support
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    ignore_index: _int = -100,
+    reduction: _str = "mean",
+    label_smoothing: _float = 0.0,
+) -> Tensor:
+    """Cross-entropy of logits in one fused, stable op."""
+    ...
+def class_coefficients(
+    target: Tensor, num_classes: _int, weight: Optional[Tensor], ignore_index: _int, label_smoothing: _float, dtype: _DTypeLike
+) -> Tuple[Tensor, _float]: ...
+def sgd_step(
+    params: Sequence[Tensor], grads: Sequence[Tensor], bufs: Sequence[Optional[Tensor]], first: Sequence[_bool],
+    lr: _float, momentum: _float, dampening: _float, weight_decay: _float, nesterov: _bool, maximize: _bool,
+) -> None: ...
+def adam_step(
+    params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor], exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Optional[Tensor]], steps: Sequence[_int], lr: _float, beta1: _float, beta2: _float,
+    eps: _float, weight_decay: _float, amsgrad: _bool, maximize: _bool, decoupled: _bool,
+) -> None: ...
+def rmsprop_step(
+    params: Sequence[Tensor], grads: Sequence[Tensor], square_avgs: Sequence[Tensor], grad_avgs: Sequence[Optional[Tensor]],
+    momentum_buffers: Sequence[Optional[Tensor]], lr: _float, alpha: _float, eps: _float, weight_decay: _float,
+    momentum: _float, centered: _bool, maximize: _bool,
+) -> None: ...
+def attach_py_function(output: Tensor, inputs: Sequence[Tensor], backward: Any, name: _str) -> None:
+    """Record ``output`` as made from ``inputs`` by a Python function with the given backward."""
+    ...
+def memory_allocated() -> _int:
+    """Bytes currently held by tensor memory that rbe allocated."""
+    ...
+def max_memory_allocated() -> _int: ...
+def reset_peak_memory_stats() -> None: ...
+def set_num_threads(n: _int) -> None:
+    """Threads used by parallel kernels (results do not depend on it)."""
+    ...
+def get_num_threads() -> _int: ...
