@@ -40,20 +40,19 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
     return x[tr], y[tr], x[te], y[te]
 
 
-def _digits_rbe(xtr, ytr, xte, yte, epochs, batch_size, seed):
-    import rbe
-    import rbe.nn as nn
-
-    rbe.manual_seed(seed)
+def _digits_train(m, xtr, ytr, xte, yte, epochs, batch_size, seed):
+    """Train and test with framework ``m`` (rbe or torch: the code is the same for both)."""
+    nn = m.nn
+    m.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
-    opt = rbe.optim.Adam(model.parameters(), lr=3e-3)
+    opt = m.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = nn.CrossEntropyLoss()
-    xt, yt = rbe.from_numpy(xtr), rbe.from_numpy(ytr)
+    xt, yt = m.from_numpy(xtr), m.from_numpy(ytr)
     n = len(ytr)
     t0 = time.perf_counter()
     for _ in range(epochs):
         model.train()
-        perm = rbe.randperm(n)
+        perm = m.randperm(n)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
             opt.zero_grad()
@@ -62,35 +61,8 @@ def _digits_rbe(xtr, ytr, xte, yte, epochs, batch_size, seed):
             opt.step()
     train_s = time.perf_counter() - t0
     model.eval()
-    with rbe.no_grad():
-        pred = model(rbe.from_numpy(xte)).argmax(1).numpy()
-    return float((pred == yte).mean()), train_s, float(loss.item())
-
-
-def _digits_torch(xtr, ytr, xte, yte, epochs, batch_size, seed):
-    import torch
-    import torch.nn as nn
-
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    n = len(ytr)
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(n)
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            opt.zero_grad()
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-    train_s = time.perf_counter() - t0
-    model.eval()
-    with torch.no_grad():
-        pred = model(torch.from_numpy(xte)).argmax(1).numpy()
+    with m.no_grad():
+        pred = model(m.from_numpy(xte)).argmax(1).numpy()
     return float((pred == yte).mean()), train_s, float(loss.item())
 
 
@@ -98,14 +70,16 @@ def digits(epochs: int = 30, batch_size: int = 64, seed: int = 0, compare_torch:
     """Train Flatten-Linear-ReLU-Dropout-Linear on the digits with Adam and cross-entropy;
     report test accuracy and training time (and the same model in torch when it is installed)."""
     xtr, ytr, xte, yte = load_digits_split(seed)
-    acc, secs, loss = _digits_rbe(xtr, ytr, xte, yte, epochs, batch_size, seed)
+    import rbe
+
+    acc, secs, loss = _digits_train(rbe, xtr, ytr, xte, yte, epochs, batch_size, seed)
     out = {"rbe": {"test_accuracy": acc, "seconds": secs, "last_loss": loss}, "epochs": epochs, "n_train": len(ytr), "n_test": len(yte)}
     if compare_torch:
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError:
             out["torch"] = None
         else:
-            tacc, tsecs, tloss = _digits_torch(xtr, ytr, xte, yte, epochs, batch_size, seed)
+            tacc, tsecs, tloss = _digits_train(torch, xtr, ytr, xte, yte, epochs, batch_size, seed)
             out["torch"] = {"test_accuracy": tacc, "seconds": tsecs, "last_loss": tloss}
     return out

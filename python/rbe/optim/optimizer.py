@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from .. import _core
 from .._core import Tensor
-from .._grad import no_grad_ctx as _no_grad
+from .._grad import zero_grads
 
 
 class _Required:
@@ -60,19 +60,7 @@ class Optimizer:
         self.param_groups.append(param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    grad = p.grad
-                    if grad.grad_fn is not None:
-                        grad = grad.detach()
-                        p.grad = grad
-                    with _no_grad():
-                        grad.zero_()
+        zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self, closure: Optional[Callable[[], Any]] = None):
         # the base class has no update rule; every optimizer overrides step()

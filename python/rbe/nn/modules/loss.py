@@ -11,6 +11,13 @@ class _Loss(Module):
             raise ValueError(f"{reduction} is not a valid value for reduction")
         self.reduction = reduction
 
+    def _optional_buffer(self, name: str, value) -> None:
+        """Class weights and the like: a buffer when given (so .to() and state_dict see it), else None."""
+        if value is not None:
+            self.register_buffer(name, value)
+        else:
+            setattr(self, name, None)
+
 
 class MSELoss(_Loss):
     def forward(self, input, target):
@@ -45,10 +52,7 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
         super().__init__(reduction)
-        if weight is not None:
-            self.register_buffer("weight", weight)
-        else:
-            self.weight = None
+        self._optional_buffer("weight", weight)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
 
@@ -59,10 +63,7 @@ class CrossEntropyLoss(_Loss):
 class NLLLoss(_Loss):
     def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean"):
         super().__init__(reduction)
-        if weight is not None:
-            self.register_buffer("weight", weight)
-        else:
-            self.weight = None
+        self._optional_buffer("weight", weight)
         self.ignore_index = ignore_index
 
     def forward(self, input, target):
@@ -72,10 +73,7 @@ class NLLLoss(_Loss):
 class BCELoss(_Loss):
     def __init__(self, weight=None, reduction: str = "mean"):
         super().__init__(reduction)
-        if weight is not None:
-            self.register_buffer("weight", weight)
-        else:
-            self.weight = None
+        self._optional_buffer("weight", weight)
 
     def forward(self, input, target):
         return F.binary_cross_entropy(input, target, self.weight, self.reduction)
@@ -84,14 +82,8 @@ class BCELoss(_Loss):
 class BCEWithLogitsLoss(_Loss):
     def __init__(self, weight=None, reduction: str = "mean", pos_weight=None):
         super().__init__(reduction)
-        if weight is not None:
-            self.register_buffer("weight", weight)
-        else:
-            self.weight = None
-        if pos_weight is not None:
-            self.register_buffer("pos_weight", pos_weight)
-        else:
-            self.pos_weight = None
+        self._optional_buffer("weight", weight)
+        self._optional_buffer("pos_weight", pos_weight)
 
     def forward(self, input, target):
         return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from ... import _core
 from ..._core import Tensor
 from ..parameter import Buffer, Parameter
-from ..._grad import no_grad_ctx as _no_grad
+from ..._grad import no_grad_ctx as _no_grad, zero_grads
 
 
 class _IncompatibleKeys:
@@ -235,18 +235,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                g = p.grad
-                if g.grad_fn is not None:
-                    g = g.detach()
-                    p.grad = g
-                with _no_grad():
-                    g.zero_()
+        zero_grads(self.parameters(), set_to_none)
 
     def apply(self, fn: Callable[["Module"], None]) -> "Module":
         for m in self.children():
