@@ -44,6 +44,12 @@ def main(argv=None) -> int:
     d.add_argument("--no-digits", action="store_true", help="skip the digits classifier")
     d.add_argument("--no-torch", action="store_true", help="do not run the torch comparison")
     d.set_defaults(func=cmd_demo)
+    sub.add_parser("bench", help="benchmark suite against torch (rbe bench --help for its options)", add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = p.parse_args(argv)
     return args.func(args)
 
