@@ -12,6 +12,7 @@ pub mod ops;
 pub mod special;
 pub mod random;
 pub mod parallel;
+pub mod simd;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -64,6 +64,22 @@ fn grouped(x: &Tensor, dims: &[usize]) -> (Tensor, usize) {
     (x.alias(&shape, &strides, x.offset()).contiguous(), r)
 }
 
+/// For a contiguous `x` reduced over one contiguous range of dims that is not
+/// at the end: the block layout (outer, r, inner).
+fn middle_layout(x: &Tensor, dims: &[usize]) -> Option<(usize, usize, usize)> {
+    if dims.is_empty() || !x.is_contiguous() || x.numel() == 0 {
+        return None;
+    }
+    let (d0, d1) = (dims[0], *dims.last().unwrap());
+    if d1 - d0 + 1 != dims.len() || d1 + 1 >= x.ndim() {
+        return None;
+    }
+    let outer = x.shape()[..d0].iter().product();
+    let r = x.shape()[d0..=d1].iter().product();
+    let inner = x.shape()[d1 + 1..].iter().product();
+    Some((outer, r, inner))
+}
+
 /// Generic reduction kernel: each output element is `f(run)` over its reduced run.
 fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: impl Fn(&[T]) -> O) -> Tensor {
     let (g, r) = grouped(x, dims);
@@ -84,6 +100,16 @@ fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: i
 }
 
 fn sum_raw(x: &Tensor, dims: &[usize], keepdim: bool) -> Tensor {
+    if let Some((outer, r, inner)) = middle_layout(x, dims) {
+        if x.dtype().is_float() {
+            let out = Tensor::empty(&out_shape(x.shape(), dims, keepdim), x.dtype());
+            match x.dtype() {
+                DType::F32 => crate::simd::sum_middle_f32(x.data::<f32>(), outer, r, inner, out.data_mut::<f32>()),
+                _ => crate::simd::sum_middle_f64(x.data::<f64>(), outer, r, inner, out.data_mut::<f64>()),
+            }
+            return out;
+        }
+    }
     match x.dtype() {
         DType::F32 => reduce_with::<f32, f32>(x, dims, keepdim, |r| r.iter().fold(0f64, |a, &v| a + v as f64) as f32),
         DType::F64 => reduce_with::<f64, f64>(x, dims, keepdim, |r| pairwise_sum(r)),
@@ -339,13 +365,27 @@ pub fn max_dim(x: &Tensor, dim: isize, keepdim: bool, which: Extreme) -> Result<
 pub fn logsumexp(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Tensor> {
     let x = if x.dtype().is_float() { x.clone() } else { to_dtype(x, crate::default_dtype())? };
     let d = norm_dims(dims, x.ndim())?;
-    let out = crate::dispatch_float!(x.dtype(), "logsumexp", T => reduce_with::<T, T>(&x, &d, keepdim, |r| {
-        let m = r.iter().fold(T::NEG_INFINITY, |a, &b| if b > a || b.is_nan() { b } else { a });
-        if m.is_nan() { return m; }
-        if m.is_infinite() { return if r.is_empty() { T::NEG_INFINITY } else { m }; }
-        let s: f64 = r.iter().map(|&v| ((v - m) as f64).exp()).sum();
-        m + (s.ln() as T)
-    }));
+    if !x.dtype().is_float() {
+        return Err(dtype_err!("logsumexp: expected a floating point tensor, got {}", x.dtype().name()));
+    }
+    let oshape = out_shape(x.shape(), &d, keepdim);
+    let out = Tensor::empty(&oshape, x.dtype());
+    if let Some((outer, r, inner)) = middle_layout(&x, &d) {
+        match x.dtype() {
+            DType::F32 => crate::simd::lse_middle_f32(x.data::<f32>(), outer, r, inner, out.data_mut::<f32>()),
+            _ => crate::simd::lse_middle_f64(x.data::<f64>(), outer, r, inner, out.data_mut::<f64>()),
+        }
+    } else {
+        let (g, r) = grouped(&x, &d);
+        if r == 0 {
+            super::unary::fill_raw(&out, f64::NEG_INFINITY);
+        } else {
+            match x.dtype() {
+                DType::F32 => crate::simd::lse_runs_f32(g.data::<f32>(), r, out.data_mut::<f32>()),
+                _ => crate::simd::lse_runs_f64(g.data::<f64>(), r, out.data_mut::<f64>()),
+            }
+        }
+    }
     if needs_grad(&[&x]) {
         let sx = SavedTensor::input(&x);
         let so = SavedTensor::output(&out);
