@@ -178,11 +178,36 @@ pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) 
     let (pa, pb) = (a.data_ptr::<A>(), b.data_ptr::<B>());
     let mut i = 0usize;
     strided_rows(&shape, [&sa, &sb], [0, 0], |off, n, st| {
-        for j in 0..n {
-            let j = j as isize;
-            // Safety: broadcast offsets stay inside each view.
-            unsafe {
-                o[i + j as usize] = f(*pa.offset(off[0] + j * st[0]), *pb.offset(off[1] + j * st[1]));
+        let dst = &mut o[i..i + n];
+        // Safety: broadcast offsets stay inside each view; the row slices below
+        // cover exactly the n elements the strides address.
+        unsafe {
+            match (st[0], st[1]) {
+                // the common broadcast rows get plain slice loops, which vectorise
+                (1, 1) => {
+                    let (ra, rb) = (std::slice::from_raw_parts(pa.offset(off[0]), n), std::slice::from_raw_parts(pb.offset(off[1]), n));
+                    for ((y, &x1), &x2) in dst.iter_mut().zip(ra).zip(rb) {
+                        *y = f(x1, x2);
+                    }
+                }
+                (1, 0) => {
+                    let (ra, s) = (std::slice::from_raw_parts(pa.offset(off[0]), n), *pb.offset(off[1]));
+                    for (y, &x1) in dst.iter_mut().zip(ra) {
+                        *y = f(x1, s);
+                    }
+                }
+                (0, 1) => {
+                    let (s, rb) = (*pa.offset(off[0]), std::slice::from_raw_parts(pb.offset(off[1]), n));
+                    for (y, &x2) in dst.iter_mut().zip(rb) {
+                        *y = f(s, x2);
+                    }
+                }
+                _ => {
+                    for (j, y) in dst.iter_mut().enumerate() {
+                        let j = j as isize;
+                        *y = f(*pa.offset(off[0] + j * st[0]), *pb.offset(off[1] + j * st[1]));
+                    }
+                }
             }
         }
         i += n;
