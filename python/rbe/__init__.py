@@ -370,6 +370,10 @@ def manual_seed(seed: int):
 
 
 class _DefaultGeneratorProxy:
+    """``rbe.default_generator``: the process-wide generator; random functions accept it as ``generator=``."""
+
+    _is_default_generator = True
+
     def manual_seed(self, seed):
         _manual_seed(_BUILTIN_INT(seed))
         return self

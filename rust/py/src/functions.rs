@@ -54,7 +54,7 @@ impl PyGenerator {
 /// Run `f` with the generator passed from Python (or the default one).
 pub fn with_gen<R>(gen: Option<&Bound<'_, PyAny>>, f: impl FnOnce(Option<&Mutex<Generator>>) -> rbe_core::Result<R>) -> PyResult<R> {
     match gen {
-        Some(g) if !g.is_none() => {
+        Some(g) if !g.is_none() && !g.hasattr("_is_default_generator")? => {
             let g = g.downcast::<PyGenerator>().map_err(|_| PyTypeError::new_err("generator must be an rbe.Generator"))?;
             f(Some(&g.get().g)).py()
         }
