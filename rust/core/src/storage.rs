@@ -7,7 +7,11 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-const ALIGN: usize = 64;
+/// Large buffers are cache-line aligned; small ones take malloc's natural
+/// alignment, which is much faster to allocate (kernels use unaligned loads).
+const ALIGN_LARGE: usize = 64;
+const ALIGN_SMALL: usize = 16;
+const LARGE: usize = 1 << 16;
 
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
@@ -55,7 +59,8 @@ impl Storage {
                 writable: true,
             };
         }
-        let layout = Layout::from_size_align(nbytes, ALIGN)
+        let align = if nbytes >= LARGE { ALIGN_LARGE } else { ALIGN_SMALL };
+        let layout = Layout::from_size_align(nbytes, align)
             .unwrap_or_else(|_| panic!("out of memory: cannot allocate {nbytes} bytes"));
         // Safety: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
