@@ -189,6 +189,8 @@ def _infer_np(data, dtype_):
     elif arr.dtype == _np.bool_:
         target = _np.bool_
     elif arr.dtype.kind in "iu":
+        if arr.dtype.kind == "u" and arr.size and arr.max() > _np.iinfo(_np.int64).max:
+            raise RuntimeError(f"Overflow when unpacking long: {arr.max()} does not fit in int64")
         target = _np.int64
     elif arr.dtype.kind == "f":
         if isinstance(data, (_np.ndarray, _np.generic, Tensor)) and arr.dtype in (_np.float32, _np.float64):

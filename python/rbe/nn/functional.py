@@ -1,6 +1,8 @@
 """Functional neural-network ops, as ``torch.nn.functional``."""
 from __future__ import annotations
 
+import math
+
 from .. import _core
 from .._core import Tensor
 from .._grad import no_grad_ctx as _no_grad
@@ -223,8 +225,11 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight=None, reduction: 
         raise ValueError(
             f"Using a target size ({tuple(target.shape)}) that is different to the input size ({tuple(input.shape)}) is deprecated. Please ensure they have the same size."
         )
-    lp = input.log().clamp(min=-100.0)
-    lq = (1 - input).log().clamp(min=-100.0)
+    # torch clamps the logs at -100; clamping the argument instead keeps the
+    # gradient finite (no 0 * inf) where a probability is exactly 0 or 1
+    tiny = math.exp(-100.0)
+    lp = input.clamp(min=tiny).log()
+    lq = (1 - input).clamp(min=tiny).log()
     loss = -(target * lp + (1 - target) * lq)
     if weight is not None:
         loss = loss * weight

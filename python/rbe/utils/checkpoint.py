@@ -55,6 +55,10 @@ def checkpoint(function: Callable[..., Any], *args, use_reentrant: bool = True, 
     gradients during that recomputation."""
     if kwargs:
         raise ValueError(f"Unexpected keyword arguments: {','.join(kwargs)}")
+    if _core.is_grad_enabled() and not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        # no input carries a gradient: a checkpoint node would not be recorded and the
+        # parameters inside `function` would get no gradient, so run it normally
+        return function(*args)
     return _Checkpoint.apply(function, preserve_rng_state, *args)
 
 

@@ -41,6 +41,44 @@ pub fn no_grad() -> GradModeGuard {
     GradModeGuard::new(false)
 }
 
+thread_local! {
+    static DROP_DEPTH: Cell<u32> = const { Cell::new(0) };
+    static PENDING_DROPS: std::cell::RefCell<Vec<Arc<Node>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Drop a node reference without recursing: a long chain of nodes (each
+/// holding the previous one through its edges or saved tensors) would
+/// otherwise be freed by a recursion as deep as the chain and overflow the stack.
+fn release_node(n: Arc<Node>) {
+    let nested = DROP_DEPTH.with(|d| d.get()) > 0;
+    if nested {
+        PENDING_DROPS.with(|p| p.borrow_mut().push(n));
+        return;
+    }
+    DROP_DEPTH.with(|d| d.set(1));
+    drop(n);
+    while let Some(next) = PENDING_DROPS.with(|p| p.borrow_mut().pop()) {
+        drop(next);
+    }
+    DROP_DEPTH.with(|d| d.set(0));
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for e in std::mem::take(&mut self.edges).into_iter().flatten() {
+            release_node(e);
+        }
+    }
+}
+
+impl Drop for Meta {
+    fn drop(&mut self) {
+        if let Some(f) = self.grad_fn.take() {
+            release_node(f);
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Meta {
     pub(crate) grad: Option<Tensor>,

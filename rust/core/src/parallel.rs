@@ -27,8 +27,8 @@ pub fn pool() -> Arc<rayon::ThreadPool> {
 }
 
 pub fn set_num_threads(n: usize) -> crate::Result<()> {
-    if n == 0 {
-        return Err(crate::value_err!("set_num_threads expects a positive integer"));
+    if n == 0 || n > 1024 {
+        return Err(crate::value_err!("set_num_threads expects an integer between 1 and 1024, got {n}"));
     }
     *POOL.write() = Some(build(n));
     Ok(())

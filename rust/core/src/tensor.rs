@@ -185,6 +185,9 @@ impl Tensor {
         norm_dim(d, self.ndim())
     }
     pub fn size_at(&self, d: isize) -> Result<usize> {
+        if self.ndim() == 0 {
+            return Err(crate::index_err!("dimension specified as {d} but tensor has no dimensions"));
+        }
         Ok(self.0.shape[self.dim_index(d)?])
     }
 

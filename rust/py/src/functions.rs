@@ -649,8 +649,8 @@ pub fn register_extra(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// Threads used by parallel kernels (results do not depend on it).
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
-    if n <= 0 {
-        return Err(PyValueError::new_err(format!("set_num_threads expects a positive integer, got {n}")));
+    if n <= 0 || n > 1024 {
+        return Err(PyValueError::new_err(format!("set_num_threads expects an integer between 1 and 1024, got {n}")));
     }
     rbe_core::parallel::set_num_threads(n as usize).py()
 }

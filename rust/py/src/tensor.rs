@@ -251,7 +251,10 @@ impl PyTensor {
     #[pyo3(signature = (dim=None))]
     fn stride<'py>(&self, py: Python<'py>, dim: Option<isize>) -> PyResult<Bound<'py, PyAny>> {
         match dim {
-            Some(d) => Ok(self.t.strides()[self.t.dim_index(d).py()?].into_pyobject(py)?.into_any()),
+            Some(d) => {
+                self.t.size_at(d).py()?;
+                Ok(self.t.strides()[self.t.dim_index(d).py()?].into_pyobject(py)?.into_any())
+            }
             None => Ok(PyTuple::new(py, self.t.strides())?.into_any()),
         }
     }
@@ -1139,6 +1142,15 @@ fn bound_value(o: Option<&Bound<'_, PyAny>>) -> PyResult<(Option<f64>, Option<Te
 fn clamp_impl(t: &Tensor, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
     let (lo, lot) = bound_value(min)?;
     let (hi, hit) = bound_value(max)?;
+    // torch promotes an integer tensor clamped by float bounds to a float result
+    let float_bound = [min, max].iter().flatten().any(|b| b.is_instance_of::<pyo3::types::PyFloat>());
+    let promoted;
+    let t = if !t.dtype().is_float() && float_bound {
+        promoted = un::to_dtype(t, rbe_core::default_dtype()).py()?;
+        &promoted
+    } else {
+        t
+    };
     if lot.is_some() || hit.is_some() {
         let lo_t = lot.or_else(|| lo.map(|v| Tensor::wrapped_scalar(v, DType::F64)));
         let hi_t = hit.or_else(|| hi.map(|v| Tensor::wrapped_scalar(v, DType::F64)));

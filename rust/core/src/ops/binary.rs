@@ -427,6 +427,11 @@ pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 // ------------------------------------------------------------------ in-place
 /// Refuse in-place writes that would corrupt autograd.
 pub fn check_inplace(t: &Tensor) -> Result<()> {
+    if t.shape().iter().zip(t.strides()).any(|(&n, &s)| n > 1 && s == 0) {
+        return Err(crate::autograd_err!(
+            "unsupported operation: more than one element of the written-to tensor refers to a single memory location. Please clone() the tensor before performing the operation."
+        ));
+    }
     if !crate::autograd::is_grad_enabled() {
         return Ok(());
     }

@@ -49,7 +49,7 @@ pub fn linspace(start: f64, end: f64, steps: usize, dtype: DType) -> Result<Tens
         let d = t.data_mut::<T>();
         for (i, v) in d.iter_mut().enumerate() {
             // symmetric evaluation as torch does, so both ends are exact
-            let x = if i < half { start + step * i as f64 } else { end - step * (steps - 1 - i) as f64 };
+            let x = if steps == 1 { start } else if i < half { start + step * i as f64 } else { end - step * (steps - 1 - i) as f64 };
             *v = T::from_f64(x);
         }
     });
@@ -76,8 +76,11 @@ fn gen_or_default<R>(g: Option<&Mutex<Generator>>, f: impl FnOnce(&mut Generator
 
 /// Uniform on [low, high).
 pub fn rand(shape: &[usize], low: f64, high: f64, dtype: DType, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
-    if !(low.is_finite() && high.is_finite()) || low > high {
-        return Err(value_err!("uniform_ expects to return a [from, to) range, but found from={low} > to={high}"));
+    if !(low.is_finite() && high.is_finite() && (high - low).is_finite()) || low > high {
+        return Err(value_err!("uniform_ expects finite bounds with from <= to and a finite range to - from, got from={low}, to={high}"));
+    }
+    if dtype == DType::F32 && !((low as f32).is_finite() && (high as f32).is_finite()) {
+        return Err(value_err!("uniform_: bounds [{low}, {high}) are outside the range of float32"));
     }
     let t = Tensor::empty(shape, dtype);
     match dtype {

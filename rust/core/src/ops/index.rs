@@ -320,7 +320,6 @@ pub enum IndexItem {
 /// `x[items]`.
 pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
     // bool masks become integer index tensors, one per masked dim
-    let has_tensor = items.iter().any(|i| matches!(i, IndexItem::Tensor(_)));
     let consumed_src: usize = items
         .iter()
         .map(|i| match i {
@@ -362,10 +361,6 @@ pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
                     "tensors used as indices must be long, int, byte or bool tensors (got {})",
                     t.dtype().name()
                 ))
-            }
-            IndexItem::Int(i) if has_tensor => {
-                src_dim += 1;
-                its.push(IndexItem::Tensor(Tensor::scalar(*i as i64)))
             }
             IndexItem::Ellipsis => {
                 src_dim += x.ndim().saturating_sub(consumed_src);

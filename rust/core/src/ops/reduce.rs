@@ -225,6 +225,11 @@ pub fn prod(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Tensor>
             }
             // With zeros: product of the other elements, computed directly
             // (first order only).
+            if crate::autograd::is_grad_enabled() {
+                return Err(crate::error::Error::Unsupported(
+                    "the second derivative of prod() at an input containing zeros is not implemented".into(),
+                ));
+            }
             let others = prod_of_others(&x.detach(), &d)?;
             let ge = expand_back(g, &shape, &d, keepdim)?;
             Ok(vec![Some(mul(&ge, &others)?)])

@@ -276,6 +276,9 @@ pub fn flatten(x: &Tensor, start: isize, end: isize) -> Result<Tensor> {
 }
 
 pub fn unflatten(x: &Tensor, dim: isize, sizes: &[isize]) -> Result<Tensor> {
+    if x.ndim() == 0 {
+        return Err(index_err!("unflatten() expects at least a 1-dimensional tensor"));
+    }
     let d = norm_dim(dim, x.ndim())?;
     let inner = infer_shape(sizes, x.shape()[d]).map_err(|_| {
         shape_err!("unflatten: Provided sizes {:?} don't multiply up to the size of dim {} ({}) in the input tensor", sizes, dim, x.shape()[d])
@@ -353,6 +356,9 @@ pub fn select(x: &Tensor, dim: isize, i: isize) -> Result<Tensor> {
 }
 
 pub fn narrow(x: &Tensor, dim: isize, start: isize, length: usize) -> Result<Tensor> {
+    if x.ndim() == 0 {
+        return Err(index_err!("narrow() expects at least a 1-dimensional tensor"));
+    }
     let d = norm_dim(dim, x.ndim())?;
     let n = x.shape()[d] as isize;
     let s = if start < 0 { start + n } else { start };
@@ -452,6 +458,9 @@ pub fn stack(ts: &[Tensor], dim: isize) -> Result<Tensor> {
 
 /// `split` into pieces of `size` (the last may be smaller).
 pub fn split(x: &Tensor, size: usize, dim: isize) -> Result<Vec<Tensor>> {
+    if x.ndim() == 0 {
+        return Err(index_err!("split() expects at least a 1-dimensional tensor"));
+    }
     let d = norm_dim(dim, x.ndim())?;
     let n = x.shape()[d];
     if size == 0 {
@@ -475,6 +484,9 @@ pub fn split(x: &Tensor, size: usize, dim: isize) -> Result<Vec<Tensor>> {
 
 /// `split` with explicit section sizes.
 pub fn split_sizes(x: &Tensor, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
+    if x.ndim() == 0 {
+        return Err(index_err!("split() expects at least a 1-dimensional tensor"));
+    }
     let d = norm_dim(dim, x.ndim())?;
     let n = x.shape()[d];
     if sizes.iter().sum::<usize>() != n {
@@ -493,6 +505,9 @@ pub fn split_sizes(x: &Tensor, sizes: &[usize], dim: isize) -> Result<Vec<Tensor
 }
 
 pub fn chunk(x: &Tensor, chunks: usize, dim: isize) -> Result<Vec<Tensor>> {
+    if x.ndim() == 0 {
+        return Err(index_err!("chunk() expects at least a 1-dimensional tensor"));
+    }
     if chunks == 0 {
         return Err(value_err!("chunk expects `chunks` to be greater than 0, got: 0"));
     }
