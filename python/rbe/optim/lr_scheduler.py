@@ -165,6 +165,7 @@ class LRScheduler:
         return self._last_lr
 
     def get_lr(self) -> List[Number]:
+        # abstract: every scheduler defines its learning-rate rule (as in torch)
         raise NotImplementedError
 
     def print_lr(self, is_verbose: bool, group: Dict[str, Any], lr, epoch=None) -> None:

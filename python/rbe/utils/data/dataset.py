@@ -22,6 +22,7 @@ class Dataset(Generic[T_co]):
     """
 
     def __getitem__(self, index) -> T_co:
+        # abstract: map-style datasets define how to fetch a sample (as in torch)
         raise NotImplementedError("Subclasses of Dataset should implement __getitem__.")
 
     def __add__(self, other: "Dataset[T_co]") -> "ConcatDataset[T_co]":
@@ -37,6 +38,7 @@ class IterableDataset(Dataset[T_co]):
     """
 
     def __iter__(self) -> Iterator[T_co]:
+        # abstract: iterable datasets define the stream (as in torch)
         raise NotImplementedError("Subclasses of IterableDataset should implement __iter__.")
 
     def __add__(self, other: "IterableDataset[T_co]") -> "ChainDataset":

@@ -17,6 +17,7 @@ class Sampler(Generic[T_co]):
         pass
 
     def __iter__(self) -> Iterator[T_co]:
+        # abstract: every sampler defines its order (as in torch)
         raise NotImplementedError
 
 
