@@ -29,68 +29,47 @@ macro_rules! multiversion {
     };
 }
 
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let xc = x.max(-104.0).min(88.8);
-    let n = (xc * LOG2E).round_ties_even();
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    // 2^n in two halves so that n down to -150 still gives subnormals
-    let n1 = (n * 0.5).floor();
-    let n2 = n - n1;
-    // Safety: n is clamped to a small range, so the conversions cannot overflow.
-    let (i1, i2): (i32, i32) = unsafe { (n1.to_int_unchecked(), n2.to_int_unchecked()) };
-    let s1 = f32::from_bits(((i1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((i2 + 127) as u32) << 23);
-    let y = p * s1 * s2;
-    let y = if x > 88.8 { f32::INFINITY } else { y };
-    let y = if x < -104.0 { 0.0 } else { y };
-    if x != x { x } else { y }
+/// One exp per float type: the same algorithm, with the type's constants and
+/// the Taylor coefficients 1/k! listed from the highest degree down.
+macro_rules! exp_impl {
+    ($name:ident, $t:ty, $i:ty, $u:ty, $bias:expr, $mant:expr, $lo:expr, $hi:expr, $ln2_hi:expr, $ln2_lo:expr, [$($c:expr),+]) => {
+        #[inline(always)]
+        fn $name(x: $t) -> $t {
+            let xc = x.max($lo).min($hi);
+            let n = (xc * <$t>::LOG2_E_).round_ties_even();
+            let r = (xc - n * $ln2_hi) - n * $ln2_lo;
+            let mut p: $t = 0.0;
+            $( p = p * r + $c; )+
+            // 2^n in two halves so that the smallest n still give subnormals
+            let n1 = (n * 0.5).floor();
+            let n2 = n - n1;
+            // Safety: n is clamped to a small range, so the conversions cannot overflow.
+            let (i1, i2): ($i, $i) = unsafe { (n1.to_int_unchecked(), n2.to_int_unchecked()) };
+            let s1 = <$t>::from_bits(((i1 + $bias) as $u) << $mant);
+            let s2 = <$t>::from_bits(((i2 + $bias) as $u) << $mant);
+            let y = p * s1 * s2;
+            let y = if x > $hi { <$t>::INFINITY } else { y };
+            let y = if x < $lo { 0.0 } else { y };
+            if x != x { x } else { y }
+        }
+    };
 }
 
-#[inline(always)]
-fn exp_f64(x: f64) -> f64 {
-    const LOG2E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
-    let xc = x.max(-745.2).min(709.8);
-    let n = (xc * LOG2E).round_ties_even();
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 6_227_020_800.0;
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    let n1 = (n * 0.5).floor();
-    let n2 = n - n1;
-    // Safety: n is clamped to a small range, so the conversions cannot overflow.
-    let (i1, i2): (i64, i64) = unsafe { (n1.to_int_unchecked(), n2.to_int_unchecked()) };
-    let s1 = f64::from_bits(((i1 + 1023) as u64) << 52);
-    let s2 = f64::from_bits(((i2 + 1023) as u64) << 52);
-    let y = p * s1 * s2;
-    let y = if x > 709.8 { f64::INFINITY } else { y };
-    let y = if x < -745.2 { 0.0 } else { y };
-    if x != x { x } else { y }
+trait Log2E {
+    const LOG2_E_: Self;
 }
+impl Log2E for f32 {
+    const LOG2_E_: f32 = std::f32::consts::LOG2_E;
+}
+impl Log2E for f64 {
+    const LOG2_E_: f64 = std::f64::consts::LOG2_E;
+}
+
+exp_impl!(exp_f32, f32, i32, u32, 127, 23, -104.0, 88.8, 0.693_145_75, 1.428_606_8e-6,
+    [1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]);
+exp_impl!(exp_f64, f64, i64, u64, 1023, 52, -745.2, 709.8, 6.931_471_803_691_238_164_90e-01, 1.908_214_929_270_587_700_02e-10,
+    [1.0 / 6_227_020_800.0, 1.0 / 479_001_600.0, 1.0 / 39_916_800.0, 1.0 / 3_628_800.0, 1.0 / 362_880.0, 1.0 / 40_320.0,
+     1.0 / 5_040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]);
 
 multiversion! {
     /// out[i] = exp(x[i])
