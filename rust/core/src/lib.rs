@@ -13,6 +13,7 @@ pub mod special;
 pub mod random;
 pub mod parallel;
 pub mod simd;
+pub mod gemm;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

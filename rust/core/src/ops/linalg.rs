@@ -10,64 +10,6 @@ use crate::kernels::broadcast_shapes;
 use crate::tensor::Tensor;
 use crate::{dtype_err, shape_err};
 
-/// Work (m*n*k) above which GEMM uses the thread pool.
-const PAR_THRESHOLD: usize = 1 << 18;
-/// Rows of the output computed by one parallel task. Fixed, so that every
-/// output element is computed by the same sequence of operations whatever
-/// the number of threads.
-const ROW_BLOCK: usize = 64;
-
-/// dst[m x n] (= or +=) a[m x k] @ b[k x n], all given by raw strides (elements).
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw<T: 'static + Copy + Send + Sync>(
-    m: usize, n: usize, k: usize,
-    dst: *mut T, dst_rs: isize, dst_cs: isize, accumulate: bool,
-    a: *const T, a_rs: isize, a_cs: isize,
-    b: *const T, b_rs: isize, b_cs: isize,
-    one: T, zero: T,
-) {
-    let serial = |r0: usize, rows: usize| {
-        gemm::gemm(
-            rows, n, k,
-            dst.offset(r0 as isize * dst_rs), dst_cs, dst_rs, accumulate,
-            a.offset(r0 as isize * a_rs), a_cs, a_rs,
-            b, b_cs, b_rs,
-            if accumulate { one } else { zero }, one, false, false, false, gemm::Parallelism::None,
-        )
-    };
-    let pool = crate::parallel::pool();
-    if m * n * k < PAR_THRESHOLD || m <= ROW_BLOCK || pool.current_num_threads() == 1 {
-        // one block per ROW_BLOCK rows even when serial, so results match the parallel split
-        let mut r0 = 0;
-        while r0 < m {
-            let rows = ROW_BLOCK.min(m - r0);
-            serial(r0, rows);
-            r0 += rows;
-        }
-        return;
-    }
-    struct SendPtr<T>(*mut T, *const T, *const T);
-    unsafe impl<T> Send for SendPtr<T> {}
-    unsafe impl<T> Sync for SendPtr<T> {}
-    let ptrs = SendPtr(dst, a, b);
-    let blocks = m.div_ceil(ROW_BLOCK);
-    pool.install(|| {
-        use rayon::prelude::*;
-        (0..blocks).into_par_iter().for_each(|bi| {
-            let p = &ptrs;
-            let r0 = bi * ROW_BLOCK;
-            let rows = ROW_BLOCK.min(m - r0);
-            gemm::gemm(
-                rows, n, k,
-                p.0.offset(r0 as isize * dst_rs), dst_cs, dst_rs, accumulate,
-                p.1.offset(r0 as isize * a_rs), a_cs, a_rs,
-                p.2, b_cs, b_rs,
-                if accumulate { one } else { zero }, one, false, false, false, gemm::Parallelism::None,
-            );
-        });
-    });
-}
-
 fn check_same_dtype(a: &Tensor, b: &Tensor, op: &str) -> Result<DType> {
     if a.dtype() != b.dtype() {
         return Err(dtype_err!(
@@ -125,12 +67,11 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let (pa, pb, po) = (a.data_ptr::<$T>(), b.data_ptr::<$T>(), out.data_ptr::<$T>());
             for i in 0..nb {
                 unsafe {
-                    gemm_raw::<$T>(
+                    <$T as crate::gemm::GemmElem>::gemm(
                         m, n, k,
                         po.add(i * m * n), n as isize, 1, false,
                         pa.offset(offsets(&sa, i)), sa[nbd], sa[nbd + 1],
                         pb.offset(offsets(&sb, i)), sb[nbd], sb[nbd + 1],
-                        1 as $T, 0 as $T,
                     );
                 }
             }
@@ -308,13 +249,12 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         macro_rules! run {
             ($T:ty) => {{
                 unsafe {
-                    gemm_raw::<$T>(
+                    <$T as crate::gemm::GemmElem>::gemm(
                         rows, out_f, in_f,
                         out.data_ptr::<$T>(), out_f as isize, 1, bias.is_some(),
                         xc.data_ptr::<$T>(), in_f as isize, 1,
                         // w.T: element (l, j) = w[j, l]
                         w.data_ptr::<$T>(), w.strides()[1], w.strides()[0],
-                        1 as $T, 0 as $T,
                     );
                 }
             }};
