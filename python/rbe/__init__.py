@@ -696,4 +696,4 @@ def _dlpack_device(self):
 
 Tensor.__dlpack__ = _dlpack
 Tensor.__dlpack_device__ = _dlpack_device
-from ._core import memory_allocated, max_memory_allocated, reset_peak_memory_stats  # noqa: E402,F401
+from ._core import memory_allocated, max_memory_allocated, reset_peak_memory_stats, memory_stats, empty_cache, set_pool_limit  # noqa: E402,F401

@@ -808,6 +808,14 @@ def memory_allocated() -> _int:
     ...
 def max_memory_allocated() -> _int: ...
 def reset_peak_memory_stats() -> None: ...
+def memory_stats() -> Dict[str, _int]:
+    """Buffer pool counters: ``allocated_bytes`` (live tensor memory), ``peak_bytes``,
+    ``cached_bytes`` (freed buffers kept for reuse), ``pool_hits``, ``pool_misses``
+    (requests that went to the system allocator) and ``pool_limit_bytes``."""
+def empty_cache() -> None:
+    """Return the calling thread's cached tensor buffers to the system."""
+def set_pool_limit(nbytes: _int) -> None:
+    """Most bytes of freed buffers one thread keeps for reuse (default 2 GiB, or ``RBE_POOL_LIMIT_MB``)."""
 def set_num_threads(n: _int) -> None:
     """Threads used by parallel kernels (results do not depend on it)."""
     ...

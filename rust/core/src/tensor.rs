@@ -68,27 +68,33 @@ impl Tensor {
         }))
     }
 
-    /// Uninitialised-in-spirit (actually zeroed) contiguous tensor.
-    pub fn empty(shape: &[usize], dtype: DType) -> Tensor {
-        let nbytes = shape
+    fn nbytes_of(shape: &[usize], dtype: DType) -> usize {
+        shape
             .iter()
             .try_fold(dtype.size(), |a, &b| a.checked_mul(b))
             .filter(|&n| n <= isize::MAX as usize)
-            .unwrap_or_else(|| panic!("out of memory: a tensor of shape {:?} and dtype {} is too large", shape, dtype.name()));
-        let st = Arc::new(Storage::zeroed(nbytes));
+            .unwrap_or_else(|| panic!("out of memory: a tensor of shape {:?} and dtype {} is too large", shape, dtype.name()))
+    }
+
+    /// Contiguous tensor with unspecified contents (a pooled buffer is reused
+    /// as is): the caller must write every element.
+    pub fn empty(shape: &[usize], dtype: DType) -> Tensor {
+        let st = Arc::new(Storage::uninit(Tensor::nbytes_of(shape, dtype)));
         Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype)
     }
     pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
-        Tensor::empty(shape, dtype)
+        let st = Arc::new(Storage::zeroed(Tensor::nbytes_of(shape, dtype)));
+        Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype)
     }
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
-        let t = Tensor::empty(shape, dtype);
-        if value != 0.0 {
-            crate::dispatch_all!(dtype, T => {
-                let v = T::from_f64(value);
-                t.data_mut::<T>().iter_mut().for_each(|x| *x = v);
-            });
+        if value == 0.0 {
+            return Tensor::zeros(shape, dtype);
         }
+        let t = Tensor::empty(shape, dtype);
+        crate::dispatch_all!(dtype, T => {
+            let v = T::from_f64(value);
+            t.data_mut::<T>().iter_mut().for_each(|x| *x = v);
+        });
         t
     }
     pub fn ones(shape: &[usize], dtype: DType) -> Tensor {

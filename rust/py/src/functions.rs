@@ -638,7 +638,40 @@ fn reset_peak_memory_stats() {
     rbe_core::storage::reset_peak()
 }
 
+/// Counters of the tensor buffer pool, as a dict.
+#[pyfunction]
+fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let s = rbe_core::storage::pool_stats();
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("allocated_bytes", s.allocated)?;
+    d.set_item("peak_bytes", s.peak)?;
+    d.set_item("cached_bytes", s.cached)?;
+    d.set_item("pool_hits", s.hits)?;
+    d.set_item("pool_misses", s.misses)?;
+    d.set_item("pool_limit_bytes", s.limit)?;
+    Ok(d)
+}
+
+/// Returns this thread's cached tensor buffers to the system.
+#[pyfunction]
+fn empty_cache() {
+    rbe_core::storage::empty_cache()
+}
+
+/// Most bytes of freed buffers one thread's pool keeps for reuse.
+#[pyfunction]
+fn set_pool_limit(nbytes: i64) -> PyResult<()> {
+    if nbytes <= 0 {
+        return Err(PyValueError::new_err(format!("set_pool_limit expects a positive number of bytes, got {nbytes}")));
+    }
+    rbe_core::storage::set_pool_limit(nbytes as usize);
+    Ok(())
+}
+
 pub fn register_extra(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(empty_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(set_pool_limit, m)?)?;
     m.add_function(wrap_pyfunction!(attach_py_function, m)?)?;
     m.add_function(wrap_pyfunction!(memory_allocated, m)?)?;
     m.add_function(wrap_pyfunction!(max_memory_allocated, m)?)?;
