@@ -126,14 +126,65 @@ pub fn strided_rows<const N: usize>(
     }
 }
 
+/// The slice loops of the elementwise kernels, compiled for AVX-512 and AVX2
+/// as well as the baseline and picked at run time. Same operations in the
+/// same order per element, so the results do not depend on the choice.
+macro_rules! vector_loop {
+    ($name:ident, <$($g:ident),*>, $o:ident, $f:ident, ($($arg:ident: $ty:ty),*), $body:block) => {
+        #[inline(always)]
+        fn $name<$($g: Copy),*, O, F: Fn($($g),*) -> O>($o: &mut [O], $($arg: $ty,)* $f: F) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+                unsafe fn v512<$($g: Copy),*, O, F: Fn($($g),*) -> O>($o: &mut [O], $($arg: $ty,)* $f: F) $body
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v256<$($g: Copy),*, O, F: Fn($($g),*) -> O>($o: &mut [O], $($arg: $ty,)* $f: F) $body
+                if $o.len() >= 32 {
+                    if crate::simd::has_avx512() {
+                        // Safety: the features were detected at run time.
+                        return unsafe { v512($o, $($arg,)* $f) };
+                    }
+                    if crate::simd::has_avx2() {
+                        return unsafe { v256($o, $($arg,)* $f) };
+                    }
+                }
+            }
+            $body
+        }
+    };
+}
+vector_loop!(loop1, <A>, o, f, (a: &[A]), {
+    for (y, &x) in o.iter_mut().zip(a) {
+        *y = f(x);
+    }
+});
+vector_loop!(loop2, <A, B>, o, f, (a: &[A], b: &[B]), {
+    for ((y, &x1), &x2) in o.iter_mut().zip(a).zip(b) {
+        *y = f(x1, x2);
+    }
+});
+vector_loop!(loop2s, <A, B>, o, f, (a: &[A], s: B), {
+    for (y, &x1) in o.iter_mut().zip(a) {
+        *y = f(x1, s);
+    }
+});
+vector_loop!(loop2f, <A, B>, o, f, (s: A, b: &[B]), {
+    for (y, &x2) in o.iter_mut().zip(b) {
+        *y = f(s, x2);
+    }
+});
+vector_loop!(loop3, <A, B, C>, o, f, (a: &[A], b: &[B], c: &[C]), {
+    for (((y, &x1), &x2), &x3) in o.iter_mut().zip(a).zip(b).zip(c) {
+        *y = f(x1, x2, x3);
+    }
+});
+
 /// out[i] = f(a[i]) with a contiguous output of dtype `O`.
 pub fn map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Tensor {
     let out = Tensor::empty(a.shape(), O::DTYPE);
     let o = out.data_mut::<O>();
     if a.is_contiguous() {
-        for (y, &x) in o.iter_mut().zip(a.data::<A>()) {
-            *y = f(x);
-        }
+        loop1(o, a.data::<A>(), f);
         return out;
     }
     let pa = a.data_ptr::<A>();
@@ -154,23 +205,17 @@ pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) 
     let out = Tensor::empty(&shape, O::DTYPE);
     let o = out.data_mut::<O>();
     if a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous() {
-        for ((y, &x1), &x2) in o.iter_mut().zip(a.data::<A>()).zip(b.data::<B>()) {
-            *y = f(x1, x2);
-        }
+        loop2(o, a.data::<A>(), b.data::<B>(), f);
         return Ok(out);
     }
     if b.numel() == 1 && a.is_contiguous() && a.shape() == &shape[..] {
         let s = unsafe { *b.data_ptr::<B>() };
-        for (y, &x1) in o.iter_mut().zip(a.data::<A>()) {
-            *y = f(x1, s);
-        }
+        loop2s(o, a.data::<A>(), s, f);
         return Ok(out);
     }
     if a.numel() == 1 && b.is_contiguous() && b.shape() == &shape[..] {
         let s = unsafe { *a.data_ptr::<A>() };
-        for (y, &x2) in o.iter_mut().zip(b.data::<B>()) {
-            *y = f(s, x2);
-        }
+        loop2f(o, s, b.data::<B>(), f);
         return Ok(out);
     }
     let sa = broadcast_strides(a, &shape)?;
@@ -186,21 +231,15 @@ pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) 
                 // the common broadcast rows get plain slice loops, which vectorise
                 (1, 1) => {
                     let (ra, rb) = (std::slice::from_raw_parts(pa.offset(off[0]), n), std::slice::from_raw_parts(pb.offset(off[1]), n));
-                    for ((y, &x1), &x2) in dst.iter_mut().zip(ra).zip(rb) {
-                        *y = f(x1, x2);
-                    }
+                    loop2(dst, ra, rb, &f);
                 }
                 (1, 0) => {
                     let (ra, s) = (std::slice::from_raw_parts(pa.offset(off[0]), n), *pb.offset(off[1]));
-                    for (y, &x1) in dst.iter_mut().zip(ra) {
-                        *y = f(x1, s);
-                    }
+                    loop2s(dst, ra, s, &f);
                 }
                 (0, 1) => {
                     let (s, rb) = (*pa.offset(off[0]), std::slice::from_raw_parts(pb.offset(off[1]), n));
-                    for (y, &x2) in dst.iter_mut().zip(rb) {
-                        *y = f(s, x2);
-                    }
+                    loop2f(dst, s, rb, &f);
                 }
                 _ => {
                     for (j, y) in dst.iter_mut().enumerate() {
@@ -220,6 +259,10 @@ pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tens
     let shape = broadcast_shapes(&broadcast_shapes(a.shape(), b.shape())?, c.shape())?;
     let out = Tensor::empty(&shape, O::DTYPE);
     let o = out.data_mut::<O>();
+    if a.shape() == &shape[..] && b.shape() == &shape[..] && c.shape() == &shape[..] && a.is_contiguous() && b.is_contiguous() && c.is_contiguous() {
+        loop3(o, a.data::<A>(), b.data::<B>(), c.data::<C>(), f);
+        return Ok(out);
+    }
     let sa = broadcast_strides(a, &shape)?;
     let sb = broadcast_strides(b, &shape)?;
     let sc = broadcast_strides(c, &shape)?;

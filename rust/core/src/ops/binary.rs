@@ -6,7 +6,7 @@ use super::{as_dtype, promote};
 use crate::autograd::{attach, needs_grad, SavedTensor};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::kernels::map2;
+use crate::kernels::{map1, map2};
 use crate::tensor::Tensor;
 use crate::{dispatch_all, dispatch_num, dtype_err};
 
@@ -85,13 +85,32 @@ fn float_kernel<T: crate::elem::Real>(op: Arith, a: &Tensor, b: &Tensor) -> Resu
         Arith::Sub => map2::<T, T, T>(a, b, |x, y| x - y),
         Arith::Mul => map2::<T, T, T>(a, b, |x, y| x * y),
         Arith::Div => map2::<T, T, T>(a, b, |x, y| x / y),
-        Arith::Pow => map2::<T, T, T>(a, b, |x, y| {
-            if y == T::c(2.0) {
-                x * x
-            } else {
-                x.powf(y)
+        Arith::Pow => {
+            // constant exponents torch also computes without pow (at most 1 ulp from powf)
+            if b.ndim() == 0 && a.numel() > 0 {
+                let e = b.data::<T>()[0];
+                let one = T::c(1.0);
+                let special = if e == T::c(2.0) {
+                    Some(map1::<T, T>(a, |x| x * x))
+                } else if e == T::c(3.0) {
+                    Some(map1::<T, T>(a, |x| x * x * x))
+                } else if e == T::c(1.0) {
+                    Some(map1::<T, T>(a, |x| x))
+                } else if e == T::c(0.5) {
+                    Some(map1::<T, T>(a, |x| x.sqrt()))
+                } else if e == T::c(-1.0) {
+                    Some(map1::<T, T>(a, move |x| one / x))
+                } else if e == T::c(-2.0) {
+                    Some(map1::<T, T>(a, move |x| one / (x * x)))
+                } else {
+                    None
+                };
+                if let Some(t) = special {
+                    return Ok(t);
+                }
             }
-        }),
+            map2::<T, T, T>(a, b, |x, y| if y == T::c(2.0) { x * x } else { x.powf(y) })
+        }
         Arith::Max => map2::<T, T, T>(a, b, |x, y| x.max_(y)),
         Arith::Min => map2::<T, T, T>(a, b, |x, y| x.min_(y)),
         Arith::FloorDiv => map2::<T, T, T>(a, b, |x, y| (x / y).floor()),

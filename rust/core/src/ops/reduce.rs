@@ -110,6 +110,17 @@ fn sum_raw(x: &Tensor, dims: &[usize], keepdim: bool) -> Tensor {
             return out;
         }
     }
+    if x.dtype().is_float() {
+        let (g, r) = grouped(x, dims);
+        if r > 0 {
+            let out = Tensor::empty(&out_shape(x.shape(), dims, keepdim), x.dtype());
+            match x.dtype() {
+                DType::F32 => crate::simd::sum_runs_f32(g.data::<f32>(), r, out.data_mut::<f32>()),
+                _ => crate::simd::sum_runs_f64(g.data::<f64>(), r, out.data_mut::<f64>()),
+            }
+            return out;
+        }
+    }
     match x.dtype() {
         DType::F32 => reduce_with::<f32, f32>(x, dims, keepdim, |r| r.iter().fold(0f64, |a, &v| a + v as f64) as f32),
         DType::F64 => reduce_with::<f64, f64>(x, dims, keepdim, |r| pairwise_sum(r)),
