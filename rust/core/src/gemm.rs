@@ -203,6 +203,7 @@ macro_rules! avx512_gemm {
             pub const NR: usize = $NR;
             pub const KC: usize = $KC;
             pub const MC: usize = $MC;
+            const DIRECT_PANELS: usize = 4;
 
             /// Packs rows [i0, i0+mc) x cols [k0, k0+kc) of A into MR-row panels,
             /// each stored k-major ([p][MR]), padded with zeros.
@@ -215,7 +216,10 @@ macro_rules! avx512_gemm {
                     let base = a.p.offset((i0 + ip * MR) as isize * a.rs + k0 as isize * a.cs);
                     if a.rs == 1 && rows == MR {
                         for p in 0..kc {
-                            std::ptr::copy_nonoverlapping(base.offset(p as isize * a.cs), d.add(p * MR), MR);
+                            let s = base.offset(p as isize * a.cs);
+                            for i in 0..MR {
+                                *d.add(p * MR + i) = *s.add(i);
+                            }
                         }
                     } else if a.cs == 1 {
                         // row-major A: transpose blocks of W rows x W columns
@@ -303,18 +307,24 @@ macro_rules! avx512_gemm {
 
             /// c[0..mr, 0..nr] (= or +=) (packed a panel) @ (packed b panel) over kc steps.
             #[target_feature(enable = "avx512f")]
-            pub unsafe fn kernel(kc: usize, a: *const $T, b: *const $T, c: MatMut<$T>, mr: usize, nr: usize, add: bool) {
+            /// With `DIRECT`, A is read in place with strides (a_rs, a_cs);
+            /// otherwise it is a packed panel and the strides are ignored.
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn kernel<const DIRECT: bool>(
+                kc: usize, a: *const $T, a_rs: isize, a_cs: isize, b: *const $T, c: MatMut<$T>, mr: usize, nr: usize, add: bool,
+            ) {
+                let (a_rs, a_cs) = if DIRECT { (a_rs, a_cs) } else { (1, MR as isize) };
                 let mut acc: [[$vec; 2]; MR] = [[$zero(); 2]; MR];
                 let (mut a, mut b) = (a, b);
                 for _ in 0..kc {
                     let b0 = $load(b);
                     let b1 = $load(b.add($LANES));
                     seq_macro::seq!(I in 0..$MR {
-                        let ai = $set1(*a.add(I));
+                        let ai = $set1(*a.offset(I * a_rs));
                         acc[I][0] = $fmadd(ai, b0, acc[I][0]);
                         acc[I][1] = $fmadd(ai, b1, acc[I][1]);
                     });
-                    a = a.add(MR);
+                    a = a.offset(a_cs);
                     b = b.add(NR);
                 }
                 if mr == MR && nr == NR && c.cs == 1 {
@@ -359,18 +369,28 @@ macro_rules! avx512_gemm {
                         let mut ii = 0;
                         while ii < mc {
                             let mcb = MC.min(mc - ii);
-                            pack_a(a, i0 + ii, mcb, k0, kc, ap);
+                            // A few column panels reuse a packed A too little to pay for
+                            // packing it: full row panels are then read in place.
+                            let direct = jp1 - jp0 <= DIRECT_PANELS;
+                            if !direct {
+                                pack_a(a, i0 + ii, mcb, k0, kc, ap);
+                            }
                             for jp in jp0..jp1 {
                                 let bpanel = bp.add((q * npanels + jp) * KC * NR);
                                 let nr = NR.min(n - jp * NR);
                                 for ip in 0..mcb.div_ceil(MR) {
                                     let mr = MR.min(mcb - ip * MR);
-                                    let cp = MatMut {
-                                        p: c.p.offset((i0 + ii + ip * MR) as isize * c.rs + (jp * NR) as isize * c.cs),
-                                        rs: c.rs,
-                                        cs: c.cs,
-                                    };
-                                    kernel(kc, ap.add(ip * MR * kc), bpanel, cp, mr, nr, add);
+                                    let row = i0 + ii + ip * MR;
+                                    let cp = MatMut { p: c.p.offset(row as isize * c.rs + (jp * NR) as isize * c.cs), rs: c.rs, cs: c.cs };
+                                    if !direct {
+                                        kernel::<false>(kc, ap.add(ip * MR * kc), 0, 0, bpanel, cp, mr, nr, add);
+                                    } else if mr == MR {
+                                        let ad = a.p.offset(row as isize * a.rs + k0 as isize * a.cs);
+                                        kernel::<true>(kc, ad, a.rs, a.cs, bpanel, cp, mr, nr, add);
+                                    } else {
+                                        pack_a(a, row, mr, k0, kc, ap);
+                                        kernel::<false>(kc, ap, 0, 0, bpanel, cp, mr, nr, add);
+                                    }
                                 }
                             }
                             ii += mcb;
@@ -386,7 +406,7 @@ macro_rules! avx512_gemm {
                 let npanels = n.div_ceil(NR);
                 let kblocks = k.div_ceil(KC);
                 let pool = crate::parallel::pool();
-                let threads = if m * n * k < PAR_THRESHOLD { 1 } else { pool.current_num_threads() };
+                let threads = if m * n * k <= PAR_THRESHOLD { 1 } else { pool.current_num_threads() };
                 with_scratch::<$T, _>(&PACK_B, kblocks * npanels * KC * NR, |bp| {
                     let bpm = MatMut { p: bp, rs: 0, cs: 0 };
                     let pack = move |q: usize, jp0: usize, jp1: usize| {
@@ -396,10 +416,14 @@ macro_rules! avx512_gemm {
                         let nc = (jp1 * NR).min(n) - j0;
                         pack_b(b, k0, KC.min(k - k0), j0, nc, bpm.p.add((q * npanels + jp0) * KC * NR));
                     };
-                    if threads == 1 {
+                    // a small B is packed by the calling thread before any worker wakes
+                    let serial_pack = threads == 1 || k * n < 1 << 18;
+                    if serial_pack {
                         for q in 0..kblocks {
                             pack(q, 0, npanels);
                         }
+                    }
+                    if threads == 1 {
                         tile(k, n, a, bp, c, accumulate, 0, m, 0, npanels);
                         return;
                     }
@@ -417,7 +441,7 @@ macro_rules! avx512_gemm {
                     // The calling thread works too, and tasks are claimed from counters,
                     // so a worker that wakes late costs nothing: one entry into the pool
                     // per product, and packing B then computing tiles behind a spin-wait.
-                    let npack = kblocks * bgroups;
+                    let npack = if serial_pack { 0 } else { kblocks * bgroups };
                     let ntile = rtasks * cgroups;
                     let (next_pack, packed, next_tile) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
                     let work = || {

@@ -179,6 +179,37 @@ vector_loop!(loop3, <A, B, C>, o, f, (a: &[A], b: &[B], c: &[C]), {
     }
 });
 
+/// o[i] += g[i] (gradient accumulation), vectorised like the loops above.
+pub fn add_in_place<T: Copy + std::ops::Add<Output = T>>(o: &mut [T], g: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+        unsafe fn v512<T: Copy + std::ops::Add<Output = T>>(o: &mut [T], g: &[T]) {
+            for (x, &y) in o.iter_mut().zip(g) {
+                *x = *x + y;
+            }
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v256<T: Copy + std::ops::Add<Output = T>>(o: &mut [T], g: &[T]) {
+            for (x, &y) in o.iter_mut().zip(g) {
+                *x = *x + y;
+            }
+        }
+        if o.len() >= 32 {
+            if crate::simd::has_avx512() {
+                // Safety: the features were detected at run time.
+                return unsafe { v512(o, g) };
+            }
+            if crate::simd::has_avx2() {
+                return unsafe { v256(o, g) };
+            }
+        }
+    }
+    for (x, &y) in o.iter_mut().zip(g) {
+        *x = *x + y;
+    }
+}
+
 /// out[i] = f(a[i]) with a contiguous output of dtype `O`.
 pub fn map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Tensor {
     let out = Tensor::empty(a.shape(), O::DTYPE);

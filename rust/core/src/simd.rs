@@ -65,7 +65,7 @@ macro_rules! exp_impl {
             let n = (xc * <$t>::LOG2_E_).round_ties_even();
             let r = (xc - n * $ln2_hi) - n * $ln2_lo;
             let mut p: $t = 0.0;
-            $( p = p * r + $c; )+
+            $( p = p.mul_add(r, $c); )+
             // 2^n in two halves so that the smallest n still give subnormals
             let n1 = (n * 0.5).floor();
             let n2 = n - n1;
@@ -326,6 +326,32 @@ multiversion! {
                 blocks.truncate(h);
             }
             *d = blocks.first().copied().unwrap_or(0.0);
+        }
+    }
+}
+
+/// tanh for f32: near 0 an odd polynomial (least-squares fit of tanh(x)/x
+/// on |x| < 0.5625, 1.5e-9 relative error), elsewhere `1 - 2 / (exp(2|x|) + 1)`;
+/// within 2 ulp everywhere.
+#[inline(always)]
+fn tanh_f32(x: f32) -> f32 {
+    let a = x.abs();
+    let u = x * x;
+    let mut p: f32 = -0.006_202_339_5;
+    p = p.mul_add(u, 0.021_025_32);
+    p = p.mul_add(u, -0.053_842_36);
+    p = p.mul_add(u, 0.133_325_07);
+    p = p.mul_add(u, -0.333_333_16);
+    let small = (x * u).mul_add(p, x).copysign(x);
+    let big = (1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0)).copysign(x);
+    if a < 0.5625 { small } else { big }
+}
+
+multiversion! {
+    /// out[i] = tanh(x[i])
+    pub fn tanh_slice_f32(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = tanh_f32(v);
         }
     }
 }

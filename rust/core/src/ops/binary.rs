@@ -320,10 +320,7 @@ pub fn add_assign_raw(old: &Tensor, g: &Tensor) -> Result<()> {
     crate::dispatch_float!(old.dtype(), "add_", T => {
         let g = as_dtype(g, old.dtype())?;
         if old.is_contiguous() && g.is_contiguous() && old.shape() == g.shape() {
-            let o = old.data_mut::<T>();
-            for (x, &y) in o.iter_mut().zip(g.data::<T>()) {
-                *x += y;
-            }
+            crate::kernels::add_in_place(old.data_mut::<T>(), g.data::<T>());
             old.storage().bump_version();
         } else {
             let s = add(&old.detach(), &g.detach())?;

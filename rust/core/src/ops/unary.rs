@@ -153,6 +153,12 @@ pub enum Fun {
 }
 
 fn kernel(f: Fun, x: &Tensor) -> Result<Tensor> {
+    if f == Fun::Tanh && x.dtype() == DType::F32 {
+        let xc = x.contiguous();
+        let out = Tensor::empty(x.shape(), x.dtype());
+        crate::simd::tanh_slice_f32(xc.data::<f32>(), out.data_mut::<f32>());
+        return Ok(out);
+    }
     if f == Fun::Exp {
         let xc = x.contiguous();
         let out = Tensor::empty(x.shape(), x.dtype());
@@ -316,6 +322,9 @@ pub fn unary(f: Fun, x: &Tensor) -> Result<Tensor> {
         attach(&out, name(f), &[&xf], true, move |ctx, g| {
             let x = match &sx { Some(s) => s.get(ctx)?, None => Tensor::scalar(0f64) };
             let y = match &sy { Some(s) => s.get(ctx)?, None => Tensor::scalar(0f64) };
+            if f == Fun::Tanh && g.dtype() == y.dtype() {
+                return Ok(vec![Some(tanh_backward(g, &y)?)]);
+            }
             Ok(vec![Some(mul(g, &derivative(f, &x, &y)?)?)])
         });
     }
@@ -500,4 +509,70 @@ pub fn isinf(x: &Tensor) -> Result<Tensor> {
 /// Fill every element of `t` with `v` in place (no autograd check; used under no_grad).
 pub fn fill_raw(t: &Tensor, v: f64) {
     dispatch_all!(t.dtype(), T => crate::kernels::apply_inplace::<T>(t, |_| T::from_f64(v)));
+}
+
+// ------------------------------------------------------------ fused backward ops
+// Backward formulas used at every order (PINNs differentiate through them two
+// or three times), fused into one kernel each and closed under differentiation:
+//   tanh_backward(g, y) = g (1 - y^2)
+//     d/dg: tanh_backward(go, y);  d/dy: product3(go, g, y, -2)
+//   product3(a, b, c, s) = s a b c
+//     d/da: product3(go, b, c, s), and likewise for b and c.
+
+/// `g * (1 - y * y)`, the gradient of tanh from its output `y`.
+pub fn tanh_backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
+    if g.dtype() != y.dtype() || !g.dtype().is_float() {
+        return mul(g, &sub(&sc(1.0, y), &mul(y, y)?)?);
+    }
+    let out = match g.dtype() {
+        DType::F32 => crate::kernels::map2::<f32, f32, f32>(g, y, |g, y| g * (1.0 - y * y))?,
+        _ => crate::kernels::map2::<f64, f64, f64>(g, y, |g, y| g * (1.0 - y * y))?,
+    };
+    if needs_grad(&[g, y]) {
+        let (sg, sy) = (SavedTensor::input(g), SavedTensor::input(y));
+        let (gshape, yshape) = (g.shape().to_vec(), y.shape().to_vec());
+        attach(&out, "TanhBackwardBackward0", &[g, y], true, move |ctx, go| {
+            let y = sy.get(ctx)?;
+            let dg = if ctx.needs(0) { Some(super::reduce::sum_to(&tanh_backward(go, &y)?, &gshape)?) } else { None };
+            let dy = if ctx.needs(1) {
+                let g = sg.get(ctx)?;
+                Some(super::reduce::sum_to(&product3(go, &g, &y, -2.0)?, &yshape)?)
+            } else {
+                None
+            };
+            Ok(vec![dg, dy])
+        });
+    }
+    Ok(out)
+}
+
+/// `s * a * b * c` in one pass (same floating dtype; broadcasting).
+pub fn product3(a: &Tensor, b: &Tensor, c: &Tensor, s: f64) -> Result<Tensor> {
+    if a.dtype() != b.dtype() || a.dtype() != c.dtype() || !a.dtype().is_float() {
+        return mul_scalar(&mul(&mul(a, b)?, c)?, s);
+    }
+    let out = match a.dtype() {
+        DType::F32 => {
+            let s = s as f32;
+            crate::kernels::map3::<f32, f32, f32, f32>(a, b, c, move |a, b, c| s * a * b * c)?
+        }
+        _ => crate::kernels::map3::<f64, f64, f64, f64>(a, b, c, move |a, b, c| s * a * b * c)?,
+    };
+    if needs_grad(&[a, b, c]) {
+        let saved = [SavedTensor::input(a), SavedTensor::input(b), SavedTensor::input(c)];
+        let shapes = [a.shape().to_vec(), b.shape().to_vec(), c.shape().to_vec()];
+        attach(&out, "Product3Backward0", &[a, b, c], true, move |ctx, go| {
+            let mut v = Vec::with_capacity(3);
+            for i in 0..3 {
+                v.push(if ctx.needs(i) {
+                    let (p, q) = (saved[(i + 1) % 3].get(ctx)?, saved[(i + 2) % 3].get(ctx)?);
+                    Some(super::reduce::sum_to(&product3(go, &p, &q, s)?, &shapes[i])?)
+                } else {
+                    None
+                });
+            }
+            Ok(v)
+        });
+    }
+    Ok(out)
 }

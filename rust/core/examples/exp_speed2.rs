@@ -1,0 +1,12 @@
+use std::time::Instant;
+fn main() {
+    let n = 65536;
+    let x: Vec<f32> = (0..n).map(|i| ((i % 1000) as f32 - 500.0) * 0.01).collect();
+    let mut out = vec![0f32; n];
+    for (name, f) in [("exp", rbe_core::simd::exp_slice_f32 as fn(&[f32], &mut [f32])), ("tanh", rbe_core::simd::tanh_slice_f32)] {
+        for _ in 0..10 { f(&x, &mut out); }
+        let t = Instant::now();
+        for _ in 0..200 { f(&x, &mut out); }
+        println!("{name}: {:.2} us", t.elapsed().as_secs_f64() / 200.0 * 1e6);
+    }
+}
