@@ -107,6 +107,10 @@ pub struct Node {
     retain: Mutex<Option<Weak<TensorImpl>>>,
     mark: AtomicU64,
     slot: AtomicUsize,
+    /// For `SliceBackward0`: (dim, start, step) of the slice, so that a
+    /// first-order backward adds the gradient into the slice of the input's
+    /// gradient buffer instead of materialising zeros of the full shape.
+    slice: Option<(usize, usize, usize)>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -209,6 +213,7 @@ pub fn grad_edge(t: &Tensor) -> Option<Arc<Node>> {
             retain: Mutex::new(None),
             mark: AtomicU64::new(0),
             slot: AtomicUsize::new(0),
+            slice: None,
         }));
     }
     m.accumulator.clone()
@@ -232,9 +237,45 @@ where
         retain: Mutex::new(None),
         mark: AtomicU64::new(0),
         slot: AtomicUsize::new(0),
+        slice: None,
     });
     out.0.meta.lock().grad_fn = Some(node);
     out.set_requires_grad_flag(true);
+}
+
+/// `attach` for a slice view of `input` along `dim` (see `Node::slice`).
+pub fn attach_slice<F>(out: &Tensor, input: &Tensor, spec: (usize, usize, usize), f: F)
+where
+    F: Fn(&BwCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+{
+    attach(out, "SliceBackward0", &[input], false, f);
+    if let Some(n) = out.0.meta.lock().grad_fn.as_mut().and_then(Arc::get_mut) {
+        n.slice = Some(spec);
+    }
+}
+
+/// Adds `g` into the slice `spec` of the gradient held in `slot` (zeros of
+/// `shape` if empty). False when the slot's buffer cannot be written in place.
+fn accumulate_slice(slot: &mut Option<Tensor>, g: &Tensor, shape: &[usize], dt: crate::DType, spec: (usize, usize, usize)) -> Result<bool> {
+    if g.dtype() != dt || !dt.is_float() {
+        return Ok(false);
+    }
+    let buf = match slot {
+        Some(b) if exclusively_owned(b) && b.dtype() == dt && b.shape() == shape => b.clone(),
+        Some(_) => return Ok(false),
+        None => Tensor::zeros(shape, dt),
+    };
+    let (dim, start, step) = spec;
+    let len = g.shape()[dim];
+    let mut st = buf.strides().to_vec();
+    let off = if len > 0 { start as isize * st[dim] } else { 0 } as usize;
+    st[dim] *= step as isize;
+    let region = buf.alias(g.shape(), &st, off);
+    let sum = crate::ops::binary::arith_raw(crate::ops::binary::Arith::Add, &region, g)?;
+    crate::kernels::copy_into(&region, &sum)?;
+    drop(region);
+    *slot = Some(buf);
+    Ok(true)
 }
 
 /// Make `t` take the history of `out` (after an in-place op wrote `out`'s values into `t`).
@@ -422,6 +463,13 @@ pub fn run_backward(
                 }
             }
             NodeKind::Op(f) => {
+                if let (Some(spec), false, Some(Some(e))) = (node.slice, create_graph, node.edges.first()) {
+                    let s = slot_of(e, &order);
+                    let (shape, dt) = &node.input_meta[0];
+                    if needed[s] && g.ndim() == shape.len() && accumulate_slice(&mut grads[s], &g, shape, *dt, spec)? {
+                        continue;
+                    }
+                }
                 let func = f.lock().take();
                 let Some(func) = func else {
                     return Err(autograd_err!(

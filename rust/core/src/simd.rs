@@ -173,42 +173,6 @@ mod tests {
     }
 }
 
-macro_rules! lse_middle {
-    ($name:ident, $t:ty, $exp:ident) => {
-        multiversion! {
-            /// log-sum-exp over the middle axis of a contiguous (outer, r, inner) block.
-            pub fn $name(x: &[$t], outer: usize, r: usize, inner: usize, out: &mut [$t]) {
-                let mut m = vec![<$t>::NEG_INFINITY; inner];
-                let mut s = vec![0.0 as f64; inner];
-                for o in 0..outer {
-                    let blk = &x[o * r * inner..(o + 1) * r * inner];
-                    m.iter_mut().for_each(|v| *v = <$t>::NEG_INFINITY);
-                    s.iter_mut().for_each(|v| *v = 0.0);
-                    for k in 0..r {
-                        let row = &blk[k * inner..(k + 1) * inner];
-                        for (mi, &v) in m.iter_mut().zip(row) {
-                            *mi = if v > *mi || v != v { v } else { *mi };
-                        }
-                    }
-                    for k in 0..r {
-                        let row = &blk[k * inner..(k + 1) * inner];
-                        for ((si, &mi), &v) in s.iter_mut().zip(m.iter()).zip(row) {
-                            let sh = if mi.is_finite() { mi } else { 0.0 };
-                            *si += $exp(v - sh) as f64;
-                        }
-                    }
-                    let dst = &mut out[o * inner..(o + 1) * inner];
-                    for ((d, &mi), &si) in dst.iter_mut().zip(m.iter()).zip(s.iter()) {
-                        *d = if mi.is_finite() { mi + (si.ln() as $t) } else { mi };
-                    }
-                }
-            }
-        }
-    };
-}
-lse_middle!(lse_middle_f32, f32, exp_f32);
-lse_middle!(lse_middle_f64, f64, exp_f64);
-
 macro_rules! sum_middle {
     ($name:ident, $t:ty) => {
         multiversion! {
@@ -233,36 +197,6 @@ macro_rules! sum_middle {
 }
 sum_middle!(sum_middle_f32, f32);
 sum_middle!(sum_middle_f64, f64);
-
-multiversion! {
-    /// log-sum-exp of each contiguous run of `r` elements (runs laid end to end).
-    pub fn lse_runs_f32(x: &[f32], r: usize, out: &mut [f32]) {
-        for (d, run) in out.iter_mut().zip(x.chunks_exact(r)) {
-            let m = run.iter().fold(f32::NEG_INFINITY, |a, &v| if v > a || v != v { v } else { a });
-            if !m.is_finite() {
-                *d = m;
-                continue;
-            }
-            let s: f64 = run.iter().map(|&v| exp_f32(v - m) as f64).sum();
-            *d = m + s.ln() as f32;
-        }
-    }
-}
-
-multiversion! {
-    /// log-sum-exp of each contiguous run of `r` elements (runs laid end to end).
-    pub fn lse_runs_f64(x: &[f64], r: usize, out: &mut [f64]) {
-        for (d, run) in out.iter_mut().zip(x.chunks_exact(r)) {
-            let m = run.iter().fold(f64::NEG_INFINITY, |a, &v| if v > a || v != v { v } else { a });
-            if !m.is_finite() {
-                *d = m;
-                continue;
-            }
-            let s: f64 = run.iter().map(|&v| exp_f64(v - m)).sum();
-            *d = m + s.ln();
-        }
-    }
-}
 
 multiversion! {
     /// Sum of each contiguous run of `r` f32 values, accumulated in f64 in 16
@@ -352,6 +286,240 @@ multiversion! {
     pub fn tanh_slice_f32(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = tanh_f32(v);
+        }
+    }
+}
+
+/// ln(s) for s >= 1 (finite) or NaN, without libm so that it vectorises:
+/// s = 2^e m with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m-1)/(m+1)) by
+/// its series (|z| <= 0.172, ten terms: below 1e-17 relative).
+#[inline(always)]
+fn ln_ge1(s: f64) -> f64 {
+    let bits = s.to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    if m > std::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let z = (m - 1.0) / (m + 1.0);
+    let z2 = z * z;
+    let mut p: f64 = 1.0 / 21.0;
+    for c in [1.0 / 19.0, 1.0 / 17.0, 1.0 / 15.0, 1.0 / 13.0, 1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        p = p.mul_add(z2, c);
+    }
+    let ef = e as f64;
+    let r = ef.mul_add(6.931_471_803_691_238_164_90e-01, (2.0 * z).mul_add(p, ef * 1.908_214_929_270_587_700_02e-10));
+    if s != s { s } else { r }
+}
+
+/// log-sum-exp kernels: exp sums accumulate in the element type over blocks
+/// of at most 64 rows / 64 vectors, and the block sums in f64.
+macro_rules! lse_kernels {
+    ($mid:ident, $runs:ident, $bwd:ident, $t:ty, $w:literal, $exp:ident) => {
+        multiversion! {
+            /// log-sum-exp over the middle axis of a contiguous (outer, r, inner) block.
+            pub fn $mid(x: &[$t], outer: usize, r: usize, inner: usize, out: &mut [$t]) {
+                if inner == 1 {
+                    return $runs(x, r, out);
+                }
+                // a partial chunk of columns is copied, padded with -inf, so that
+                // every loop below runs at full vector width
+                let mut tmp: Vec<$t> = Vec::new();
+                for o in 0..outer {
+                    let blk = &x[o * r * inner..(o + 1) * r * inner];
+                    let mut j0 = 0;
+                    while j0 < inner {
+                        let mut w = $w.min(inner - j0);
+                        if w < $w && inner >= $w {
+                            // last partial chunk: redo the chunk ending at `inner`
+                            // (same per-column arithmetic) and keep its new columns
+                            j0 = inner - $w;
+                            w = $w;
+                        }
+                        let (src, stride, base): (&[$t], usize, usize) = if w == $w {
+                            (blk, inner, j0)
+                        } else {
+                            tmp.clear();
+                            tmp.resize(r * $w, <$t>::NEG_INFINITY);
+                            for k in 0..r {
+                                tmp[k * $w..k * $w + w].copy_from_slice(&blk[k * inner + j0..k * inner + j0 + w]);
+                            }
+                            (&tmp[..], $w, 0)
+                        };
+                        assert!(base + (r - 1) * stride + $w <= src.len());
+                        // Safety: checked just above for the last row.
+                        let row = |k: usize| -> [$t; $w] { unsafe { *(src.as_ptr().add(base + k * stride) as *const [$t; $w]) } };
+                        let mut m = [<$t>::NEG_INFINITY; $w];
+                        for k in 0..r {
+                            let v: [$t; $w] = row(k);
+                            for l in 0..$w {
+                                m[l] = if v[l] > m[l] || v[l] != v[l] { v[l] } else { m[l] };
+                            }
+                        }
+                        let mut sh = [0.0 as $t; $w];
+                        for l in 0..$w {
+                            sh[l] = if m[l].is_finite() { m[l] } else { 0.0 };
+                        }
+                        let mut tot = [0f64; $w];
+                        let mut k0 = 0;
+                        while k0 < r {
+                            let k1 = (k0 + 64).min(r);
+                            let mut acc = [0.0 as $t; $w];
+                            for k in k0..k1 {
+                                let v: [$t; $w] = row(k);
+                                for l in 0..$w {
+                                    acc[l] += $exp(v[l] - sh[l]);
+                                }
+                            }
+                            for l in 0..$w {
+                                tot[l] += acc[l] as f64;
+                            }
+                            k0 = k1;
+                        }
+                        let mut res = [0.0 as $t; $w];
+                        for l in 0..$w {
+                            res[l] = if m[l].is_finite() { m[l] + ln_ge1(tot[l]) as $t } else { m[l] };
+                        }
+                        out[o * inner + j0..o * inner + j0 + w].copy_from_slice(&res[..w]);
+                        j0 += w;
+                    }
+                }
+            }
+        }
+
+        multiversion! {
+            /// log-sum-exp of each contiguous run of `r` elements (runs laid end to end).
+            pub fn $runs(x: &[$t], r: usize, out: &mut [$t]) {
+                for (d, run) in out.iter_mut().zip(x.chunks_exact(r)) {
+                    let ch = run.chunks_exact($w);
+                    let rem = ch.remainder();
+                    let mut mv = [<$t>::NEG_INFINITY; $w];
+                    for c in ch {
+                        for l in 0..$w {
+                            mv[l] = if c[l] > mv[l] || c[l] != c[l] { c[l] } else { mv[l] };
+                        }
+                    }
+                    let mut last = [<$t>::NEG_INFINITY; $w];
+                    for (l, &v) in rem.iter().enumerate() {
+                        last[l] = v;
+                    }
+                    for l in 0..$w {
+                        mv[l] = if last[l] > mv[l] || last[l] != last[l] { last[l] } else { mv[l] };
+                    }
+                    let mut m = <$t>::NEG_INFINITY;
+                    for &v in mv.iter() {
+                        m = if v > m || v != v { v } else { m };
+                    }
+                    if !m.is_finite() {
+                        *d = m;
+                        continue;
+                    }
+                    let mut tot = 0f64;
+                    for big in run.chunks(64 * $w) {
+                        let ch = big.chunks_exact($w);
+                        let rem = ch.remainder();
+                        let mut acc = [0.0 as $t; $w];
+                        for c in ch {
+                            for l in 0..$w {
+                                acc[l] += $exp(c[l] - m);
+                            }
+                        }
+                        let mut last = [<$t>::NEG_INFINITY; $w];
+                        for (l, &v) in rem.iter().enumerate() {
+                            last[l] = v;
+                        }
+                        for l in 0..$w {
+                            acc[l] += $exp(last[l] - m);
+                        }
+                        let mut s = 0f64;
+                        for &a in &acc {
+                            s += a as f64;
+                        }
+                        tot += s;
+                    }
+                    *d = m + ln_ge1(tot) as $t;
+                }
+            }
+        }
+
+        multiversion! {
+            /// Gradient of log-sum-exp over the middle axis: out[o,k,j] = g[o,j] exp(x[o,k,j] - y[o,j]).
+            pub fn $bwd(x: &[$t], y: &[$t], g: &[$t], outer: usize, r: usize, inner: usize, out: &mut [$t]) {
+                for o in 0..outer {
+                    let (yr, gr) = (&y[o * inner..(o + 1) * inner], &g[o * inner..(o + 1) * inner]);
+                    if inner == 1 {
+                        let (yv, gv) = (yr[0], gr[0]);
+                        for (d, &v) in out[o * r..(o + 1) * r].iter_mut().zip(&x[o * r..(o + 1) * r]) {
+                            *d = gv * $exp(v - yv);
+                        }
+                        continue;
+                    }
+                    for k in 0..r {
+                        let base = (o * r + k) * inner;
+                        let xr = &x[base..base + inner];
+                        let dr = &mut out[base..base + inner];
+                        if inner < $w {
+                            for (((d, &v), &yv), &gv) in dr.iter_mut().zip(xr).zip(yr).zip(gr) {
+                                *d = gv * $exp(v - yv);
+                            }
+                            continue;
+                        }
+                        // full-width chunks, the last one overlapping (same values rewritten)
+                        let mut j0 = 0;
+                        while j0 < inner {
+                            let j = j0.min(inner - $w);
+                            let xv: &[$t; $w] = xr[j..j + $w].try_into().unwrap();
+                            let yv: &[$t; $w] = yr[j..j + $w].try_into().unwrap();
+                            let gv: &[$t; $w] = gr[j..j + $w].try_into().unwrap();
+                            let dv: &mut [$t; $w] = (&mut dr[j..j + $w]).try_into().unwrap();
+                            for l in 0..$w {
+                                dv[l] = gv[l] * $exp(xv[l] - yv[l]);
+                            }
+                            j0 += $w;
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+lse_kernels!(lse_middle_f32, lse_runs_f32, lse_backward_f32, f32, 16, exp_f32);
+lse_kernels!(lse_middle_f64, lse_runs_f64, lse_backward_f64, f64, 8, exp_f64);
+
+#[cfg(test)]
+mod lse_tests {
+    use super::*;
+
+    #[test]
+    fn ln_ge1_is_accurate() {
+        for i in 0..100_000 {
+            let s = 1.0 + (i as f64) * 0.37 + (i as f64).powi(3) * 1e-3;
+            let (got, want) = (ln_ge1(s), s.ln());
+            assert!((got - want).abs() <= 2.0 * f64::EPSILON * want.abs().max(1e-300) + 1e-300, "{s}: {got} vs {want}");
+        }
+        assert!(ln_ge1(f64::NAN).is_nan());
+        assert_eq!(ln_ge1(1.0), 0.0);
+    }
+
+    #[test]
+    fn lse_kernels_match_naive() {
+        let (outer, r, inner) = (3, 70, 19);
+        let x: Vec<f64> = (0..outer * r * inner).map(|i| ((i * 7919) % 1000) as f64 * 0.013 - 6.0).collect();
+        let mut mid = vec![0.0; outer * inner];
+        lse_middle_f64(&x, outer, r, inner, &mut mid);
+        for o in 0..outer {
+            for j in 0..inner {
+                let want = (0..r).map(|k| x[(o * r + k) * inner + j].exp()).sum::<f64>().ln();
+                assert!((mid[o * inner + j] - want).abs() < 1e-13);
+            }
+        }
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let mut runs = vec![0f32; outer * inner];
+        lse_runs_f32(&xf, r, &mut runs);
+        for i in 0..outer * inner {
+            let want = xf[i * r..(i + 1) * r].iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            assert!((runs[i] as f64 - want).abs() < 2e-6);
         }
     }
 }

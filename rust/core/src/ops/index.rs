@@ -385,14 +385,26 @@ pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
     let mut y = x.clone();
     let mut d = 0usize;
     let mut adv: Vec<(usize, Tensor)> = Vec::new();
+    // A full slice (`:`) changes nothing: it is skipped, so that `x[:, t]` is one
+    // select of `x` (a cheap backward) rather than a select of a full-size view.
+    let mut skipped_full: Option<usize> = None;
+    let mut applied = false;
     for it in &its {
+        if !matches!(it, IndexItem::Slice(..) | IndexItem::Ellipsis) {
+            applied = true;
+        }
         match it {
             IndexItem::Int(i) => {
                 y = select(&y, d as isize, *i)?;
             }
             IndexItem::Slice(a, b, s) => {
                 let (st, len) = slice_bounds(y.shape()[d], *a, *b, *s)?;
-                y = slice(&y, d, st, len, *s as usize)?;
+                if st == 0 && len == y.shape()[d] && *s == 1 {
+                    skipped_full.get_or_insert(d);
+                } else {
+                    y = slice(&y, d, st, len, *s as usize)?;
+                    applied = true;
+                }
                 d += 1;
             }
             IndexItem::NewAxis => {
@@ -409,6 +421,10 @@ pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
                 d += 1;
             }
         }
+    }
+    if let (Some(d0), false) = (skipped_full, applied) {
+        // only full slices: still return a view, as torch does
+        y = slice(&y, d0, 0, y.shape()[d0], 1)?;
     }
     if adv.is_empty() {
         return Ok(y);

@@ -408,12 +408,40 @@ pub fn logsumexp(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Te
         let shape = x.shape().to_vec();
         attach(&out, "LogsumexpBackward0", &[&x], true, move |ctx, g| {
             let x = sx.get(ctx)?;
+            if let Some(gx) = lse_backward_fused(&x, &so.get(ctx)?, g, &d)? {
+                return Ok(vec![Some(gx)]);
+            }
             let y = expand_back(&so.get(ctx)?, &shape, &d, keepdim)?;
             let ge = expand_back(g, &shape, &d, keepdim)?;
             Ok(vec![Some(mul(&ge, &exp(&sub(&x, &y)?)?)?)])
         });
     }
     Ok(out)
+}
+
+/// `g * exp(x - y)` in one pass when nothing needs a graph of it (first-order
+/// backward) and the reduced dims form one contiguous block of a contiguous `x`.
+fn lse_backward_fused(x: &Tensor, y: &Tensor, g: &Tensor, dims: &[usize]) -> Result<Option<Tensor>> {
+    if dims.is_empty() || needs_grad(&[x, y, g]) || g.dtype() != x.dtype() || y.dtype() != x.dtype() || x.numel() == 0 {
+        return Ok(None);
+    }
+    let (d0, d1) = (dims[0], *dims.last().unwrap());
+    if !x.is_contiguous() || d1 - d0 + 1 != dims.len() {
+        return Ok(None);
+    }
+    let outer: usize = x.shape()[..d0].iter().product();
+    let r: usize = x.shape()[d0..=d1].iter().product();
+    let inner: usize = x.shape()[d1 + 1..].iter().product();
+    let (yc, gc) = (y.contiguous(), g.contiguous());
+    if yc.numel() != outer * inner || gc.numel() != outer * inner {
+        return Ok(None);
+    }
+    let out = Tensor::empty(x.shape(), x.dtype());
+    match x.dtype() {
+        DType::F32 => crate::simd::lse_backward_f32(x.data::<f32>(), yc.data::<f32>(), gc.data::<f32>(), outer, r, inner, out.data_mut::<f32>()),
+        _ => crate::simd::lse_backward_f64(x.data::<f64>(), yc.data::<f64>(), gc.data::<f64>(), outer, r, inner, out.data_mut::<f64>()),
+    }
+    Ok(Some(out))
 }
 
 /// Inclusive cumulative sum along `dim` (`reverse` sums from the end).

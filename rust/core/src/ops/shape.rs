@@ -318,7 +318,7 @@ pub fn slice(x: &Tensor, dim: usize, start: usize, len: usize, step: usize) -> R
     let out = view_of(x, &shape, &strides, offset);
     if needs_grad(&[x]) {
         let s = x.shape().to_vec();
-        attach(&out, "SliceBackward0", &[x], false, move |_, g| Ok(vec![Some(slice_backward(g, &s, dim, start, step)?)]));
+        crate::autograd::attach_slice(&out, x, (dim, start, step), move |_, g| Ok(vec![Some(slice_backward(g, &s, dim, start, step)?)]));
     }
     Ok(out)
 }
