@@ -86,6 +86,7 @@ fn coalesce<const N: usize>(shape: &[usize], strides: [&[isize]; N]) -> (Shape, 
 
 /// Call `f(offsets, inner_len, inner_strides)` for every innermost row of the
 /// N operands, in row-major order of `shape`.
+#[inline(always)]
 pub fn strided_rows<const N: usize>(
     shape: &[usize],
     strides: [&[isize]; N],
@@ -252,25 +253,40 @@ pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) 
     let sa = broadcast_strides(a, &shape)?;
     let sb = broadcast_strides(b, &shape)?;
     let (pa, pb) = (a.data_ptr::<A>(), b.data_ptr::<B>());
-    let mut i = 0usize;
-    strided_rows(&shape, [&sa, &sb], [0, 0], |off, n, st| {
-        let dst = &mut o[i..i + n];
-        // Safety: broadcast offsets stay inside each view; the row slices below
-        // cover exactly the n elements the strides address.
-        unsafe {
+    // Safety: broadcast offsets stay inside each view; `o` has one slot per element.
+    unsafe { rows2(&shape, &sa, &sb, pa, pb, o, f) };
+    Ok(out)
+}
+
+/// The broadcasting loop of `map2`, row by row, compiled per vector ISA as a
+/// whole so that the per-row loops are inlined (rows are often short).
+///
+/// # Safety
+/// `pa`/`pb` with strides `sa`/`sb` must address valid elements for every index of `shape`.
+unsafe fn rows2<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+    #[inline(always)]
+    unsafe fn body<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+        let mut i = 0usize;
+        strided_rows(shape, [sa, sb], [0, 0], |off, n, st| {
+            let dst = &mut o[i..i + n];
             match (st[0], st[1]) {
-                // the common broadcast rows get plain slice loops, which vectorise
                 (1, 1) => {
                     let (ra, rb) = (std::slice::from_raw_parts(pa.offset(off[0]), n), std::slice::from_raw_parts(pb.offset(off[1]), n));
-                    loop2(dst, ra, rb, &f);
+                    for ((y, &x1), &x2) in dst.iter_mut().zip(ra).zip(rb) {
+                        *y = f(x1, x2);
+                    }
                 }
                 (1, 0) => {
                     let (ra, s) = (std::slice::from_raw_parts(pa.offset(off[0]), n), *pb.offset(off[1]));
-                    loop2s(dst, ra, s, &f);
+                    for (y, &x1) in dst.iter_mut().zip(ra) {
+                        *y = f(x1, s);
+                    }
                 }
                 (0, 1) => {
                     let (s, rb) = (*pa.offset(off[0]), std::slice::from_raw_parts(pb.offset(off[1]), n));
-                    loop2f(dst, s, rb, &f);
+                    for (y, &x2) in dst.iter_mut().zip(rb) {
+                        *y = f(s, x2);
+                    }
                 }
                 _ => {
                     for (j, y) in dst.iter_mut().enumerate() {
@@ -279,10 +295,29 @@ pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) 
                     }
                 }
             }
+            i += n;
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+        unsafe fn v512<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+            body(shape, sa, sb, pa, pb, o, f)
         }
-        i += n;
-    });
-    Ok(out)
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v256<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+            body(shape, sa, sb, pa, pb, o, f)
+        }
+        if o.len() >= 32 {
+            if crate::simd::has_avx512() {
+                return v512(shape, sa, sb, pa, pb, o, f);
+            }
+            if crate::simd::has_avx2() {
+                return v256(shape, sa, sb, pa, pb, o, f);
+            }
+        }
+    }
+    body(shape, sa, sb, pa, pb, o, f)
 }
 
 /// out = f(a, b, c) with broadcasting (used by `where`, fused backward kernels).
