@@ -119,3 +119,29 @@ def test_gradient_accumulation_equals_big_batch():
         o2.step()
     for a, b in zip(m1.parameters(), m2.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kw", [{}, {"amsgrad": True, "weight_decay": 0.1}, {"maximize": True}])
+def test_large_adam_step_same_bits_any_thread_count_and_matches_torch(kw):
+    import torch
+
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal((700, 513)).astype(np.float32)
+    grads = [rng.standard_normal(p0.shape).astype(np.float32) for _ in range(3)]
+    outs = []
+    for threads in (1, 2):
+        rbe.set_num_threads(threads)
+        p = rbe.nn.Parameter(rbe.tensor(p0))
+        opt = rbe.optim.Adam([p], lr=1e-2, **kw)
+        for g in grads:
+            p.grad = rbe.tensor(g)
+            opt.step()
+        outs.append(p.detach().numpy().copy())
+    rbe.set_num_threads(1)
+    assert outs[0].tobytes() == outs[1].tobytes()
+    tp = torch.nn.Parameter(torch.tensor(p0))
+    topt = torch.optim.Adam([tp], lr=1e-2, **kw)
+    for g in grads:
+        tp.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(outs[0], tp.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -245,15 +245,26 @@ def _memory_and_cpu(rbe, torch, threads_list) -> Dict:
 
     out = {}
     for fw in ("rbe", "torch") if torch else ("rbe",):
+        # VmHWM (not ru_maxrss, which a child inherits from this process across exec);
+        # the child imports only the framework it measures
         code = (
-            "import resource, sys; sys.path.insert(0, '');"
-            f"import {fw} as m; from rbe.bench import w_mlp_adam;"
+            "import sys\n"
+            f"import {fw} as m\n"
+            "sys.path.insert(0, %r)\n" % os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            + "from rbe.bench import w_mlp_adam\n"
+            "st = lambda k: int([l.split()[1] for l in open('/proc/self/status') if l.startswith(k)][0])\n"
+            "base = st('VmRSS:')\n"
             "f = w_mlp_adam(m, False)\n"
             "for _ in range(100): f()\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+            "print(st('VmHWM:'), st('VmHWM:') - base)"
         )
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-        out[f"peak_rss_MiB_workload3_{fw}"] = round(int(r.stdout.strip().splitlines()[-1]) / 1024, 1) if r.returncode == 0 else r.stderr[-300:]
+        if r.returncode == 0:
+            peak, grow = (int(v) for v in r.stdout.split()[-2:])
+            out[f"peak_rss_MiB_workload3_{fw}"] = round(peak / 1024, 1)
+            out[f"peak_rss_growth_MiB_workload3_{fw}"] = round(grow / 1024, 1)
+        else:
+            out[f"peak_rss_MiB_workload3_{fw}"] = r.stderr[-300:]
     n = max(threads_list)
     rbe.set_num_threads(n)
     out[f"cpu_util_workload3_rbe_{n}threads"] = round(_cpu_util(w_mlp_adam(rbe, False), 2.0, n), 3)

@@ -88,47 +88,182 @@ pub fn adam_step(params: &[Tensor], grads: &[Tensor], m: &[Tensor], v: &[Tensor]
         if let Some(x) = &vmax[i] {
             check(p, &[(x, "max_exp_avg_sq")])?;
         }
-        crate::dispatch_float!(p.dtype(), "adam", T => adam_one::<T>(p, &grads[i], &m[i], &v[i], vmax[i].as_ref(), steps[i], cfg));
+        if p.dtype() != params[0].dtype() {
+            // one group, one dtype per call: mixed groups go parameter by parameter
+            for j in 0..params.len() {
+                let one = |t: &[Tensor]| vec![t[j].clone()];
+                adam_step(&one(params), &one(grads), &one(m), &one(v), &[vmax[j].clone()], &[steps[j]], cfg)?;
+            }
+            return Ok(());
+        }
+    }
+    if params.is_empty() {
+        return Ok(());
+    }
+    crate::dispatch_float!(params[0].dtype(), "adam", T => adam_group::<T>(params, grads, m, v, vmax, steps, cfg));
+    for p in params {
         p.storage().bump_version();
     }
     Ok(())
 }
 
-fn adam_one<T: Real>(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, vmax: Option<&Tensor>, step: u64, c: AdamConfig) {
-    let pd = p.data_mut::<T>();
-    let gd = g.data::<T>();
-    let md = m.data_mut::<T>();
-    let vd = v.data_mut::<T>();
-    let mut xd = vmax.map(|x| x.data_mut::<T>());
-    let bc1 = 1.0 - c.beta1.powi(step as i32);
-    let bc2 = 1.0 - c.beta2.powi(step as i32);
-    let step_size = T::c(c.lr / bc1);
-    let bc2_sqrt = T::c(bc2.sqrt());
-    let (w1, b2, eps) = (T::c(1.0 - c.beta1), T::c(c.beta2), T::c(c.eps));
-    let one_m_b2 = T::c(1.0 - c.beta2);
-    let decay = T::c(1.0 - c.lr * c.weight_decay);
-    let wd = T::c(c.weight_decay);
-    for k in 0..pd.len() {
-        let mut gk = if c.maximize { -gd[k] } else { gd[k] };
-        if c.weight_decay != 0.0 {
-            if c.decoupled {
-                pd[k] = pd[k] * decay;
-            } else {
-                gk = gk + wd * pd[k];
-            }
+/// Elements per task when an optimizer step runs on the thread pool (updates are
+/// elementwise, so the split cannot change any result).
+const OPT_CHUNK: usize = 1 << 15;
+const OPT_PAR_THRESHOLD: usize = 1 << 18;
+
+/// Runs `f(i, start, end)` over chunks of every parameter `i` of length `lens[i]`:
+/// on the pool (entered once) when the step is large, else on this thread.
+fn for_chunks(lens: &[usize], f: impl Fn(usize, usize, usize) + Sync) {
+    let total: usize = lens.iter().sum();
+    let pool = crate::parallel::pool();
+    if total < OPT_PAR_THRESHOLD || pool.current_num_threads() == 1 {
+        for (i, &n) in lens.iter().enumerate() {
+            f(i, 0, n);
+        }
+        return;
+    }
+    let tasks: Vec<(usize, usize, usize)> = lens
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &n)| (0..n.div_ceil(OPT_CHUNK)).map(move |c| (i, c * OPT_CHUNK, ((c + 1) * OPT_CHUNK).min(n))))
+        .collect();
+    pool.install(|| {
+        use rayon::prelude::*;
+        tasks.par_iter().for_each(|&(i, a, b)| f(i, a, b));
+    });
+}
+
+#[derive(Clone, Copy)]
+struct Ptr<T>(*mut T);
+unsafe impl<T> Send for Ptr<T> {}
+unsafe impl<T> Sync for Ptr<T> {}
+
+#[derive(Clone, Copy)]
+struct AdamK<T> {
+    sign: T,
+    wd: T,
+    decay: T,
+    w1: T,
+    b2: T,
+    one_m_b2: T,
+    bc2_sqrt: T,
+    eps: T,
+    step_size: T,
+}
+
+/// One chunk of Adam; WD: 0 none, 1 added to the gradient, 2 decoupled (AdamW).
+#[inline(always)]
+fn adam_chunk<T: Real, const WD: u8, const AMS: bool>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], x: &mut [T], k: AdamK<T>) {
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let mut gk = g[i] * k.sign;
+        if WD == 2 {
+            p[i] = p[i] * k.decay;
+        } else if WD == 1 {
+            gk = gk + k.wd * p[i];
         }
         // m.lerp_(g, 1 - beta1)
-        md[k] = md[k] + w1 * (gk - md[k]);
-        vd[k] = vd[k] * b2 + one_m_b2 * gk * gk;
-        let denom = match xd.as_deref_mut() {
-            Some(x) => {
-                x[k] = x[k].max_(vd[k]);
-                x[k].sqrt() / bc2_sqrt + eps
-            }
-            None => vd[k].sqrt() / bc2_sqrt + eps,
+        m[i] = m[i] + k.w1 * (gk - m[i]);
+        v[i] = v[i] * k.b2 + k.one_m_b2 * gk * gk;
+        let vv = if AMS {
+            x[i] = x[i].max_(v[i]);
+            x[i]
+        } else {
+            v[i]
         };
-        pd[k] = pd[k] - step_size * (md[k] / denom);
+        let denom = vv.sqrt() / k.bc2_sqrt + k.eps;
+        p[i] = p[i] - k.step_size * (m[i] / denom);
     }
+}
+
+macro_rules! isa_dispatch {
+    ($body:ident::<$($g:tt),*>($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+            unsafe fn v512<T: Real, const WD: u8, const AMS: bool>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], x: &mut [T], k: AdamK<T>) {
+                $body::<T, WD, AMS>(p, g, m, v, x, k)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn v256<T: Real, const WD: u8, const AMS: bool>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], x: &mut [T], k: AdamK<T>) {
+                $body::<T, WD, AMS>(p, g, m, v, x, k)
+            }
+            if crate::simd::has_avx512() {
+                // Safety: the features were detected at run time.
+                unsafe { v512::<$($g),*>($($arg),*) }
+            } else if crate::simd::has_avx2() {
+                unsafe { v256::<$($g),*>($($arg),*) }
+            } else {
+                $body::<$($g),*>($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body::<$($g),*>($($arg),*)
+        }
+    }};
+}
+
+fn adam_group<T: Real>(params: &[Tensor], grads: &[Tensor], m: &[Tensor], v: &[Tensor], vmax: &[Option<Tensor>], steps: &[u64], c: AdamConfig) {
+    let ks: Vec<AdamK<T>> = steps
+        .iter()
+        .map(|&step| {
+            let bc1 = 1.0 - c.beta1.powi(step as i32);
+            let bc2 = 1.0 - c.beta2.powi(step as i32);
+            AdamK {
+                sign: if c.maximize { -T::ONE } else { T::ONE },
+                wd: T::c(c.weight_decay),
+                decay: T::c(1.0 - c.lr * c.weight_decay),
+                w1: T::c(1.0 - c.beta1),
+                b2: T::c(c.beta2),
+                one_m_b2: T::c(1.0 - c.beta2),
+                bc2_sqrt: T::c(bc2.sqrt()),
+                eps: T::c(c.eps),
+                step_size: T::c(c.lr / bc1),
+            }
+        })
+        .collect();
+    let ptrs: Vec<[Ptr<T>; 5]> = (0..params.len())
+        .map(|i| {
+            [
+                Ptr(params[i].data_ptr::<T>()),
+                Ptr(grads[i].data_ptr::<T>()),
+                Ptr(m[i].data_ptr::<T>()),
+                Ptr(v[i].data_ptr::<T>()),
+                Ptr(vmax[i].as_ref().map(|x| x.data_ptr::<T>()).unwrap_or(std::ptr::null_mut())),
+            ]
+        })
+        .collect();
+    let lens: Vec<usize> = params.iter().map(|p| p.numel()).collect();
+    let wd = if c.weight_decay == 0.0 { 0u8 } else if c.decoupled { 2 } else { 1 };
+    for_chunks(&lens, |i, a, b| {
+        let q = &ptrs[i];
+        let n = b - a;
+        // Safety: the tensors were checked contiguous with numel lens[i]; chunks are disjoint.
+        let ams = !q[4].0.is_null();
+        let (p, g, m, v, x) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(q[0].0.add(a), n),
+                std::slice::from_raw_parts(q[1].0.add(a) as *const T, n),
+                std::slice::from_raw_parts_mut(q[2].0.add(a), n),
+                std::slice::from_raw_parts_mut(q[3].0.add(a), n),
+                if ams { std::slice::from_raw_parts_mut(q[4].0.add(a), n) } else { &mut [][..] },
+            )
+        };
+        let k = ks[i];
+        {
+            match (wd, ams) {
+                (0, false) => isa_dispatch!(adam_chunk::<T, 0, false>(p, g, m, v, x, k)),
+                (1, false) => isa_dispatch!(adam_chunk::<T, 1, false>(p, g, m, v, x, k)),
+                (2, false) => isa_dispatch!(adam_chunk::<T, 2, false>(p, g, m, v, x, k)),
+                (0, true) => isa_dispatch!(adam_chunk::<T, 0, true>(p, g, m, v, x, k)),
+                (1, true) => isa_dispatch!(adam_chunk::<T, 1, true>(p, g, m, v, x, k)),
+                _ => isa_dispatch!(adam_chunk::<T, 2, true>(p, g, m, v, x, k)),
+            }
+        }
+    });
 }
 
 #[derive(Clone, Copy, Debug)]
