@@ -339,7 +339,8 @@ fn linear(input: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, bias: Option<&Bou
         Some(b) if !b.is_none() => Some(tensor_arg(b, "linear")?),
         _ => None,
     };
-    guard(|| Ok(linalg::linear(&tensor_arg(input, "linear")?, &tensor_arg(weight, "linear")?, b.as_ref())?))
+    let (x, w) = (tensor_arg(input, "linear")?, tensor_arg(weight, "linear")?);
+    crate::tensor::guard_nogil(input.py(), x.numel().saturating_mul(w.shape().first().copied().unwrap_or(1)), || linalg::linear(&x, &w, b.as_ref()))
 }
 
 #[pyfunction]
@@ -406,7 +407,12 @@ fn run_backward(
         Some(v) => Some(v.iter().map(|t| tensor_arg(t, "grad")).collect::<PyResult<_>>()?),
         None => None,
     };
-    let res = autograd::run_backward(&outs, &gs, retain_graph, create_graph, ins.as_deref(), allow_unused).py()?;
+    let res = py
+        .allow_threads(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| autograd::run_backward(&outs, &gs, retain_graph, create_graph, ins.as_deref(), allow_unused)))
+        })
+        .map_err(crate::conv::panic_to_py)?
+        .py()?;
     if inputs.is_none() {
         return Ok(py.None());
     }
@@ -533,7 +539,9 @@ fn adam_step(
     let (m, v, x) = (tensors(&exp_avgs, "adam")?, tensors(&exp_avg_sqs, "adam")?, opt_tensors(&max_exp_avg_sqs, "adam")?);
     same_len(p.len(), &[(g.len(), "grads"), (m.len(), "exp_avgs"), (v.len(), "exp_avg_sqs"), (x.len(), "max_exp_avg_sqs"), (steps.len(), "steps")])?;
     let cfg = rbe_core::ops::optim::AdamConfig { lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled };
-    rbe_core::ops::optim::adam_step(&p, &g, &m, &v, &x, &steps, cfg).py()
+    let n: usize = p.iter().map(|t| t.numel()).sum();
+    let run = move || rbe_core::ops::optim::adam_step(&p, &g, &m, &v, &x, &steps, cfg);
+    if n >= 1 << 18 { Python::with_gil(|py| py.allow_threads(run)) } else { run() }.py()
 }
 
 #[pyfunction]

@@ -29,6 +29,27 @@ pub fn guard(f: impl FnOnce() -> Result<Tensor, GuardErr>) -> PyResult<PyTensor>
     }
 }
 
+/// Work (multiply-adds) above which an op runs with the interpreter released.
+const NOGIL_WORK: usize = 1 << 20;
+
+/// `guard` for a core op that may be long: with `work` above the threshold the
+/// GIL is released while it runs (other Python threads proceed meanwhile).
+pub fn guard_nogil(py: Python<'_>, work: usize, f: impl FnOnce() -> rbe_core::Result<Tensor> + Send) -> PyResult<PyTensor> {
+    let run = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let r = if work >= NOGIL_WORK { py.allow_threads(run) } else { run() };
+    match r {
+        Ok(Ok(t)) => Ok(PyTensor { t }),
+        Ok(Err(e)) => Err(to_py_err(e)),
+        Err(p) => Err(panic_to_py(p)),
+    }
+}
+
+/// Multiply-adds of a matrix product of `a` and `b` (an estimate for `guard_nogil`).
+pub fn matmul_work(a: &Tensor, b: &Tensor) -> usize {
+    let k = a.shape().last().copied().unwrap_or(1);
+    a.numel().saturating_mul(b.numel()) / k.max(1)
+}
+
 /// Either kind of error inside a guarded op.
 pub enum GuardErr {
     Core(rbe_core::Error),
@@ -537,8 +558,17 @@ impl PyTensor {
             return Ok(());
         }
         let retain = retain_graph.unwrap_or(create_graph);
-        autograd::run_backward(&[self.t.clone()], &[g], retain, create_graph, None, false).py()?;
-        Ok(())
+        // the interpreter is released during backward (Python autograd.Function
+        // nodes take it back themselves)
+        let t = self.t.clone();
+        let r = py.allow_threads(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| autograd::run_backward(&[t], &[g], retain, create_graph, None, false))));
+        match r {
+            Ok(res) => {
+                res.py()?;
+                Ok(())
+            }
+            Err(p) => Err(panic_to_py(p)),
+        }
     }
 
     // ------------------------------------------------------------ arithmetic dunders
@@ -556,8 +586,14 @@ impl PyTensor {
     fn __rmod__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Rem, &self.t, o, true) }
     fn __pow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, false) }
     fn __rpow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, true) }
-    fn __matmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::matmul(&self.t, &tensor_arg(o, "matmul")?)?)) }
-    fn __rmatmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::matmul(&tensor_arg(o, "matmul")?, &self.t)?)) }
+    fn __matmul__(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let b = tensor_arg(o, "matmul")?;
+        guard_nogil(py, matmul_work(&self.t, &b), || linalg::matmul(&self.t, &b))
+    }
+    fn __rmatmul__(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let a = tensor_arg(o, "matmul")?;
+        guard_nogil(py, matmul_work(&a, &self.t), || linalg::matmul(&a, &self.t))
+    }
     fn __neg__(&self) -> PyResult<PyTensor> { guard(|| Ok(un::neg(&self.t)?)) }
     fn __pos__(slf: &Bound<'_, Self>) -> Py<Self> { slf.clone().unbind() }
     fn __abs__(&self) -> PyResult<PyTensor> { guard(|| Ok(un::abs(&self.t)?)) }
@@ -663,9 +699,18 @@ impl PyTensor {
         let e = bin::eq(&self.t, &o).py()?;
         Ok(e.to_vec::<bool>().iter().all(|&b| b))
     }
-    fn matmul(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::matmul(&self.t, &tensor_arg(o, "matmul")?)?)) }
-    fn mm(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::mm(&self.t, &tensor_arg(o, "mm")?)?)) }
-    fn bmm(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::bmm(&self.t, &tensor_arg(o, "bmm")?)?)) }
+    fn matmul(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let b = tensor_arg(o, "matmul")?;
+        guard_nogil(py, matmul_work(&self.t, &b), || linalg::matmul(&self.t, &b))
+    }
+    fn mm(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let b = tensor_arg(o, "mm")?;
+        guard_nogil(py, matmul_work(&self.t, &b), || linalg::mm(&self.t, &b))
+    }
+    fn bmm(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let b = tensor_arg(o, "bmm")?;
+        guard_nogil(py, matmul_work(&self.t, &b), || linalg::bmm(&self.t, &b))
+    }
     fn mv(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::mv(&self.t, &tensor_arg(o, "mv")?)?)) }
     fn dot(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::dot(&self.t, &tensor_arg(o, "dot")?)?)) }
     fn outer(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::outer(&self.t, &tensor_arg(o, "outer")?)?)) }
