@@ -204,6 +204,7 @@ macro_rules! avx512_gemm {
             pub const KC: usize = $KC;
             pub const MC: usize = $MC;
             const DIRECT_PANELS: usize = 4;
+            const DIRECT_B_ELEMS: usize = 1 << 16;
 
             /// Packs rows [i0, i0+mc) x cols [k0, k0+kc) of A into MR-row panels,
             /// each stored k-major ([p][MR]), padded with zeros.
@@ -311,7 +312,7 @@ macro_rules! avx512_gemm {
             /// otherwise it is a packed panel and the strides are ignored.
             #[allow(clippy::too_many_arguments)]
             pub unsafe fn kernel<const DIRECT: bool>(
-                kc: usize, a: *const $T, a_rs: isize, a_cs: isize, b: *const $T, c: MatMut<$T>, mr: usize, nr: usize, add: bool,
+                kc: usize, a: *const $T, a_rs: isize, a_cs: isize, b: *const $T, b_rs: isize, c: MatMut<$T>, mr: usize, nr: usize, add: bool,
             ) {
                 let (a_rs, a_cs) = if DIRECT { (a_rs, a_cs) } else { (1, MR as isize) };
                 let mut acc: [[$vec; 2]; MR] = [[$zero(); 2]; MR];
@@ -325,7 +326,7 @@ macro_rules! avx512_gemm {
                         acc[I][1] = $fmadd(ai, b1, acc[I][1]);
                     });
                     a = a.offset(a_cs);
-                    b = b.add(NR);
+                    b = b.offset(b_rs);
                 }
                 if mr == MR && nr == NR && c.cs == 1 {
                     seq_macro::seq!(I in 0..$MR {
@@ -357,7 +358,7 @@ macro_rules! avx512_gemm {
             #[allow(clippy::too_many_arguments)]
             pub unsafe fn tile(
                 k: usize, n: usize, a: Mat<$T>, bp: *const $T, c: MatMut<$T>, accumulate: bool,
-                i0: usize, mc: usize, jp0: usize, jp1: usize,
+                i0: usize, mc: usize, jp0: usize, jp1: usize, bd: Option<Mat<$T>>,
             ) {
                 let npanels = n.div_ceil(NR);
                 with_scratch::<$T, _>(&PACK_A, MC.div_ceil(MR) * MR * KC, |ap| {
@@ -376,20 +377,28 @@ macro_rules! avx512_gemm {
                                 pack_a(a, i0 + ii, mcb, k0, kc, ap);
                             }
                             for jp in jp0..jp1 {
-                                let bpanel = bp.add((q * npanels + jp) * KC * NR);
                                 let nr = NR.min(n - jp * NR);
+                                // B read in place (small, row-major, full panel), or packed
+                                let (bpanel, b_rs) = match bd {
+                                    Some(b) if nr == NR => (b.p.offset(k0 as isize * b.rs + (jp * NR) as isize), b.rs),
+                                    Some(b) => {
+                                        pack_b(b, k0, kc, jp * NR, nr, bp as *mut $T);
+                                        (bp, NR as isize)
+                                    }
+                                    None => (bp.add((q * npanels + jp) * KC * NR), NR as isize),
+                                };
                                 for ip in 0..mcb.div_ceil(MR) {
                                     let mr = MR.min(mcb - ip * MR);
                                     let row = i0 + ii + ip * MR;
                                     let cp = MatMut { p: c.p.offset(row as isize * c.rs + (jp * NR) as isize * c.cs), rs: c.rs, cs: c.cs };
                                     if !direct {
-                                        kernel::<false>(kc, ap.add(ip * MR * kc), 0, 0, bpanel, cp, mr, nr, add);
+                                        kernel::<false>(kc, ap.add(ip * MR * kc), 0, 0, bpanel, b_rs, cp, mr, nr, add);
                                     } else if mr == MR {
                                         let ad = a.p.offset(row as isize * a.rs + k0 as isize * a.cs);
-                                        kernel::<true>(kc, ad, a.rs, a.cs, bpanel, cp, mr, nr, add);
+                                        kernel::<true>(kc, ad, a.rs, a.cs, bpanel, b_rs, cp, mr, nr, add);
                                     } else {
                                         pack_a(a, row, mr, k0, kc, ap);
-                                        kernel::<false>(kc, ap, 0, 0, bpanel, cp, mr, nr, add);
+                                        kernel::<false>(kc, ap, 0, 0, bpanel, b_rs, cp, mr, nr, add);
                                     }
                                 }
                             }
@@ -416,6 +425,11 @@ macro_rules! avx512_gemm {
                         let nc = (jp1 * NR).min(n) - j0;
                         pack_b(b, k0, KC.min(k - k0), j0, nc, bpm.p.add((q * npanels + jp0) * KC * NR));
                     };
+                    if threads == 1 && b.cs == 1 && k * n <= DIRECT_B_ELEMS {
+                        // small row-major B stays in cache: no packing pass at all
+                        tile(k, n, a, bp, c, accumulate, 0, m, 0, npanels, Some(b));
+                        return;
+                    }
                     // a small B is packed by the calling thread before any worker wakes
                     let serial_pack = threads == 1 || k * n < 1 << 18;
                     if serial_pack {
@@ -424,7 +438,7 @@ macro_rules! avx512_gemm {
                         }
                     }
                     if threads == 1 {
-                        tile(k, n, a, bp, c, accumulate, 0, m, 0, npanels);
+                        tile(k, n, a, bp, c, accumulate, 0, m, 0, npanels, None);
                         return;
                     }
                     // Tasks: bands of rows (A is packed once, B shared), or for short
@@ -471,7 +485,7 @@ macro_rules! avx512_gemm {
                             }
                             let (r, g) = (t / cgroups, t % cgroups);
                             let i0 = r * rows_per;
-                            tile(k, n, a, bpm.p, c, accumulate, i0, rows_per.min(m - i0), g * per_group, ((g + 1) * per_group).min(npanels));
+                            tile(k, n, a, bpm.p, c, accumulate, i0, rows_per.min(m - i0), g * per_group, ((g + 1) * per_group).min(npanels), None);
                         }
                     };
                     pool.in_place_scope(|s| {
