@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::tensor::{Shape, Tensor, TensorImpl};
 use crate::{autograd_err, shape_err};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -100,8 +101,8 @@ enum NodeKind {
 pub struct Node {
     seq: u64,
     name: &'static str,
-    edges: Vec<Option<Arc<Node>>>,
-    input_meta: Vec<(Shape, DType)>,
+    edges: SmallVec<[Option<Arc<Node>>; 2]>,
+    input_meta: SmallVec<[(Shape, DType); 2]>,
     kind: NodeKind,
     releasable: bool,
     retain: Mutex<Option<Weak<TensorImpl>>>,
@@ -206,8 +207,8 @@ pub fn grad_edge(t: &Tensor) -> Option<Arc<Node>> {
         m.accumulator = Some(Arc::new(Node {
             seq: 0,
             name: "AccumulateGrad",
-            edges: Vec::new(),
-            input_meta: Vec::new(),
+            edges: SmallVec::new(),
+            input_meta: SmallVec::new(),
             kind: NodeKind::Leaf(Arc::downgrade(&t.0)),
             releasable: false,
             retain: Mutex::new(None),

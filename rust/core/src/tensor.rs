@@ -21,6 +21,8 @@ pub struct TensorImpl {
     pub(crate) dtype: DType,
     /// Created from a Python number: lowest priority in type promotion.
     pub(crate) wrapped_scalar: bool,
+    /// Row-major contiguous (computed once: shape and strides never change).
+    pub(crate) contiguous: bool,
     pub(crate) requires_grad: AtomicBool,
     pub(crate) meta: Mutex<Meta>,
 }
@@ -53,10 +55,27 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+fn strides_are_contiguous(shape: &[usize], strides: &[isize]) -> bool {
+    if shape.contains(&0) {
+        return true;
+    }
+    let mut acc = 1isize;
+    for i in (0..shape.len()).rev() {
+        let n = shape[i];
+        if n != 1 && strides[i] != acc {
+            return false;
+        }
+        acc *= n as isize;
+    }
+    true
+}
+
 impl Tensor {
     // ---------------------------------------------------------------- construction
     pub(crate) fn from_parts(storage: Arc<Storage>, shape: Shape, strides: Strides, offset: usize, dtype: DType) -> Tensor {
+        let contiguous = strides_are_contiguous(&shape, &strides);
         Tensor(Arc::new(TensorImpl {
+            contiguous,
             storage,
             shape,
             strides,
@@ -169,19 +188,9 @@ impl Tensor {
     pub fn id(&self) -> usize {
         Arc::as_ptr(&self.0) as usize
     }
+    #[inline]
     pub fn is_contiguous(&self) -> bool {
-        if self.numel() == 0 {
-            return true;
-        }
-        let mut acc = 1isize;
-        for i in (0..self.ndim()).rev() {
-            let n = self.0.shape[i];
-            if n != 1 && self.0.strides[i] != acc {
-                return false;
-            }
-            acc *= n as isize;
-        }
-        true
+        self.0.contiguous
     }
     pub fn version(&self) -> u64 {
         self.0.storage.version()
