@@ -182,6 +182,43 @@ WORKLOADS = [
 ]
 
 
+def _cpu_info() -> Dict:
+    """CPU model, nominal clock and vector width from /proc/cpuinfo (Linux), for the
+    GEMM peak: 2 FMA pipes x lanes x 2 flop per cycle and core."""
+    info = {"model": platform.processor() or platform.machine(), "mhz": None, "f32_flop_per_cycle": None}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        k, v = k.strip(), v.strip()
+        if k == "model name" and info["model"] in (None, "", "x86_64", platform.machine()):
+            info["model"] = v
+        elif k == "cpu MHz" and info["mhz"] is None:
+            info["mhz"] = float(v)
+        elif k == "flags" and info["f32_flop_per_cycle"] is None:
+            flags = v.split()
+            info["f32_flop_per_cycle"] = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
+    return info
+
+
+def add_peak(data: Dict) -> None:
+    """Adds `pct_of_peak` (rbe and torch) to the GEMM rows: GFLOP/s over the nominal
+    peak (cpuinfo MHz x flop/cycle x threads); turbo clocks can exceed it."""
+    cpu = data["machine"].get("cpu") or {}
+    if not cpu.get("mhz") or not cpu.get("f32_flop_per_cycle"):
+        return
+    for r in data["results"]:
+        if r["unit"] == "GFLOP/s":
+            peak = cpu["mhz"] * 1e-3 * cpu["f32_flop_per_cycle"] * r["threads"]
+            r["peak_gflops"] = round(peak, 1)
+            for fw in ("rbe", "torch"):
+                if fw in r:
+                    r[f"{fw}_pct_of_peak"] = round(100 * r[fw] / peak, 1)
+
+
 def _gflops(name):
     n = int(name.split()[-1])
     return 2.0 * n**3 / 1e9
@@ -230,12 +267,14 @@ def run_suite(threads_list=None, quick: bool = False, repeats: int = 7, include_
         extra = _memory_and_cpu(rbe, torch if include_torch else None, threads_list)
         for k, v in extra.items():
             log(f"{k}: {v}")
-    return {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    data = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": sys.version.split()[0], "cpu": _cpu_info()},
         "versions": {"rbe": rbe.__version__, "torch": torch.__version__ if torch else None},
         "results": results,
         "memory_cpu": extra,
     }
+    add_peak(data)
+    return data
 
 
 def _memory_and_cpu(rbe, torch, threads_list) -> Dict:
@@ -307,6 +346,13 @@ def write_outputs(data: Dict, out_dir: str) -> None:
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8, 16) if min(ratios) / 1.5 <= t <= max(ratios) * 1.5]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_title(f"rbe vs torch ({data['machine'].get('cpu', {}).get('model', data['machine']['processor'])}, {data['machine']['cpus']} CPUs)", fontsize=9)
     ax.set_xlabel("speed-up of rbe over torch (torch time / rbe time; GEMM: rbe GFLOP/s / torch GFLOP/s)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "results.png"), dpi=120)

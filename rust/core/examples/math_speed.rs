@@ -1,3 +1,5 @@
+//! Throughput of the vectorised exp / tanh / log-sum-exp kernels:
+//! `cargo run --release -p rbe-core --example math_speed`.
 use std::time::Instant;
 fn main() {
     let n = 65536;
@@ -21,5 +23,3 @@ fn main() {
     for _ in 0..200 { rbe_core::simd::lse_runs_f32(&x[..40000], 50, &mut out[..800]); }
     println!("lse_runs 800x50: {:.2} us", t.elapsed().as_secs_f64() / 200.0 * 1e6);
 }
-#[allow(dead_code)]
-fn extra() {}
