@@ -103,3 +103,22 @@ def test_kernels_write_every_element_of_reused_buffers():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "RBE_POISON_UNINIT": "1"})
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_buffers_freed_on_another_thread_are_not_cached_there():
+    import threading
+
+    made = []
+
+    def producer():
+        for _ in range(20):
+            made.append(rbe.ones(50_000))
+
+    th = threading.Thread(target=producer)
+    th.start()
+    th.join()
+    before = rbe.memory_stats()["cached_bytes"]
+    made.clear()  # freed here, allocated by the producer thread
+    after = rbe.memory_stats()
+    assert after["cached_bytes"] == before
+    assert after["allocated_bytes"] < 20 * 200_000

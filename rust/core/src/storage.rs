@@ -140,6 +140,17 @@ fn class_size(class: usize) -> usize {
     (1 << p) + q * (1 << (p - 2))
 }
 
+static NEXT_TAG: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static TAG: usize = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A small number identifying the calling thread (0 once its thread-locals are gone).
+fn thread_tag() -> usize {
+    TAG.try_with(|t| *t).unwrap_or(0)
+}
+
 thread_local! {
     static POOL: std::cell::RefCell<Pool> = const { std::cell::RefCell::new(Pool { lists: Vec::new(), bytes: 0 }) };
 }
@@ -150,8 +161,8 @@ pub fn empty_cache() {
 }
 
 enum Owner {
-    /// A pooled buffer of the given size class.
-    Pooled(usize),
+    /// A pooled buffer of the given size class, allocated by thread `tid`.
+    Pooled(usize, usize),
     /// Too large for the pool.
     Alloc(Layout),
     External(#[allow(dead_code)] Box<dyn Any + Send + Sync>),
@@ -221,9 +232,9 @@ impl Storage {
                         // Safety: the buffer has at least nbytes bytes.
                         unsafe { std::ptr::write_bytes(ptr, 0, nbytes) };
                     }
-                    (ptr, Owner::Pooled(class))
+                    (ptr, Owner::Pooled(class, thread_tag()))
                 }
-                None => (Storage::fresh(nbytes, size, zero), Owner::Pooled(class)),
+                None => (Storage::fresh(nbytes, size, zero), Owner::Pooled(class, thread_tag())),
             }
         } else {
             let ptr = Storage::fresh(nbytes, nbytes, zero);
@@ -296,11 +307,15 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         match self.owner {
-            Owner::Pooled(class) => {
+            Owner::Pooled(class, tid) => {
                 ALLOCATED.fetch_sub(self.nbytes, Ordering::Relaxed);
                 let size = class_size(class);
                 let ptr = self.ptr as usize;
-                let kept = POOL
+                // a buffer freed by another thread than its allocator goes back to the
+                // system: caching it here would grow this thread's pool with sizes it
+                // may never ask for (a producer thread keeps allocating fresh ones)
+                let kept = tid == thread_tag()
+                    && POOL
                     .try_with(|p| {
                         let mut p = p.borrow_mut();
                         if p.bytes + size > pool_limit() {
