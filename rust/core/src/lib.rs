@@ -14,6 +14,7 @@ pub mod random;
 pub mod parallel;
 pub mod simd;
 pub mod gemm;
+pub mod rbe;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

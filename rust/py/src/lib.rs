@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod conv;
 mod functions;
+mod rbe;
 mod tensor;
 
 pub use conv::*;
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     functions::register_training(m)?;
     functions::register_extra(m)?;
     functions::register_threads(m)?;
+    rbe::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod nn;
 pub mod creation;
 pub mod loss;
 pub mod optim;
+pub mod rbe;
 
 use crate::dtype::{result_type, DType};
 use crate::tensor::Tensor;

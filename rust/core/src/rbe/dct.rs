@@ -1,0 +1,115 @@
+//! The orthonormal DCT-II used by the residual (spec section 6).
+//!
+//! `D[u, i] = s_u cos(pi (2i + 1) u / (2n))` with `s_0 = sqrt(1/n)` and
+//! `s_u = sqrt(2/n)`: `D D^T = I`, so the 2-D transform of a block `R` is
+//! `C = D_r R D_c^T` and its inverse `R = D_r^T C D_c`.
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+/// The `n x n` orthonormal DCT-II matrix, row-major (row `u` is basis vector `u`).
+pub fn dct_matrix(n: usize) -> Vec<f64> {
+    let mut d = vec![0.0; n * n];
+    let nf = n as f64;
+    for u in 0..n {
+        let s = if u == 0 { (1.0 / nf).sqrt() } else { (2.0 / nf).sqrt() };
+        for i in 0..n {
+            // (2i+1)u mod 4n keeps the argument small and exact
+            let m = ((2 * i + 1) * u) % (4 * n);
+            d[u * n + i] = s * (std::f64::consts::PI * m as f64 / (2.0 * nf)).cos();
+        }
+    }
+    d
+}
+
+/// Cached DCT matrices (blocks reuse a handful of sizes).
+pub fn dct_cached(n: usize) -> Arc<Vec<f64>> {
+    static CACHE: OnceLock<Mutex<HashMap<usize, Arc<Vec<f64>>>>> = OnceLock::new();
+    let m = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    m.lock().entry(n).or_insert_with(|| Arc::new(dct_matrix(n))).clone()
+}
+
+/// `C = D_r R D_c^T` of a row-major `br x bc` block.
+pub fn dct2(block: &[f64], br: usize, bc: usize) -> Vec<f64> {
+    let (dr, dc) = (dct_cached(br), dct_cached(bc));
+    // T = R D_c^T  (br x bc), then C = D_r T
+    let mut t = vec![0.0; br * bc];
+    for i in 0..br {
+        for v in 0..bc {
+            t[i * bc + v] = (0..bc).map(|j| block[i * bc + j] * dc[v * bc + j]).sum();
+        }
+    }
+    let mut c = vec![0.0; br * bc];
+    for u in 0..br {
+        for v in 0..bc {
+            c[u * bc + v] = (0..br).map(|i| dr[u * br + i] * t[i * bc + v]).sum();
+        }
+    }
+    c
+}
+
+/// `R = D_r^T C D_c`, the inverse of [`dct2`].
+pub fn idct2(coef: &[f64], br: usize, bc: usize) -> Vec<f64> {
+    let (dr, dc) = (dct_cached(br), dct_cached(bc));
+    let mut t = vec![0.0; br * bc];
+    for u in 0..br {
+        for j in 0..bc {
+            t[u * bc + j] = (0..bc).map(|v| coef[u * bc + v] * dc[v * bc + j]).sum();
+        }
+    }
+    let mut r = vec![0.0; br * bc];
+    for i in 0..br {
+        for j in 0..bc {
+            r[i * bc + j] = (0..br).map(|u| dr[u * br + i] * t[u * bc + j]).sum();
+        }
+    }
+    r
+}
+
+/// Indices of the `k` largest coefficients in magnitude (ties: lower index
+/// first), in increasing index order.
+pub fn top_k(coef: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..coef.len()).collect();
+    idx.sort_by(|&a, &b| coef[b].abs().total_cmp(&coef[a].abs()).then(a.cmp(&b)));
+    idx.truncate(k.min(coef.len()));
+    idx.sort_unstable();
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthonormal_and_round_trip() {
+        for &n in &[1usize, 2, 5, 8, 64] {
+            let d = dct_matrix(n);
+            for a in 0..n {
+                for b in 0..n {
+                    let s: f64 = (0..n).map(|i| d[a * n + i] * d[b * n + i]).sum();
+                    let want = if a == b { 1.0 } else { 0.0 };
+                    assert!((s - want).abs() < 1e-13, "n={n} rows {a},{b}: {s}");
+                }
+            }
+        }
+        let (br, bc) = (6, 9);
+        let x: Vec<f64> = (0..br * bc).map(|i| ((i * 37 % 11) as f64 - 5.0) / 3.0).collect();
+        let y = idct2(&dct2(&x, br, bc), br, bc);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-13);
+        }
+        // energy is preserved (Parseval)
+        let e1: f64 = x.iter().map(|v| v * v).sum();
+        let e2: f64 = dct2(&x, br, bc).iter().map(|v| v * v).sum();
+        assert!((e1 - e2).abs() < 1e-12 * e1);
+    }
+
+    #[test]
+    fn top_k_picks_largest() {
+        let c = [0.1, -3.0, 2.0, 0.0, -2.0];
+        assert_eq!(top_k(&c, 2), vec![1, 2]);
+        assert_eq!(top_k(&c, 3), vec![1, 2, 4]);
+        assert_eq!(top_k(&c, 10).len(), 5);
+    }
+}

@@ -1,0 +1,10 @@
+//! RBE structured weights (see `docs/rbe.md` and the specification): a
+//! matrix generated block by block from a few atoms per block, each atom a
+//! wave `A g(kx x + ky y + phi)` with `g` = sin or tanh, plus an optional
+//! sparse DCT residual per block.
+pub mod packed;
+pub mod layout;
+pub mod dct;
+
+pub use layout::Layout;
+pub use packed::Packed128;
