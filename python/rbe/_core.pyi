@@ -740,6 +740,27 @@ def ndtr_ratio(input: Tensor) -> Tensor: ...
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``input @ weight.T + bias``."""
 
+def rbe_generate(
+    layout_: Tuple[_int, _int, _int, _int, _float], atoms: Tensor, tracks: Tensor,
+    res_vals: Optional[Tensor] = None, res_idx: Optional[Tensor] = None,
+) -> Tensor:
+    """The RBE matrix of the atoms; ``layout_ = (out, in, Br, Bc, kappa)``."""
+
+def rbe_linear(
+    input: Tensor, layout_: Tuple[_int, _int, _int, _int, _float], atoms: Tensor, tracks: Tensor,
+    res_vals: Optional[Tensor] = None, res_idx: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+) -> Tensor:
+    """``input @ W^T + bias`` for the RBE matrix ``W``, never materialised."""
+
+def rbe_default_kappa(br: _int, bc: _int) -> _float: ...
+def rbe_pack(fields: Sequence[_float], tracks: Sequence[_int], chart: str = "auto") -> bytes:
+    """Packed128 records of the atoms ``(A, phi, px, py)``, little-endian ``(hi, lo)`` each."""
+
+def rbe_unpack(data: bytes) -> Tuple[list[_float], bytes]:
+    """Fields and tracks of validated Packed128 records."""
+
+def rbe_phase_sin_cos(q: Sequence[_int]) -> Tuple[list[_float], list[_float]]: ...
+
 def pad_constant(input: Tensor, pad: Sequence[_int], value: _float = 0.0) -> Tensor:
     """Pad the last dims (``pad`` as in ``torch.nn.functional.pad``) with a constant."""
 
