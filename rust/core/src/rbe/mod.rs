@@ -5,6 +5,7 @@
 pub mod packed;
 pub mod layout;
 pub mod dct;
+pub mod nn;
 
 pub use layout::Layout;
 pub use packed::Packed128;
