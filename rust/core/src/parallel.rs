@@ -37,3 +37,16 @@ pub fn set_num_threads(n: usize) -> crate::Result<()> {
 pub fn num_threads() -> usize {
     pool().current_num_threads()
 }
+
+/// A raw pointer that parallel tasks share, each writing its own disjoint part.
+#[derive(Clone, Copy)]
+pub struct SendPtr<T>(pub *mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the wrapper, not the raw field).
+    #[inline]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}

@@ -134,10 +134,7 @@ fn for_chunks(lens: &[usize], f: impl Fn(usize, usize, usize) + Sync) {
     });
 }
 
-#[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
-unsafe impl<T> Send for Ptr<T> {}
-unsafe impl<T> Sync for Ptr<T> {}
+use crate::parallel::SendPtr as Ptr;
 
 #[derive(Clone, Copy)]
 struct AdamK<T> {

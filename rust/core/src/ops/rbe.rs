@@ -256,15 +256,13 @@ fn add_dense<T: RbeFloat>(s: &Snap, b: usize, dense: &[usize], rows: usize, cols
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    #[inline]
-    fn get(self) -> *mut T {
-        self.0
-    }
+use crate::parallel::SendPtr;
+
+/// The tiled atoms of block `b` alone, into `buf` (rows x cols, contiguous).
+fn dense_block<T: RbeFloat>(s: &Snap, b: usize, dense: &[usize], rows: usize, cols: usize, buf: &mut Vec<T>) {
+    buf.clear();
+    buf.resize(rows * cols, <T as GemmElem>::ZERO);
+    add_dense(s, b, dense, rows, cols, buf, cols);
 }
 
 /// `dst (m x n) (+)= a (m x k) @ b (k x n)`, all with explicit strides.
@@ -274,19 +272,6 @@ unsafe fn mm<T: GemmElem>(
     m: usize, n: usize, k: usize, dst: *mut T, drs: usize, dcs: usize, acc: bool,
     a: *const T, ars: usize, acs: usize, b: *const T, brs: usize, bcs: usize,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !acc {
-            for i in 0..m {
-                for j in 0..n {
-                    *dst.add(i * drs + j * dcs) = <T as GemmElem>::ZERO;
-                }
-            }
-        }
-        return;
-    }
     T::gemm(m, n, k, dst, drs as isize, dcs as isize, acc, a, ars as isize, acs as isize, b, brs as isize, bcs as isize);
 }
 
@@ -634,9 +619,7 @@ fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor) -> Tensor {
                     mm(n, rows, f.m, yr, lay.out, 1, true, p.as_ptr(), f.m, 1, f.r.as_ptr(), 1, f.m);
                 }
                 if !dense.is_empty() {
-                    dense_buf.clear();
-                    dense_buf.resize(rows * cols, <T as GemmElem>::ZERO);
-                    add_dense(s, b, &dense, rows, cols, &mut dense_buf, cols);
+                    dense_block(s, b, &dense, rows, cols, &mut dense_buf);
                     mm(n, rows, cols, yr, lay.out, 1, true, xc, lay.inp, 1, dense_buf.as_ptr(), 1, cols);
                 }
             }
@@ -679,9 +662,7 @@ fn linear_bwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool, n
                         mm(n, cols, f.m, gxc, lay.inp, 1, true, q.as_ptr(), f.m, 1, f.c.as_ptr(), 1, f.m);
                     }
                     if !dense.is_empty() {
-                        dense_buf.clear();
-                        dense_buf.resize(rows * cols, <T as GemmElem>::ZERO);
-                        add_dense(s, b, &dense, rows, cols, &mut dense_buf, cols);
+                        dense_block(s, b, &dense, rows, cols, &mut dense_buf);
                         mm(n, cols, rows, gxc, lay.inp, 1, true, gr, lay.out, 1, dense_buf.as_ptr(), cols, 1);
                     }
                 }
