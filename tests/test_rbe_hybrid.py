@@ -1,0 +1,240 @@
+"""rbe.optim.RBEHybrid: Adam plus exact-checked track flips (spec section 5, test item 6)."""
+import math
+
+import numpy as np
+import pytest
+
+import rbe
+import rbe.nn.functional as F
+from rbe.nn import RBELinear
+
+
+def planted(track_teacher="tanh", seed=0, noise=0.05, n=256):
+    """A teacher RBE layer and a student that starts at the teacher's
+    continuous fields (plus noise) but with every track SIN."""
+    rbe.manual_seed(seed)
+    teacher = RBELinear(32, 32, block=(16, 16), atoms=2, track=track_teacher, bias=False)
+    rng = np.random.default_rng(seed)
+    X = rbe.tensor(rng.standard_normal((n, 32)), dtype=rbe.float32)
+    Xc = rbe.tensor(rng.standard_normal((128, 32)), dtype=rbe.float32)
+    with rbe.no_grad():
+        Y, Yc = teacher(X), teacher(Xc)
+    student = RBELinear(32, 32, block=(16, 16), atoms=2, track="sin", bias=False)
+    with rbe.no_grad():
+        student.atoms.copy_(teacher.atoms + noise * rbe.randn(*teacher.atoms.shape))
+    return teacher, student, (X, Y), (Xc, Yc)
+
+
+def train(student, data, opt, steps, hook=None):
+    X, Y = data
+    loss = None
+    for s in range(steps):
+        opt.zero_grad()
+        loss = F.mse_loss(student(X), Y)
+        loss.backward()
+        if hook:
+            hook(s, "before")
+        opt.step()
+        if hook:
+            hook(s, "after")
+    return float(loss)
+
+
+def test_flips_recover_planted_tanh_tracks():
+    teacher, student, data, (Xc, Yc) = planted("tanh")
+    cal = lambda: F.mse_loss(student(Xc), Yc)
+    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=50)
+    hybrid = train(student, data, opt, 600)
+    _, plain, data2, _ = planted("tanh")
+    adam = train(plain, data2, rbe.optim.Adam(plain.parameters(), lr=3e-3), 600)
+    assert opt.flips == teacher.tracks.numel()
+    np.testing.assert_array_equal(student.tracks.detach().numpy(), teacher.tracks.numpy())
+    assert hybrid < 1e-3 * adam, (hybrid, adam)
+
+
+def test_mixed_teacher_flips_only_the_tanh_atoms():
+    teacher, student, data, (Xc, Yc) = planted("mixed", seed=3)
+    cal = lambda: F.mse_loss(student(Xc), Yc)
+    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=50)
+    train(student, data, opt, 600)
+    np.testing.assert_array_equal(student.tracks.detach().numpy(), teacher.tracks.numpy())
+
+
+def test_a_flip_is_kept_only_when_the_exact_loss_went_down():
+    # Each flip check is re-done here independently: with the continuous
+    # fields right after the Adam step, the calibration loss with the old
+    # tracks must be strictly above the loss with the tracks kept.
+    teacher, student, data, (Xc, Yc) = planted("mixed", seed=5, noise=0.3)
+    cal = lambda: F.mse_loss(student(Xc), Yc)
+    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=5, cooldown=10, gamma_decay=0.5)
+    checks = []
+    snap = {}
+
+    def exact(atoms, tracks):
+        layer = RBELinear(32, 32, block=(16, 16), atoms=2, bias=False)
+        with rbe.no_grad():
+            layer.atoms.copy_(rbe.tensor(atoms))
+            layer.tracks.copy_(rbe.tensor(tracks))
+            return float(F.mse_loss(layer(Xc), Yc))
+
+    def hook(s, when):
+        if when == "before":
+            snap["tracks"] = student.tracks.detach().numpy().copy()
+            return
+        after = student.tracks.detach().numpy().copy()
+        changed = int((after != snap["tracks"]).sum())
+        if (s + 1) % 5 == 0:
+            atoms = student.atoms.detach().numpy().copy()
+            checks.append((changed, exact(atoms, snap["tracks"]), exact(atoms, after), opt.flip_log[-1]))
+        else:
+            assert changed == 0  # tracks only change at checks
+
+    train(student, data, opt, 300, hook)
+    accepted = [c for c in checks if c[0] > 0]
+    assert len(accepted) >= 2, "the scenario should produce accepted flips"
+    assert sum(c[3]["candidates"] > c[3]["accepted"] for c in checks) >= 1, "and some rejected candidates"
+    for changed, before, after, log in checks:
+        assert log["accepted"] == changed
+        if changed:
+            assert after < before
+            assert log["loss_before"] == pytest.approx(before, rel=1e-6)
+            assert log["loss_after"] == pytest.approx(after, rel=1e-6)
+    assert opt.flips == sum(c[0] for c in checks)
+
+
+def test_rejected_flips_leave_everything_as_plain_adam():
+    # a calibration loss that punishes every TANH atom: all candidates are
+    # rejected, so the run must equal the same optimiser without flips, bit for bit
+    _, a, data, (Xc, Yc) = planted("tanh", seed=2)
+    _, b, _, _ = planted("tanh", seed=2)
+    cal = lambda: F.mse_loss(a(Xc), Yc) + 1e3 * a.tracks.sum()
+    opt_a = rbe.optim.RBEHybrid(a.parameters(), lr=3e-3, calibration=cal, flip_every=10, cooldown=0)
+    opt_b = rbe.optim.RBEHybrid(b.parameters(), lr=3e-3, flip_every=10, cooldown=0)
+    train(a, data, opt_a, 100)
+    train(b, data, opt_b, 100)
+    assert opt_a.flips == 0
+    assert sum(e["candidates"] for e in opt_a.flip_log) > 0
+    assert not a.tracks.detach().numpy().any()
+    np.testing.assert_array_equal(a.atoms.detach().numpy(), b.atoms.detach().numpy())
+    np.testing.assert_array_equal(opt_a.state[a.atoms]["exp_avg_sq"].numpy(), opt_b.state[b.atoms]["exp_avg_sq"].numpy())
+
+
+def test_flipped_atoms_get_fresh_moments_and_a_cooldown():
+    _, student, data, (Xc, Yc) = planted("tanh", seed=4)
+    cal = lambda: F.mse_loss(student(Xc), Yc)
+    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=1000, max_flips=1)
+    seen = {}
+
+    def hook(s, when):
+        if when == "before":
+            seen["tracks"] = student.tracks.detach().numpy().copy()
+        elif not seen.get("done"):
+            flipped = np.argwhere(student.tracks.detach().numpy() != seen["tracks"])
+            if len(flipped):
+                assert len(flipped) == 1  # max_flips=1
+                b, j = flipped[0]
+                m = opt.state[student.atoms]["exp_avg"].numpy()
+                v = opt.state[student.atoms]["exp_avg_sq"].numpy()
+                assert not m[b, j].any() and not v[b, j].any()
+                others = np.ones(m.shape[:2], bool)
+                others[b, j] = False
+                assert np.abs(v[others]).min() > 0
+                seen["done"] = (b, j, s)
+
+    train(student, data, opt, 400, hook)
+    assert "done" in seen
+    b, j, s = seen["done"]
+    # held for the cool-down: the atom stays TANH although the run continues
+    assert student.tracks.detach().numpy()[b, j] == 1.0
+    assert opt._hold[0][b, j] > 0
+
+
+def test_equals_adam_on_models_without_rbe_layers():
+    rbe.manual_seed(0)
+    m1 = rbe.nn.Sequential(rbe.nn.Linear(5, 7), rbe.nn.Tanh(), rbe.nn.Linear(7, 2))
+    m2 = rbe.nn.Sequential(rbe.nn.Linear(5, 7), rbe.nn.Tanh(), rbe.nn.Linear(7, 2))
+    m2.load_state_dict(m1.state_dict())
+    X, Y = rbe.randn(16, 5), rbe.randn(16, 2)
+    o1 = rbe.optim.RBEHybrid(m1.parameters(), lr=1e-2, weight_decay=1e-3, calibration=lambda: 0.0)
+    o2 = rbe.optim.Adam(m2.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(20):
+        for m, o in ((m1, o1), (m2, o2)):
+            o.zero_grad()
+            F.mse_loss(m(X), Y).backward()
+            o.step()
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+
+
+def test_phases_stay_storable():
+    rbe.manual_seed(0)
+    layer = RBELinear(16, 16, block=(8, 8), atoms=2, track="mixed")
+    with rbe.no_grad():
+        layer.atoms[..., 1] = 3.1  # near the edge: Adam will push some across
+    X, Y = rbe.randn(64, 16), rbe.randn(64, 16)
+    opt = rbe.optim.RBEHybrid(layer.parameters(), lr=0.05)
+    for _ in range(50):
+        opt.zero_grad()
+        F.mse_loss(layer(X), Y).backward()
+        opt.step()
+        ph = layer.atoms.detach().numpy()[..., 1]
+        assert ph.min() >= -math.pi and ph.max() < math.pi
+
+
+def test_state_dict_round_trip_continues_identically():
+    _, a, data, (Xc, Yc) = planted("tanh", seed=6)
+    _, b, _, _ = planted("tanh", seed=6)
+    kw = dict(lr=3e-3, flip_every=10, cooldown=30)
+    oa = rbe.optim.RBEHybrid(a.parameters(), calibration=lambda: F.mse_loss(a(Xc), Yc), **kw)
+    train(a, data, oa, 35)
+    b.load_state_dict(a.state_dict())
+    ob = rbe.optim.RBEHybrid(b.parameters(), calibration=lambda: F.mse_loss(b(Xc), Yc), **kw)
+    ob.load_state_dict(oa.state_dict())
+    train(a, data, oa, 40)
+    train(b, data, ob, 40)
+    assert ob.flips == oa.flips
+    np.testing.assert_array_equal(a.atoms.detach().numpy(), b.atoms.detach().numpy())
+    np.testing.assert_array_equal(a.tracks.detach().numpy(), b.tracks.detach().numpy())
+
+
+def test_trains_inside_an_ordinary_model():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = (d.data - d.data.mean(0)) / (d.data.std(0) + 1e-6)
+    rbe.manual_seed(0)
+    model = rbe.nn.Sequential(
+        RBELinear(64, 64, block=(16, 16), atoms=4, residual=2, track="mixed"),
+        rbe.nn.ReLU(),
+        rbe.nn.Linear(64, 10),
+    )
+    Xt, yt = rbe.tensor(X[:1200], dtype=rbe.float32), rbe.tensor(d.target[:1200])
+    Xc, yc = rbe.tensor(X[1200:1400], dtype=rbe.float32), rbe.tensor(d.target[1200:1400])
+    Xv, yv = rbe.tensor(X[1400:], dtype=rbe.float32), d.target[1400:]
+    opt = rbe.optim.RBEHybrid(model.parameters(), lr=1e-2, calibration=lambda: F.cross_entropy(model(Xc), yc), flip_every=10)
+    first = None
+    for step in range(150):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(Xt), yt)
+        loss.backward()
+        opt.step()
+        first = float(loss) if first is None else first
+    acc = (model(Xv).argmax(1).numpy() == yv).mean()
+    assert float(loss) < 0.3 * first
+    assert acc > 0.85, acc
+
+
+def test_bad_arguments():
+    layer = RBELinear(8, 8, block=(4, 4), atoms=1)
+    with pytest.raises(ValueError, match="flip_every"):
+        rbe.optim.RBEHybrid(layer.parameters(), flip_every=0)
+    with pytest.raises(ValueError, match="gamma_decay"):
+        rbe.optim.RBEHybrid(layer.parameters(), gamma_decay=1.0)
+    with pytest.raises(ValueError, match="flip_threshold"):
+        rbe.optim.RBEHybrid(layer.parameters(), flip_threshold=-1)
+    with pytest.raises(ValueError, match="cooldown"):
+        rbe.optim.RBEHybrid(layer.parameters(), cooldown=-1)
+    with pytest.raises(TypeError, match="calibration"):
+        rbe.optim.RBEHybrid(layer.parameters(), calibration=3.0)
+    with pytest.raises(ValueError, match="learning rate"):
+        rbe.optim.RBEHybrid(layer.parameters(), lr=-1)
