@@ -4,7 +4,8 @@ from .sgd import SGD
 from .adam import Adam, AdamW
 from .rmsprop import RMSprop
 from .lbfgs import LBFGS
+from .riemannian import RiemannianAdam
 from .rbe_hybrid import RBEHybrid
 from . import lr_scheduler
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LBFGS", "RBEHybrid", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LBFGS", "RiemannianAdam", "RBEHybrid", "lr_scheduler"]
