@@ -169,15 +169,17 @@ def test_export_error_bounds():
 
 # ------------------------------------------------- rank-2 path (3), linear (5)
 @pytest.mark.parametrize("dtype,tol", [(rbe.float64, 1e-11), (rbe.float32, 2e-5)])
-@pytest.mark.parametrize("tracks", ["sin", "mixed"])
-def test_fused_linear_equals_materialised_path(dtype, tol, tracks):
+@pytest.mark.parametrize("tracks", ["sin", "mixed", "tanh"])
+# batches up to 8 rows take the streaming kernel, larger ones the GEMM kernel
+@pytest.mark.parametrize("lead", [(1,), (3,), (2, 5)])
+def test_fused_linear_equals_materialised_path(dtype, tol, tracks, lead):
     out, inp, br, bc, J, K = 29, 37, 8, 8, 3, 4
     rng = np.random.default_rng(7)
     atoms, tr, rv, ri = random_params(rng, out, inp, br, bc, J, K, tracks)
     lay = (out, inp, br, bc, _core.rbe_default_kappa(br, bc))
     idx = rbe.tensor(ri)
-    X = rng.normal(size=(2, 5, inp))
-    GY = rng.normal(size=(2, 5, out))
+    X = rng.normal(size=lead + (inp,))
+    GY = rng.normal(size=lead + (out,))
 
     def run(fused):
         ps = [rbe.tensor(a, dtype=dtype, requires_grad=True) for a in (atoms, tr, rv)]

@@ -31,6 +31,8 @@ use crate::rbe::layout::Layout;
 use crate::tensor::{fmt_shape, Tensor};
 use crate::{dtype_err, shape_err, value_err};
 use rayon::prelude::*;
+use std::any::Any;
+use std::sync::Arc;
 
 /// The parameter tensors of an RBE matrix.
 #[derive(Clone, Copy)]
@@ -140,71 +142,91 @@ impl Snap {
     }
 }
 
-/// `sin` and `cos` of `t0 + i d` for `i < n`: a rotation recurrence in f64,
-/// re-anchored with a direct evaluation every 16 steps (error a few ulp).
+/// Sequences evaluated side by side by [`sincos_lanes`].
+const LANES: usize = crate::simd::SINCOS_LANES;
+
+use crate::simd::sincos_lanes;
+
+/// `sin` and `cos` of `t0 + i d` for `i < n`, bit-identical to one lane of
+/// [`sincos_lanes`].
 fn sincos_seq(t0: f64, d: f64, n: usize, s: &mut [f64], c: &mut [f64]) {
-    let (sd, cd) = d.sin_cos();
+    let (mut sl, mut cl) = (vec![0.0; n * LANES], vec![0.0; n * LANES]);
+    let mut t = [0.0; LANES];
+    let mut dd = [0.0; LANES];
+    t[0] = t0;
+    dd[0] = d;
+    sincos_lanes(&t, &dd, n, &mut sl, &mut cl);
     for i in 0..n {
-        if i % 16 == 0 {
-            let (a, b) = (t0 + i as f64 * d).sin_cos();
-            s[i] = a;
-            c[i] = b;
-        } else {
-            s[i] = s[i - 1] * cd + c[i - 1] * sd;
-            c[i] = c[i - 1] * cd - s[i - 1] * sd;
+        s[i] = sl[i * LANES];
+        c[i] = cl[i * LANES];
+    }
+}
+
+/// Bases `sin`/`cos` of many sequences of length `n`: `seqs` gives `(t0, d)`
+/// per sequence; the result holds sequence `k`'s value at `i` at
+/// `(k / LANES) * n * LANES + i * LANES + k % LANES`.
+struct Bases {
+    n: usize,
+    s: Vec<f64>,
+    c: Vec<f64>,
+}
+
+impl Bases {
+    fn new(seqs: &[(f64, f64)], n: usize) -> Bases {
+        let groups = seqs.len().div_ceil(LANES);
+        let (mut s, mut c) = (vec![0.0; groups * n * LANES], vec![0.0; groups * n * LANES]);
+        for (g, chunk) in seqs.chunks(LANES).enumerate() {
+            let (mut t0, mut d) = ([0.0; LANES], [0.0; LANES]);
+            for (l, &(a, b)) in chunk.iter().enumerate() {
+                t0[l] = a;
+                d[l] = b;
+            }
+            let o = g * n * LANES;
+            sincos_lanes(&t0, &d, n, &mut s[o..o + n * LANES], &mut c[o..o + n * LANES]);
         }
+        Bases { n, s, c }
+    }
+    #[inline]
+    fn at(&self, k: usize, i: usize) -> (f64, f64) {
+        let o = (k / LANES) * self.n * LANES + i * LANES + k % LANES;
+        (self.s[o], self.c[o])
     }
 }
 
 /// Per-block factors: `R` (rows x m, row-major, scaled by the amplitudes)
-/// and `C` (cols x m), `W_sep = R C^T`; with `grad`, also the unscaled bases
-/// the parameter gradients need.
+/// and `C` (cols x m), `W_sep = R C^T`; two slots per atom of `sep`, then one
+/// per residual coefficient.
 struct Factors<T> {
     m: usize,
     r: Vec<T>,
     c: Vec<T>,
-    /// Row bases per SIN atom: sin a_i, cos a_i (f64, rows each).
-    sa: Vec<f64>,
-    ca: Vec<f64>,
-    /// Column bases for gradients (cols x w, row-major), w = 4 per SIN atom
-    /// (cos b, sin b, x cos b, x sin b) + 1 per residual coefficient (D_c row v).
-    cu: Vec<T>,
-    w: usize,
+    /// `r` without the amplitudes and residual values.
+    rb: Vec<T>,
 }
 
-fn factors<T: RbeFloat>(s: &Snap, b: usize, sep: &[usize], rows: usize, cols: usize, grad: bool) -> Factors<T> {
+fn factors<T: RbeFloat>(s: &Snap, b: usize, sep: &[usize], rows: usize, cols: usize) -> Factors<T> {
     let lay = &s.lay;
     let js = sep.len();
     let m = 2 * js + s.k;
     let mut r = vec![<T as GemmElem>::ZERO; rows * m];
     let mut c = vec![<T as GemmElem>::ZERO; cols * m];
-    let mut sa = vec![0.0; js * rows];
-    let mut ca = vec![0.0; js * rows];
-    let w = if grad { 4 * js + s.k } else { 0 };
-    let mut cu = vec![<T as GemmElem>::ZERO; cols * w];
-    let mut sb = vec![0.0; cols];
-    let mut cb = vec![0.0; cols];
+    let mut rb = vec![<T as GemmElem>::ZERO; rows * m];
+    let (mut sa, mut ca) = (vec![0.0; rows], vec![0.0; rows]);
+    let (mut sb, mut cb) = (vec![0.0; cols], vec![0.0; cols]);
     let (dy, dx) = (2.0 / lay.br as f64, 2.0 / lay.bc as f64);
     for (t, &a) in sep.iter().enumerate() {
         let (amp, phi, kx, ky, _) = s.atom(b, a);
-        let (sat, cat) = (&mut sa[t * rows..(t + 1) * rows], &mut ca[t * rows..(t + 1) * rows]);
-        sincos_seq(ky * lay.y(0) + phi, ky * dy, rows, sat, cat);
+        sincos_seq(ky * lay.y(0) + phi, ky * dy, rows, &mut sa, &mut ca);
         sincos_seq(kx * lay.x(0), kx * dx, cols, &mut sb, &mut cb);
         for i in 0..rows {
-            r[i * m + 2 * t] = T::c(amp * sat[i]);
-            r[i * m + 2 * t + 1] = T::c(amp * cat[i]);
+            r[i * m + 2 * t] = T::c(amp * sa[i]);
+            r[i * m + 2 * t + 1] = T::c(amp * ca[i]);
+            rb[i * m + 2 * t] = T::c(sa[i]);
+            rb[i * m + 2 * t + 1] = T::c(ca[i]);
         }
         for jj in 0..cols {
             c[jj * m + 2 * t] = T::c(cb[jj]);
             c[jj * m + 2 * t + 1] = T::c(sb[jj]);
-            if grad {
-                let x = lay.x(jj);
-                let o = jj * w + 4 * t;
-                cu[o] = T::c(cb[jj]);
-                cu[o + 1] = T::c(sb[jj]);
-                cu[o + 2] = T::c(x * cb[jj]);
-                cu[o + 3] = T::c(x * sb[jj]);
-            }
         }
     }
     if s.k > 0 {
@@ -215,16 +237,14 @@ fn factors<T: RbeFloat>(s: &Snap, b: usize, sep: &[usize], rows: usize, cols: us
             let val = s.res_vals[b * s.k + q];
             for i in 0..rows {
                 r[i * m + 2 * js + q] = T::c(val * drm[u * lay.br + i]);
+                rb[i * m + 2 * js + q] = T::c(drm[u * lay.br + i]);
             }
             for jj in 0..cols {
                 c[jj * m + 2 * js + q] = T::c(dcm[v * lay.bc + jj]);
-                if grad {
-                    cu[jj * w + 4 * js + q] = T::c(dcm[v * lay.bc + jj]);
-                }
             }
         }
     }
-    Factors { m, r, c, sa, ca, cu, w }
+    Factors { m, r, c, rb }
 }
 
 /// The tiled atoms of block `b` added into `out` (rows x cols, row stride `ld`).
@@ -297,7 +317,7 @@ fn generate_raw<T: RbeFloat>(s: &Snap) -> Tensor {
     for_each_index(lay.n_blocks(), work_estimate(s, 1), |b| {
         let (r0, rows, c0, cols) = lay.block_extent(b);
         let (sep, dense) = s.split(b);
-        let f = factors::<T>(s, b, &sep, rows, cols, false);
+        let f = factors::<T>(s, b, &sep, rows, cols);
         // Safety: block b owns rows r0.., columns c0.. of the output.
         unsafe {
             let dst = ptr.get().add(r0 * lay.inp + c0);
@@ -311,100 +331,81 @@ fn generate_raw<T: RbeFloat>(s: &Snap) -> Tensor {
     out
 }
 
-/// Gradients of one block from `gh = G_b @ cu` (rows x w) and, when the tiled
-/// path or gamma needs it, the block gradient `g` itself (rows x cols, row stride `ld`).
+/// Gradients that need block `b`'s full gradient `gm` (rows x cols, row
+/// stride `ld`): gamma of the SIN atoms in `sin_atoms`, and every field of
+/// the tiled atoms in `dense` (their gamma included).
 #[allow(clippy::too_many_arguments)]
-fn block_grads<T: RbeFloat>(
-    s: &Snap, b: usize, sep: &[usize], dense: &[usize], f: &Factors<T>, gh: &[T], g: Option<(&[T], usize)>,
-    need_gamma: bool, rows: usize, cols: usize, datoms: &mut [f64], dalpha: &mut [f64], dres: &mut [f64],
+fn dense_grads<T: RbeFloat>(
+    s: &Snap, b: usize, sin_atoms: &[usize], dense: &[usize], gm: &[T], ld: usize, rows: usize, cols: usize,
+    datoms: &mut [f64], dalpha: &mut [f64],
 ) {
     let lay = &s.lay;
     let kk = 2.0 * lay.kappa;
-    let w = f.w;
-    let js = sep.len();
-    for (t, &a) in sep.iter().enumerate() {
-        let (amp, ..) = s.atom(b, a);
-        let (sa, ca) = (&f.sa[t * rows..(t + 1) * rows], &f.ca[t * rows..(t + 1) * rows]);
-        let (mut d_a, mut d_phi, mut d_kx, mut d_ky) = (0.0, 0.0, 0.0, 0.0);
+    let (dy, dx) = (2.0 / lay.br as f64, 2.0 / lay.bc as f64);
+    let (mut srow, mut crow) = (vec![0.0; rows], vec![0.0; rows]);
+    let (mut sb, mut cb) = (vec![0.0; cols], vec![0.0; cols]);
+    let (mut u, mut th) = (vec![<T as GemmElem>::ZERO; cols], vec![<T as GemmElem>::ZERO; cols]);
+    let xs: Vec<f64> = (0..cols).map(|j| lay.x(j)).collect();
+    for &a in sin_atoms.iter().chain(dense) {
+        let (amp, phi, kx, ky, alpha) = s.atom(b, a);
+        sincos_seq(ky * lay.y(0) + phi, ky * dy, rows, &mut srow, &mut crow);
+        sincos_seq(kx * lay.x(0), kx * dx, cols, &mut sb, &mut cb);
+        // sin u_ij = sin(row_i) cos(kx x_j) + cos(row_i) sin(kx x_j)
+        let (mut d_a, mut d_phi, mut d_kx, mut d_ky, mut d_al) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for i in 0..rows {
-            let o = i * w + 4 * t;
-            let (gcb, gsb, gxcb, gxsb) = (gh[o].to_f64(), gh[o + 1].to_f64(), gh[o + 2].to_f64(), gh[o + 3].to_f64());
-            d_a += sa[i] * gcb + ca[i] * gsb;
-            let cphi = ca[i] * gcb - sa[i] * gsb;
-            d_phi += cphi;
-            d_kx += ca[i] * gxcb - sa[i] * gxsb;
-            d_ky += lay.y(i) * cphi;
-        }
-        let o = a * 4;
-        datoms[o] += d_a;
-        datoms[o + 1] += amp * d_phi;
-        datoms[o + 2] += kk * amp * d_kx;
-        datoms[o + 3] += kk * amp * d_ky;
-        if let (true, Some((gm, ld))) = (need_gamma, g) {
-            // gamma = A sum G (tanh u - sin u) = A sum G tanh u - A dA
-            let (_, phi, kx, ky, _) = s.atom(b, a);
-            let mut u = vec![<T as GemmElem>::ZERO; cols];
-            let mut th = vec![<T as GemmElem>::ZERO; cols];
-            let mut acc = 0.0;
-            for i in 0..rows {
-                let row0 = ky * lay.y(i) + phi;
-                for (jj, uj) in u.iter_mut().enumerate() {
-                    *uj = T::c(kx * lay.x(jj) + row0);
+            let y = lay.y(i);
+            let row0 = ky * y + phi;
+            let gr = &gm[i * ld..i * ld + cols];
+            let (mut gt, mut gcb, mut gsb) = (0.0, 0.0, 0.0);
+            for j in 0..cols {
+                let gij = gr[j].to_f64();
+                gcb += gij * cb[j];
+                gsb += gij * sb[j];
+            }
+            let gsin = srow[i] * gcb + crow[i] * gsb;
+            if alpha == 0.0 || alpha == 1.0 {
+                for (j, uj) in u.iter_mut().enumerate() {
+                    *uj = T::c(kx * xs[j] + row0);
                 }
                 T::tanh_slice(&u, &mut th);
-                let gr = &gm[i * ld..i * ld + cols];
-                acc += gr.iter().zip(&th).map(|(&x, &y)| (x * y).to_f64()).sum::<f64>();
-            }
-            dalpha[a] += amp * (acc - d_a);
-        }
-    }
-    if s.k > 0 {
-        let drm = dct_cached(lay.br);
-        for q in 0..s.k {
-            let u = s.res_idx[b * s.k + q] / lay.bc;
-            let mut acc = 0.0;
-            for i in 0..rows {
-                acc += drm[u * lay.br + i] * gh[i * w + 4 * js + q].to_f64();
-            }
-            dres[q] += acc;
-        }
-    }
-    if let (false, Some((gm, ld))) = (dense.is_empty(), g) {
-        for &a in dense {
-            let (amp, phi, kx, ky, alpha) = s.atom(b, a);
-            let (mut d_a, mut d_phi, mut d_kx, mut d_ky, mut d_al) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            for i in 0..rows {
-                let y = lay.y(i);
-                let row0 = ky * y + phi;
-                let (mut ra, mut rh, mut rhx, mut rgam) = (0.0, 0.0, 0.0, 0.0);
-                for jj in 0..cols {
-                    let x = lay.x(jj);
-                    let uu = kx * x + row0;
-                    let gij = gm[i * ld + jj].to_f64();
-                    let t = uu.tanh();
-                    let (gv, dg, sn) = if alpha == 1.0 {
-                        (t, 1.0 - t * t, None)
-                    } else {
-                        let (sn, cs) = uu.sin_cos();
-                        ((1.0 - alpha) * sn + alpha * t, (1.0 - alpha) * cs + alpha * (1.0 - t * t), Some(sn))
-                    };
-                    ra += gij * gv;
-                    rh += gij * dg;
-                    rhx += gij * dg * x;
-                    rgam += gij * (t - sn.unwrap_or_else(|| uu.sin()));
+                let (mut gd, mut gdx) = (0.0, 0.0);
+                for j in 0..cols {
+                    let (gij, t) = (gr[j].to_f64(), th[j].to_f64());
+                    gt += gij * t;
+                    let d = gij * (1.0 - t * t);
+                    gd += d;
+                    gdx += d * xs[j];
                 }
-                d_a += ra;
-                d_phi += rh;
-                d_kx += rhx;
-                d_ky += rh * y;
-                d_al += rgam;
+                d_al += gt - gsin;
+                if alpha == 1.0 {
+                    d_a += gt;
+                    d_phi += gd;
+                    d_kx += gdx;
+                    d_ky += gd * y;
+                }
+            } else {
+                // a relaxed track: exact per element
+                for j in 0..cols {
+                    let uu = kx * xs[j] + row0;
+                    let gij = gr[j].to_f64();
+                    let t = uu.tanh();
+                    let (sn, cs) = uu.sin_cos();
+                    let d = gij * ((1.0 - alpha) * cs + alpha * (1.0 - t * t));
+                    d_a += gij * ((1.0 - alpha) * sn + alpha * t);
+                    d_phi += d;
+                    d_kx += d * xs[j];
+                    d_ky += d * y;
+                    d_al += gij * (t - sn);
+                }
             }
+        }
+        dalpha[a] += amp * d_al;
+        if alpha != 0.0 {
             let o = a * 4;
             datoms[o] += d_a;
             datoms[o + 1] += amp * d_phi;
             datoms[o + 2] += kk * amp * d_kx;
             datoms[o + 3] += kk * amp * d_ky;
-            dalpha[a] += amp * d_al;
         }
     }
 }
@@ -428,20 +429,29 @@ fn generate_vjp_raw<T: RbeFloat>(s: &Snap, g: &Tensor, need_gamma: bool) -> (Vec
     for_each_index(nb, work_estimate(s, 2), |b| {
         let (r0, rows, c0, cols) = lay.block_extent(b);
         let (sep, dense) = s.split(b);
-        let f = factors::<T>(s, b, &sep, rows, cols, true);
-        let mut gh = vec![<T as GemmElem>::ZERO; rows * f.w];
+        let f = factors::<T>(s, b, &sep, rows, cols);
         let gb = &gd[r0 * lay.inp + c0..];
-        unsafe { mm(rows, f.w, cols, gh.as_mut_ptr(), f.w, 1, false, gb.as_ptr(), lay.inp, 1, f.cu.as_ptr(), f.w, 1) };
-        let gfull = if need_gamma || !dense.is_empty() { Some((gb, lay.inp)) } else { None };
         // Safety: block b owns its slots of the gradient buffers.
-        let (da, dl, dr) = unsafe {
+        let (da, dl, dq) = unsafe {
             (
                 std::slice::from_raw_parts_mut(pa.get().add(b * s.j * 4), s.j * 4),
                 std::slice::from_raw_parts_mut(pl.get().add(b * s.j), s.j),
                 std::slice::from_raw_parts_mut(pr.get().add(b * s.k), s.k),
             )
         };
-        block_grads(s, b, &sep, &dense, &f, &gh, gfull, need_gamma, rows, cols, da, dl, dr);
+        if f.m > 0 {
+            // dR = G_b C (rows x m), dC = G_b^T R (cols x m)
+            let (mut dr, mut dc) = (vec![<T as GemmElem>::ZERO; rows * f.m], vec![<T as GemmElem>::ZERO; cols * f.m]);
+            unsafe {
+                mm(rows, f.m, cols, dr.as_mut_ptr(), f.m, 1, false, gb.as_ptr(), lay.inp, 1, f.c.as_ptr(), f.m, 1);
+                mm(cols, f.m, rows, dc.as_mut_ptr(), f.m, 1, false, gb.as_ptr(), 1, lay.inp, f.r.as_ptr(), f.m, 1);
+            }
+            let m = f.m;
+            let (dr_at, dc_at) = (|i: usize, q: usize| dr[i * m + q].to_f64(), |j: usize, q: usize| dc[j * m + q].to_f64());
+            let (rb_at, cb_at) = (|i: usize, q: usize| f.rb[i * m + q].to_f64(), |j: usize, q: usize| f.c[j * m + q].to_f64());
+            sep_grads(s, b, &sep, rows, cols, dr_at, dc_at, rb_at, cb_at, da, dq);
+        }
+        dense_grads(s, b, if need_gamma { &sep } else { &[] }, &dense, gb, lay.inp, rows, cols, da, dl);
     });
     (datoms, dalpha, dres)
 }
@@ -540,7 +550,16 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
     let x2 = reshape(x, &[n, lay.inp])?;
     let s = Snap::new(lay, p)?;
     let xc = x2.detach().contiguous();
-    let out = crate::dispatch_float!(dt, "rbe_linear", T => linear_fwd_raw::<T>(&s, &xc));
+    // the factors built by the forward are kept for the backward (the saved
+    // inputs' version check guarantees the parameters did not change)
+    let (out, cache) = crate::dispatch_float!(dt, "rbe_linear", T => {
+        if n <= SMALL_BATCH {
+            (linear_fwd_small::<T>(&s, &xc), None)
+        } else {
+            let (y, f) = linear_fwd_raw::<T>(&s, &xc);
+            (y, Some(Arc::new(f) as Arc<dyn Any + Send + Sync>))
+        }
+    });
     let mut inputs: Vec<&Tensor> = vec![&x2, p.atoms, p.tracks];
     if let Some(v) = p.res_vals {
         inputs.push(v);
@@ -565,7 +584,13 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
             let gc = g.contiguous();
             let xc = ts[0].detach().contiguous();
             let (nx, np, na) = (ctx.needs(0), ctx.needs(1) || ctx.needs(3), ctx.needs(2));
-            let (gx, da, dl, dr) = crate::dispatch_float!(ts[1].dtype(), "rbe_linear backward", T => linear_bwd_raw::<T>(&s, &xc, &gc, nx, np || na, na));
+            let (gx, da, dl, dr) = crate::dispatch_float!(ts[1].dtype(), "rbe_linear backward", T => {
+                if xc.shape()[0] <= SMALL_BATCH {
+                    linear_bwd_small::<T>(&s, &xc, &gc, nx, np || na, na)
+                } else {
+                    linear_bwd_raw::<T>(&s, cache.as_ref().and_then(|c| c.downcast_ref::<SepAll<T>>()), &xc, &gc, nx, np || na, na)
+                }
+            });
             let (da, dl, dr) = grads_to_tensors(&s, ts[1].dtype(), da, dl, dr)?;
             let mut v = vec![gx, Some(da), na.then_some(dl)];
             if ts.len() == 4 {
@@ -591,7 +616,539 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
     }
 }
 
-fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor) -> Tensor {
+/// The separable factors of every block, laid out so that a whole layer's
+/// separable part is a handful of GEMMs instead of several per block.
+///
+/// Each block has `m = 2 js + K` slots: two per SIN atom (`js` = the largest
+/// number of SIN atoms in a block; blocks with fewer leave zero slots) and one
+/// per residual coefficient. `rcat` holds, per block row `r`, the matrix
+/// `[R_r0 | R_r1 | ...]` (`br x nbc m`, row-major); `ccat` holds, per block
+/// column `c`, `[C_0c | C_1c | ...]` (`bc x nbr m`). Edge blocks leave their
+/// cropped rows and columns zero.
+struct SepAll<T> {
+    js: usize,
+    m: usize,
+    /// Atom index of each SIN slot, `nb x js` (`usize::MAX` when empty).
+    slot: Vec<usize>,
+    rcat: Scratch<T>,
+    ccat: Scratch<T>,
+    /// `rcat` without the amplitudes and residual values (the row bases).
+    rbase: Scratch<T>,
+}
+
+impl<T: RbeFloat> SepAll<T> {
+    fn new(s: &Snap) -> SepAll<T> {
+        let lay = &s.lay;
+        let nb = lay.n_blocks();
+        let (nbr, nbc) = lay.grid();
+        let mut slot = vec![usize::MAX; nb * s.j];
+        let mut js = 0;
+        for b in 0..nb {
+            let mut t = 0;
+            for a in 0..s.j {
+                if s.alpha[b * s.j + a] == 0.0 {
+                    slot[b * s.j + t] = a;
+                    t += 1;
+                }
+            }
+            js = js.max(t);
+        }
+        // keep only the first js slots of each block
+        let slot: Vec<usize> = (0..nb).flat_map(|b| slot[b * s.j..b * s.j + js].to_vec()).collect();
+        let m = 2 * js + s.k;
+        let (wr, wc) = (nbc * m, nbr * m);
+        let mut rcat = Scratch::<T>::zeros(nbr * lay.br * wr);
+        let mut ccat = Scratch::<T>::zeros(nbc * lay.bc * wc);
+        let mut rbase = Scratch::<T>::zeros(rcat.len());
+        if m > 0 {
+            let (rp, cp, bp) = (SendPtr(rcat.as_mut_ptr()), SendPtr(ccat.as_mut_ptr()), SendPtr(rbase.as_mut_ptr()));
+            let (dy, dx) = (2.0 / lay.br as f64, 2.0 / lay.bc as f64);
+            let (drm, dcm) = (dct_cached(lay.br), dct_cached(lay.bc));
+            let kk = 2.0 * lay.kappa;
+            let field = |b: usize, t: usize, f: usize| -> f64 {
+                let a = slot[b * js + t];
+                if a == usize::MAX { 0.0 } else { s.atoms[(b * s.j + a) * 4 + f] }
+            };
+            // Row factors, one block row at a time, written row by row.
+            for_each_index(nbr, nb * m * lay.br * 8, |r| {
+                let rows = lay.br.min(lay.out - r * lay.br);
+                let seqs: Vec<(f64, f64)> = (0..nbc * js)
+                    .map(|k| {
+                        let (b, t) = (r * nbc + k / js, k % js);
+                        let ky = kk * field(b, t, 3);
+                        (ky * lay.y(0) + field(b, t, 1), ky * dy)
+                    })
+                    .collect();
+                let bases = Bases::new(&seqs, rows);
+                let res_u: Vec<usize> = (0..nbc * s.k).map(|cq| s.res_idx[r * nbc * s.k + cq] / lay.bc).collect();
+                for i in 0..rows {
+                    // Safety: block row r owns its slab of rcat and rbase.
+                    let (rrow, brow) = unsafe {
+                        let o = r * lay.br * wr + i * wr;
+                        (std::slice::from_raw_parts_mut(rp.get().add(o), wr), std::slice::from_raw_parts_mut(bp.get().add(o), wr))
+                    };
+                    for c in 0..nbc {
+                        let b = r * nbc + c;
+                        for t in 0..js {
+                            let (sn, cs) = bases.at(c * js + t, i);
+                            let amp = field(b, t, 0);
+                            rrow[c * m + 2 * t] = T::c(amp * sn);
+                            rrow[c * m + 2 * t + 1] = T::c(amp * cs);
+                            brow[c * m + 2 * t] = T::c(sn);
+                            brow[c * m + 2 * t + 1] = T::c(cs);
+                        }
+                        for q in 0..s.k {
+                            let dv = drm[res_u[c * s.k + q] * lay.br + i];
+                            rrow[c * m + 2 * js + q] = T::c(s.res_vals[b * s.k + q] * dv);
+                            brow[c * m + 2 * js + q] = T::c(dv);
+                        }
+                    }
+                }
+            });
+            // Column factors, one block column at a time.
+            for_each_index(nbc, nb * m * lay.bc * 8, |c| {
+                let cols = lay.bc.min(lay.inp - c * lay.bc);
+                let seqs: Vec<(f64, f64)> = (0..nbr * js)
+                    .map(|k| {
+                        let (b, t) = ((k / js) * nbc + c, k % js);
+                        let kx = kk * field(b, t, 2);
+                        (kx * lay.x(0), kx * dx)
+                    })
+                    .collect();
+                let bases = Bases::new(&seqs, cols);
+                let res_v: Vec<usize> = (0..nbr * s.k).map(|rq| s.res_idx[((rq / s.k) * nbc + c) * s.k + rq % s.k] % lay.bc).collect();
+                for j in 0..cols {
+                    // Safety: block column c owns its slab of ccat.
+                    let crow = unsafe { std::slice::from_raw_parts_mut(cp.get().add(c * lay.bc * wc + j * wc), wc) };
+                    for r in 0..nbr {
+                        for t in 0..js {
+                            let (sn, cs) = bases.at(r * js + t, j);
+                            crow[r * m + 2 * t] = T::c(cs);
+                            crow[r * m + 2 * t + 1] = T::c(sn);
+                        }
+                        for q in 0..s.k {
+                            crow[r * m + 2 * js + q] = T::c(dcm[res_v[r * s.k + q] * lay.bc + j]);
+                        }
+                    }
+                }
+            });
+        }
+        SepAll { js, m, slot, rcat, ccat, rbase }
+    }
+
+    /// `R_r` of block row `r`: pointer to its `br x nbc m` slab.
+    fn r_slab(&self, lay: &Layout, r: usize) -> *const T {
+        let (_, nbc) = lay.grid();
+        unsafe { self.rcat.as_ptr().add(r * lay.br * nbc * self.m) }
+    }
+    fn c_slab(&self, lay: &Layout, c: usize) -> *const T {
+        let (nbr, _) = lay.grid();
+        unsafe { self.ccat.as_ptr().add(c * lay.bc * nbr * self.m) }
+    }
+}
+
+/// `x @ [C_0c | C_1c | ...]` for every block column: `(n, nbc, nbr, m)`.
+fn stage_cols<T: RbeFloat>(s: &Snap, f: &SepAll<T>, x: &[T], n: usize, ld: usize) -> Scratch<T> {
+    let lay = &s.lay;
+    let (nbr, nbc) = lay.grid();
+    let wc = nbr * f.m;
+    let w = nbc * wc;
+    let mut p = Scratch::<T>::zeros(n * w);
+    let pp = SendPtr(p.as_mut_ptr());
+    for_each_index(nbc, n * lay.inp * wc, |c| {
+        let (_, _, c0, cols) = lay.block_extent(c);
+        // Safety: block column c owns columns c*wc.. of p.
+        unsafe { mm(n, wc, cols, pp.get().add(c * wc), w, 1, false, x.as_ptr().add(c0), ld, 1, f.c_slab(lay, c), wc, 1) };
+    });
+    p
+}
+
+/// `g @ [R_r0 | R_r1 | ...]` for every block row: `(n, nbr, nbc, m)`.
+fn stage_rows<T: RbeFloat>(s: &Snap, f: &SepAll<T>, g: &[T], n: usize, ld: usize) -> Scratch<T> {
+    let lay = &s.lay;
+    let (nbr, nbc) = lay.grid();
+    let wr = nbc * f.m;
+    let w = nbr * wr;
+    let mut q = Scratch::<T>::zeros(n * w);
+    let qp = SendPtr(q.as_mut_ptr());
+    for_each_index(nbr, n * lay.out * wr, |r| {
+        let rows = lay.br.min(lay.out - r * lay.br);
+        // Safety: block row r owns columns r*wr.. of q.
+        unsafe { mm(n, wr, rows, qp.get().add(r * wr), w, 1, false, g.as_ptr().add(r * lay.br), ld, 1, f.r_slab(lay, r), wr, 1) };
+    });
+    q
+}
+
+/// `(n, a, b, m)` -> `(n, b, a, m)`.
+fn swap_blocks<T: RbeFloat>(v: &[T], n: usize, a: usize, b: usize, m: usize) -> Scratch<T> {
+    let mut out = Scratch::<T>::zeros(v.len());
+    let w = a * b * m;
+    for (row, orow) in v.chunks_exact(w.max(1)).zip(out.chunks_exact_mut(w.max(1))).take(n) {
+        for j in 0..b {
+            for i in 0..a {
+                let o = (j * a + i) * m;
+                orow[o..o + m].copy_from_slice(&row[(i * b + j) * m..(i * b + j + 1) * m]);
+            }
+        }
+    }
+    out
+}
+
+/// A zeroed buffer from the tensor pool: the per-call buffers of the layer
+/// ops are large enough that the system allocator would map and unmap them
+/// (and the kernel zero their pages) on every call.
+struct Scratch<T> {
+    t: Tensor,
+    len: usize,
+    _elem: std::marker::PhantomData<T>,
+}
+
+impl<T: RbeFloat> Scratch<T> {
+    fn zeros(len: usize) -> Scratch<T> {
+        Scratch { t: Tensor::zeros(&[len], T::DTYPE), len, _elem: std::marker::PhantomData }
+    }
+}
+
+impl<T: RbeFloat> std::ops::Deref for Scratch<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.t.data::<T>()
+    }
+}
+
+impl<T: RbeFloat> std::ops::DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // Safety: the buffer is private to this Scratch and has len elements of T.
+        unsafe { std::slice::from_raw_parts_mut(self.t.data_ptr::<T>(), self.len) }
+    }
+}
+
+/// Parameter gradients of block `b`'s separable terms from
+/// `dR = G_b C` (`dr(i, q)`) and `dC = G_b^T R` (`dc(j, q)`), where `G_b` is
+/// the block's gradient, `rb(i, q)` the row factors without amplitudes
+/// (`sin a_i`, `cos a_i`, `D_r[u, i]`) and `cb(j, q)` the column factors
+/// (`cos b_j`, `sin b_j`, `D_c[v, j]`); spec section 4 split along
+/// `sin(a_i + b_j) = sin a_i cos b_j + cos a_i sin b_j`.
+#[allow(clippy::too_many_arguments)]
+fn sep_grads(
+    s: &Snap, b: usize, atoms_of_slot: &[usize], rows: usize, cols: usize,
+    dr: impl Fn(usize, usize) -> f64, dc: impl Fn(usize, usize) -> f64,
+    rb: impl Fn(usize, usize) -> f64, cb: impl Fn(usize, usize) -> f64,
+    datoms: &mut [f64], dres: &mut [f64],
+) {
+    let lay = &s.lay;
+    let kk = 2.0 * lay.kappa;
+    let js = atoms_of_slot.len();
+    for (t, &a) in atoms_of_slot.iter().enumerate() {
+        if a == usize::MAX {
+            continue;
+        }
+        let (q0, q1) = (2 * t, 2 * t + 1);
+        let (mut d_a, mut d_phi, mut d_ky) = (0.0, 0.0, 0.0);
+        for i in 0..rows {
+            let (r0, r1, sa, ca) = (dr(i, q0), dr(i, q1), rb(i, q0), rb(i, q1));
+            d_a += r0 * sa + r1 * ca;
+            let h = r0 * ca - r1 * sa;
+            d_phi += h;
+            d_ky += lay.y(i) * h;
+        }
+        let mut d_kx = 0.0;
+        for j in 0..cols {
+            d_kx += lay.x(j) * (dc(j, q1) * cb(j, q0) - dc(j, q0) * cb(j, q1));
+        }
+        let amp = s.atoms[(b * s.j + a) * 4];
+        let o = a * 4;
+        datoms[o] += d_a;
+        datoms[o + 1] += amp * d_phi;
+        datoms[o + 2] += kk * d_kx;
+        datoms[o + 3] += kk * amp * d_ky;
+    }
+    for q in 0..s.k {
+        let mut acc = 0.0;
+        for i in 0..rows {
+            acc += rb(i, 2 * js + q) * dr(i, 2 * js + q);
+        }
+        dres[q] += acc;
+    }
+}
+
+fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor) -> (Tensor, SepAll<T>) {
+    let lay = s.lay;
+    let n = x.shape()[0];
+    let y = Tensor::zeros(&[n, lay.out], T::DTYPE);
+    let f = SepAll::<T>::new(s);
+    if n == 0 {
+        return (y, f);
+    }
+    let (nbr, nbc) = lay.grid();
+    let xd = x.data::<T>();
+    let yp = SendPtr(y.data_ptr::<T>());
+    let wr = nbc * f.m;
+    let p = if f.m > 0 { swap_blocks(&stage_cols(s, &f, xd, n, lay.inp), n, nbc, nbr, f.m) } else { Scratch::zeros(0) };
+    for_each_index(nbr, work_estimate(s, n), |r| {
+        let mut dense_buf: Vec<T> = Vec::new();
+        let rows = lay.br.min(lay.out - r * lay.br);
+        // Safety: block row r owns columns r0..r0+rows of y.
+        unsafe {
+            let yr = yp.get().add(r * lay.br);
+            if f.m > 0 {
+                mm(n, rows, wr, yr, lay.out, 1, false, p.as_ptr().add(r * wr), nbr * wr, 1, f.r_slab(&lay, r), 1, wr);
+            }
+            for c in 0..nbc {
+                let b = r * nbc + c;
+                let (_, dense) = s.split(b);
+                if !dense.is_empty() {
+                    let (_, rows, c0, cols) = lay.block_extent(b);
+                    dense_block(s, b, &dense, rows, cols, &mut dense_buf);
+                    mm(n, rows, cols, yr, lay.out, 1, true, xd.as_ptr().add(c0), lay.inp, 1, dense_buf.as_ptr(), 1, cols);
+                }
+            }
+        }
+    });
+    (y, f)
+}
+
+type LinearGrads = (Option<Tensor>, Vec<f64>, Vec<f64>, Vec<f64>);
+
+#[allow(clippy::too_many_arguments)]
+fn linear_bwd_raw<T: RbeFloat>(
+    s: &Snap, cached: Option<&SepAll<T>>, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool,
+) -> LinearGrads {
+    let lay = s.lay;
+    let n = x.shape()[0];
+    let nb = lay.n_blocks();
+    let (nbr, nbc) = lay.grid();
+    let mut datoms = vec![0.0; nb * s.j * 4];
+    let mut dalpha = vec![0.0; nb * s.j];
+    let mut dres = vec![0.0; nb * s.k];
+    let gx = Tensor::zeros(&[n, lay.inp], T::DTYPE);
+    if n == 0 {
+        return (need_x.then_some(gx), datoms, dalpha, dres);
+    }
+    let (xd, gd) = (x.data::<T>(), g.data::<T>());
+    let built;
+    let f = match cached {
+        Some(f) => f,
+        None => {
+            built = SepAll::<T>::new(s);
+            &built
+        }
+    };
+    let m = f.m;
+    let (wr, wc) = (nbc * m, nbr * m);
+    // q = G @ R-slabs, (n, nbr, nbc, m); q2 the same with the block axes swapped
+    let q2 = if m > 0 { swap_blocks(&stage_rows(s, f, gd, n, lay.out), n, nbr, nbc, m) } else { Scratch::zeros(0) };
+    if need_x {
+        let gxp = SendPtr(gx.data_ptr::<T>());
+        for_each_index(nbc, work_estimate(s, n), |c| {
+            let mut dense_buf: Vec<T> = Vec::new();
+            let (_, _, c0, cols) = lay.block_extent(c);
+            // Safety: block column c owns columns c0..c0+cols of gx.
+            unsafe {
+                let gxc = gxp.get().add(c0);
+                if m > 0 {
+                    mm(n, cols, wc, gxc, lay.inp, 1, false, q2.as_ptr().add(c * wc), nbc * wc, 1, f.c_slab(&lay, c), 1, wc);
+                }
+                for r in 0..nbr {
+                    let b = r * nbc + c;
+                    let (_, dense) = s.split(b);
+                    if !dense.is_empty() {
+                        let (r0, rows, _, _) = lay.block_extent(b);
+                        dense_block(s, b, &dense, rows, cols, &mut dense_buf);
+                        mm(n, cols, rows, gxc, lay.inp, 1, true, gd.as_ptr().add(r0), lay.out, 1, dense_buf.as_ptr(), cols, 1);
+                    }
+                }
+            }
+        });
+    }
+    if !need_p {
+        return (need_x.then_some(gx), datoms, dalpha, dres);
+    }
+    let (pa, pl, pr) = (SendPtr(datoms.as_mut_ptr()), SendPtr(dalpha.as_mut_ptr()), SendPtr(dres.as_mut_ptr()));
+    if m > 0 {
+        // dR_r = G_r^T @ (X C)_r  (br x nbc m per block row); dC_c = X_c^T @ (G R)_c  (bc x nbr m per block column)
+        let p2 = swap_blocks(&stage_cols(s, &f, xd, n, lay.inp), n, nbc, nbr, m);
+        let mut dr = Scratch::<T>::zeros(nbr * lay.br * wr);
+        let mut dc = Scratch::<T>::zeros(nbc * lay.bc * wc);
+        let (drp, dcp) = (SendPtr(dr.as_mut_ptr()), SendPtr(dc.as_mut_ptr()));
+        for_each_index(nbr, n * lay.out * wr, |r| {
+            let rows = lay.br.min(lay.out - r * lay.br);
+            // Safety: block row r owns its dr slab.
+            unsafe { mm(rows, wr, n, drp.get().add(r * lay.br * wr), wr, 1, false, gd.as_ptr().add(r * lay.br), 1, lay.out, p2.as_ptr().add(r * wr), nbr * wr, 1) };
+        });
+        for_each_index(nbc, n * lay.inp * wc, |c| {
+            let (_, _, c0, cols) = lay.block_extent(c);
+            // Safety: block column c owns its dc slab.
+            unsafe { mm(cols, wc, n, dcp.get().add(c * lay.bc * wc), wc, 1, false, xd.as_ptr().add(c0), 1, lay.inp, q2.as_ptr().add(c * wc), nbc * wc, 1) };
+        });
+        let (dr, dc, js, kk) = (&dr, &dc, f.js, 2.0 * lay.kappa);
+        // A block row's slab is read row by row (sequential memory), with
+        // accumulators per (block, slot); sums over i run in order.
+        for_each_index(nbr, nb * m * lay.br * 8, |r| {
+            let rows = lay.br.min(lay.out - r * lay.br);
+            let w = nbc * js;
+            let (mut sa_, mut sh, mut shy, mut sq) = (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; nbc * s.k]);
+            for i in 0..rows {
+                let y = lay.y(i);
+                let o = r * lay.br * wr + i * wr;
+                let (drow, brow) = (&dr[o..o + wr], &f.rbase[o..o + wr]);
+                for c in 0..nbc {
+                    for t in 0..js {
+                        let q = c * m + 2 * t;
+                        let (r0, r1, sn, cs) = (drow[q].to_f64(), drow[q + 1].to_f64(), brow[q].to_f64(), brow[q + 1].to_f64());
+                        sa_[c * js + t] += r0 * sn + r1 * cs;
+                        let h = r0 * cs - r1 * sn;
+                        sh[c * js + t] += h;
+                        shy[c * js + t] += y * h;
+                    }
+                    for q in 0..s.k {
+                        let o = c * m + 2 * js + q;
+                        sq[c * s.k + q] += drow[o].to_f64() * brow[o].to_f64();
+                    }
+                }
+            }
+            for c in 0..nbc {
+                let b = r * nbc + c;
+                for t in 0..js {
+                    let a = f.slot[b * js + t];
+                    if a == usize::MAX {
+                        continue;
+                    }
+                    let o = (b * s.j + a) * 4;
+                    let amp = s.atoms[o];
+                    // Safety: block row r owns these slots (fields A, phi, py) of its blocks.
+                    unsafe {
+                        *pa.get().add(o) += sa_[c * js + t];
+                        *pa.get().add(o + 1) += amp * sh[c * js + t];
+                        *pa.get().add(o + 3) += kk * amp * shy[c * js + t];
+                    }
+                }
+                for q in 0..s.k {
+                    unsafe { *pr.get().add(b * s.k + q) += sq[c * s.k + q] };
+                }
+            }
+        });
+        for_each_index(nbc, nb * m * lay.bc * 8, |c| {
+            let cols = lay.bc.min(lay.inp - c * lay.bc);
+            let mut skx = vec![0.0; nbr * js];
+            for j in 0..cols {
+                let x = lay.x(j);
+                let o = c * lay.bc * wc + j * wc;
+                let (dcrow, crow) = (&dc[o..o + wc], &f.ccat[o..o + wc]);
+                for r in 0..nbr {
+                    for t in 0..js {
+                        let q = r * m + 2 * t;
+                        skx[r * js + t] += x * (dcrow[q + 1].to_f64() * crow[q].to_f64() - dcrow[q].to_f64() * crow[q + 1].to_f64());
+                    }
+                }
+            }
+            for r in 0..nbr {
+                let b = r * nbc + c;
+                for t in 0..js {
+                    let a = f.slot[b * js + t];
+                    if a != usize::MAX {
+                        // Safety: block column c owns the px slots of its blocks.
+                        unsafe { *pa.get().add((b * s.j + a) * 4 + 2) += kk * skx[r * js + t] };
+                    }
+                }
+            }
+        });
+    }
+    // the tiled atoms and gamma need each block's full gradient G_b = G_r^T X_c
+    let any_dense = (0..nb).any(|b| !s.split(b).1.is_empty());
+    if need_gamma || any_dense {
+        for_each_index(nbc, 3 * work_estimate(s, n), |c| {
+            let mut gfull: Vec<T> = Vec::new();
+            for r in 0..nbr {
+                let b = r * nbc + c;
+                let (sep, dense) = s.split(b);
+                if dense.is_empty() && !(need_gamma && !sep.is_empty()) {
+                    continue;
+                }
+                let (r0, rows, c0, cols) = lay.block_extent(b);
+                gfull.clear();
+                gfull.resize(rows * cols, <T as GemmElem>::ZERO);
+                // Safety: block column c owns the gradient slots of its blocks.
+                unsafe {
+                    mm(rows, cols, n, gfull.as_mut_ptr(), cols, 1, false, gd.as_ptr().add(r0), 1, lay.out, xd.as_ptr().add(c0), lay.inp, 1);
+                    let (da, dl) = (
+                        std::slice::from_raw_parts_mut(pa.get().add(b * s.j * 4), s.j * 4),
+                        std::slice::from_raw_parts_mut(pl.get().add(b * s.j), s.j),
+                    );
+                    dense_grads(s, b, if need_gamma { &sep } else { &[] }, &dense, &gfull, cols, rows, cols, da, dl);
+                }
+            }
+        });
+    }
+    (need_x.then_some(gx), datoms, dalpha, dres)
+}
+
+/// Batches up to this size take the streaming path: bases are generated per
+/// block and used at once, so no factor matrix is ever written to memory
+/// (at such sizes the layer is memory-bound, and the factors would be the
+/// largest thing it touches).
+const SMALL_BATCH: usize = 8;
+
+/// Reusable per-thread buffers of the streaming path.
+#[derive(Default)]
+struct StreamBufs {
+    atoms: Vec<usize>,
+    dense: Vec<usize>,
+    seq: Vec<(f64, f64)>,
+    bases: Option<Bases>,
+}
+
+impl StreamBufs {
+    /// Bases of the SIN atoms of block `b`: sequence `k` is atom `k`'s row
+    /// basis, sequence `na + k` its column basis (one lane group for J <= 4).
+    fn load(&mut self, s: &Snap, b: usize, rows: usize, cols: usize) {
+        let lay = &s.lay;
+        let (dy, dx) = (2.0 / lay.br as f64, 2.0 / lay.bc as f64);
+        self.atoms.clear();
+        self.dense.clear();
+        for a in 0..s.j {
+            if s.alpha[b * s.j + a] == 0.0 {
+                self.atoms.push(a);
+            } else {
+                self.dense.push(a);
+            }
+        }
+        self.seq.clear();
+        for &a in &self.atoms {
+            let (_, phi, _, ky, _) = s.atom(b, a);
+            self.seq.push((ky * lay.y(0) + phi, ky * dy));
+        }
+        for &a in &self.atoms {
+            let (_, _, kx, _, _) = s.atom(b, a);
+            self.seq.push((kx * lay.x(0), kx * dx));
+        }
+        self.bases = Some(Bases::new(&self.seq, rows.max(cols)));
+    }
+    fn row(&self, k: usize, i: usize) -> (f64, f64) {
+        self.bases.as_ref().unwrap().at(k, i)
+    }
+}
+
+/// `sum_j v[j] (cos b_j, sin b_j, x_j cos b_j, x_j sin b_j)` for each SIN
+/// atom `k` of the loaded block (the `x_j`-weighted pair only with `xw`).
+fn col_dots(bufs: &StreamBufs, v: &[f64], xw: Option<&[f64]>, out: &mut [[f64; 4]]) {
+    let (bases, na) = (bufs.bases.as_ref().unwrap(), bufs.atoms.len());
+    for (k, o) in out.iter_mut().enumerate().take(na) {
+        let (mut c0, mut c1, mut c2, mut c3) = (0.0, 0.0, 0.0, 0.0);
+        for (j, &vj) in v.iter().enumerate() {
+            let (sn, cs) = bases.at(na + k, j);
+            c0 += vj * cs;
+            c1 += vj * sn;
+            if let Some(xw) = xw {
+                c2 += vj * xw[j] * cs;
+                c3 += vj * xw[j] * sn;
+            }
+        }
+        *o = [c0, c1, c2, c3];
+    }
+}
+
+fn linear_fwd_small<T: RbeFloat>(s: &Snap, x: &Tensor) -> Tensor {
     let lay = s.lay;
     let n = x.shape()[0];
     let y = Tensor::zeros(&[n, lay.out], T::DTYPE);
@@ -601,36 +1158,61 @@ fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor) -> Tensor {
     let (nbr, nbc) = lay.grid();
     let xd = x.data::<T>();
     let yp = SendPtr(y.data_ptr::<T>());
+    let (drm, dcm) = (dct_cached(lay.br), dct_cached(lay.bc));
     for_each_index(nbr, work_estimate(s, n), |r| {
-        let mut p: Vec<T> = Vec::new();
+        let mut bufs = StreamBufs::default();
         let mut dense_buf: Vec<T> = Vec::new();
+        let (mut xv, mut acc) = (vec![0.0; lay.bc], vec![0.0; n * lay.br]);
+        let mut dots = vec![[0.0; 4]; s.j];
+        let r0 = r * lay.br;
+        let rows = lay.br.min(lay.out - r0);
         for c in 0..nbc {
             let b = r * nbc + c;
-            let (r0, rows, c0, cols) = lay.block_extent(b);
-            let (sep, dense) = s.split(b);
-            let f = factors::<T>(s, b, &sep, rows, cols, false);
+            let (_, _, c0, cols) = lay.block_extent(b);
+            bufs.load(s, b, rows, cols);
+            if !bufs.dense.is_empty() {
+                dense_block(s, b, &bufs.dense, rows, cols, &mut dense_buf);
+            }
+            for nn in 0..n {
+                let acc = &mut acc[nn * lay.br..nn * lay.br + rows];
+                for j in 0..cols {
+                    xv[j] = xd[nn * lay.inp + c0 + j].to_f64();
+                }
+                col_dots(&bufs, &xv[..cols], None, &mut dots);
+                for (k, &a) in bufs.atoms.iter().enumerate() {
+                    let amp = s.atoms[(b * s.j + a) * 4];
+                    let (p0, p1) = (amp * dots[k][0], amp * dots[k][1]);
+                    for (i, v) in acc.iter_mut().enumerate() {
+                        let (sn, cs) = bufs.row(k, i);
+                        *v += sn * p0 + cs * p1;
+                    }
+                }
+                for q in 0..s.k {
+                    let idx = s.res_idx[b * s.k + q];
+                    let (u, v) = (idx / lay.bc, idx % lay.bc);
+                    let pq: f64 = (0..cols).map(|j| xv[j] * dcm[v * lay.bc + j]).sum::<f64>() * s.res_vals[b * s.k + q];
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a += pq * drm[u * lay.br + i];
+                    }
+                }
+                if !bufs.dense.is_empty() {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a += (0..cols).map(|j| dense_buf[i * cols + j].to_f64() * xv[j]).sum::<f64>();
+                    }
+                }
+            }
+        }
+        for nn in 0..n {
             // Safety: block row r owns columns r0..r0+rows of y.
-            unsafe {
-                let yr = yp.get().add(r0);
-                let xc = xd.as_ptr().add(c0);
-                if f.m > 0 {
-                    p.resize(n * f.m, <T as GemmElem>::ZERO);
-                    mm(n, f.m, cols, p.as_mut_ptr(), f.m, 1, false, xc, lay.inp, 1, f.c.as_ptr(), f.m, 1);
-                    mm(n, rows, f.m, yr, lay.out, 1, true, p.as_ptr(), f.m, 1, f.r.as_ptr(), 1, f.m);
-                }
-                if !dense.is_empty() {
-                    dense_block(s, b, &dense, rows, cols, &mut dense_buf);
-                    mm(n, rows, cols, yr, lay.out, 1, true, xc, lay.inp, 1, dense_buf.as_ptr(), 1, cols);
-                }
+            for (i, &a) in acc[nn * lay.br..nn * lay.br + rows].iter().enumerate() {
+                unsafe { *yp.get().add(nn * lay.out + r0 + i) = T::c(a) };
             }
         }
     });
     y
 }
 
-type LinearGrads = (Option<Tensor>, Vec<f64>, Vec<f64>, Vec<f64>);
-
-fn linear_bwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool) -> LinearGrads {
+fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool) -> LinearGrads {
     let lay = s.lay;
     let n = x.shape()[0];
     let nb = lay.n_blocks();
@@ -639,52 +1221,112 @@ fn linear_bwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool, n
     let mut dalpha = vec![0.0; nb * s.j];
     let mut dres = vec![0.0; nb * s.k];
     let gx = Tensor::zeros(&[n, lay.inp], T::DTYPE);
+    if n == 0 {
+        return (need_x.then_some(gx), datoms, dalpha, dres);
+    }
     let (xd, gd) = (x.data::<T>(), g.data::<T>());
     let gxp = SendPtr(gx.data_ptr::<T>());
     let (pa, pl, pr) = (SendPtr(datoms.as_mut_ptr()), SendPtr(dalpha.as_mut_ptr()), SendPtr(dres.as_mut_ptr()));
+    let (drm, dcm) = (dct_cached(lay.br), dct_cached(lay.bc));
+    let kk = 2.0 * lay.kappa;
+    let xs: Vec<f64> = (0..lay.bc).map(|j| lay.x(j)).collect();
+    let ys: Vec<f64> = (0..lay.br).map(|i| lay.y(i)).collect();
     for_each_index(nbc, 3 * work_estimate(s, n), |c| {
-        let (mut q, mut chi, mut gh, mut dense_buf, mut gfull): (Vec<T>, Vec<T>, Vec<T>, Vec<T>, Vec<T>) = Default::default();
+        let mut bufs = StreamBufs::default();
+        let (mut dense_buf, mut gfull): (Vec<T>, Vec<T>) = Default::default();
+        let (mut xv, mut gv, mut gxacc) = (vec![0.0; lay.bc], vec![0.0; lay.br], vec![0.0; n * lay.bc]);
+        let (mut pd, mut qd) = (vec![[0.0; 4]; s.j], vec![[0.0; 4]; s.j]);
+        let c0 = c * lay.bc;
+        let cols = lay.bc.min(lay.inp - c0);
         for r in 0..nbr {
             let b = r * nbc + c;
-            let (r0, rows, c0, cols) = lay.block_extent(b);
-            let (sep, dense) = s.split(b);
-            let f = factors::<T>(s, b, &sep, rows, cols, need_p);
-            // Safety: block column c owns columns c0..c0+cols of gx and the
-            // gradient slots of its blocks.
-            unsafe {
-                let gr = gd.as_ptr().add(r0);
-                let xc = xd.as_ptr().add(c0);
-                if need_x && n > 0 {
-                    let gxc = gxp.get().add(c0);
-                    if f.m > 0 {
-                        q.resize(n * f.m, <T as GemmElem>::ZERO);
-                        mm(n, f.m, rows, q.as_mut_ptr(), f.m, 1, false, gr, lay.out, 1, f.r.as_ptr(), f.m, 1);
-                        mm(n, cols, f.m, gxc, lay.inp, 1, true, q.as_ptr(), f.m, 1, f.c.as_ptr(), 1, f.m);
+            let (r0, rows, _, _) = lay.block_extent(b);
+            bufs.load(s, b, rows, cols);
+            let na = bufs.atoms.len();
+            // Safety: block column c owns columns c0.. of gx and the gradient slots of its blocks.
+            let (da, dl, dq) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(pa.get().add(b * s.j * 4), s.j * 4),
+                    std::slice::from_raw_parts_mut(pl.get().add(b * s.j), s.j),
+                    std::slice::from_raw_parts_mut(pr.get().add(b * s.k), s.k),
+                )
+            };
+            for nn in 0..n {
+                for j in 0..cols {
+                    xv[j] = xd[nn * lay.inp + c0 + j].to_f64();
+                }
+                for i in 0..rows {
+                    gv[i] = gd[nn * lay.out + r0 + i].to_f64();
+                }
+                // qd[k] = sum_i g_i (sin a_i, cos a_i, y_i sin a_i, y_i cos a_i)
+                for (k, o) in qd.iter_mut().enumerate().take(na) {
+                    let (mut q0, mut q1, mut q2, mut q3) = (0.0, 0.0, 0.0, 0.0);
+                    for i in 0..rows {
+                        let (sn, cs) = bufs.row(k, i);
+                        q0 += gv[i] * sn;
+                        q1 += gv[i] * cs;
+                        q2 += gv[i] * ys[i] * sn;
+                        q3 += gv[i] * ys[i] * cs;
                     }
-                    if !dense.is_empty() {
-                        dense_block(s, b, &dense, rows, cols, &mut dense_buf);
-                        mm(n, cols, rows, gxc, lay.inp, 1, true, gr, lay.out, 1, dense_buf.as_ptr(), cols, 1);
+                    *o = [q0, q1, q2, q3];
+                }
+                if need_x {
+                    let gxr = &mut gxacc[nn * lay.bc..nn * lay.bc + cols];
+                    for (k, &a) in bufs.atoms.iter().enumerate() {
+                        let amp = s.atoms[(b * s.j + a) * 4];
+                        let (q0, q1) = (amp * qd[k][0], amp * qd[k][1]);
+                        for (j, v) in gxr.iter_mut().enumerate() {
+                            let (sn, cs) = bufs.row(na + k, j);
+                            *v += q0 * cs + q1 * sn;
+                        }
                     }
                 }
                 if need_p {
-                    // chi = X_c @ cu (n x w); gh = G_r^T @ chi (rows x w)
-                    chi.resize(n * f.w, <T as GemmElem>::ZERO);
-                    gh.resize(rows * f.w, <T as GemmElem>::ZERO);
-                    mm(n, f.w, cols, chi.as_mut_ptr(), f.w, 1, false, xc, lay.inp, 1, f.cu.as_ptr(), f.w, 1);
-                    mm(rows, f.w, n, gh.as_mut_ptr(), f.w, 1, false, gr, 1, lay.out, chi.as_ptr(), f.w, 1);
-                    let full = if need_gamma || !dense.is_empty() {
-                        gfull.resize(rows * cols, <T as GemmElem>::ZERO);
-                        mm(rows, cols, n, gfull.as_mut_ptr(), cols, 1, false, gr, 1, lay.out, xc, lay.inp, 1);
-                        Some((&gfull[..], cols))
-                    } else {
-                        None
-                    };
-                    let (da, dl, dr) = (
-                        std::slice::from_raw_parts_mut(pa.get().add(b * s.j * 4), s.j * 4),
-                        std::slice::from_raw_parts_mut(pl.get().add(b * s.j), s.j),
-                        std::slice::from_raw_parts_mut(pr.get().add(b * s.k), s.k),
-                    );
-                    block_grads(s, b, &sep, &dense, &f, &gh, full, need_gamma, rows, cols, da, dl, dr);
+                    col_dots(&bufs, &xv[..cols], Some(&xs), &mut pd);
+                    for (k, &a) in bufs.atoms.iter().enumerate() {
+                        let amp = s.atoms[(b * s.j + a) * 4];
+                        let ([p0, p1, px0, px1], [q0, q1, qy0, qy1]) = (pd[k], qd[k]);
+                        let o = a * 4;
+                        da[o] += q0 * p0 + q1 * p1;
+                        da[o + 1] += amp * (q1 * p0 - q0 * p1);
+                        da[o + 2] += kk * amp * (q1 * px0 - q0 * px1);
+                        da[o + 3] += kk * amp * (qy1 * p0 - qy0 * p1);
+                    }
+                }
+                for q in 0..s.k {
+                    let idx = s.res_idx[b * s.k + q];
+                    let (u, v) = (idx / lay.bc, idx % lay.bc);
+                    let gq: f64 = (0..rows).map(|i| gv[i] * drm[u * lay.br + i]).sum();
+                    if need_p {
+                        dq[q] += gq * (0..cols).map(|j| xv[j] * dcm[v * lay.bc + j]).sum::<f64>();
+                    }
+                    if need_x {
+                        let w = gq * s.res_vals[b * s.k + q];
+                        for (j, o) in gxacc[nn * lay.bc..nn * lay.bc + cols].iter_mut().enumerate() {
+                            *o += w * dcm[v * lay.bc + j];
+                        }
+                    }
+                }
+                if need_x && !bufs.dense.is_empty() {
+                    dense_block(s, b, &bufs.dense, rows, cols, &mut dense_buf);
+                    for (j, o) in gxacc[nn * lay.bc..nn * lay.bc + cols].iter_mut().enumerate() {
+                        *o += (0..rows).map(|i| gv[i] * dense_buf[i * cols + j].to_f64()).sum::<f64>();
+                    }
+                }
+            }
+            let sin_for_gamma: &[usize] = if need_gamma && need_p { &bufs.atoms } else { &[] };
+            if need_p && (!bufs.dense.is_empty() || !sin_for_gamma.is_empty()) {
+                gfull.clear();
+                gfull.resize(rows * cols, <T as GemmElem>::ZERO);
+                unsafe { mm(rows, cols, n, gfull.as_mut_ptr(), cols, 1, false, gd.as_ptr().add(r0), 1, lay.out, xd.as_ptr().add(c0), lay.inp, 1) };
+                dense_grads(s, b, sin_for_gamma, &bufs.dense, &gfull, cols, rows, cols, da, dl);
+            }
+        }
+        if need_x {
+            for nn in 0..n {
+                for j in 0..cols {
+                    // Safety: as above.
+                    unsafe { *gxp.get().add(nn * lay.inp + c0 + j) = T::c(gxacc[nn * lay.bc + j]) };
                 }
             }
         }
