@@ -64,8 +64,9 @@ any thread count, and the runs of parts 3 and 4 are independent jobs, so
 and the per-run training seconds) depend on the machine and its load; the
 1-minute load average before each part is recorded and shown.
 
-The full run takes about 11 minutes on 2 cores (parts 3 and 4 in two
-worker processes); ``--quick`` about 10 seconds.
+The full run takes about 6 minutes on a quiet 2-core machine (parts 3 and 4
+in two worker processes; 10 minutes when something else shares the cores);
+``--quick`` about 10 seconds.
 """
 from __future__ import annotations
 
@@ -1013,11 +1014,13 @@ def plot(R: dict, path: str) -> Optional[str]:
             ax.set_xticks(np.arange(len(batches)))
             ax.set_xticklabels([f"batch {b}" for b in batches])
             ax.set_yscale("log")
+            lo_y, hi_y = ax.get_ylim()
+            ax.set_ylim(lo_y, hi_y * 4)  # room for the legend above the bars
             ax.set_ylabel("forward+backward, ms (log)")
             s = P["settings"]["shape"]
             ax.set_title(f"2. speed, {s[0]}->{s[1]}, {t} thread(s)")
             ax.grid(True, axis="y", which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -556,7 +556,7 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
         if n <= SMALL_BATCH {
             (linear_fwd_small::<T>(&s, &xc), None)
         } else {
-            let (y, f) = linear_fwd_raw::<T>(&s, &xc);
+            let (y, f) = linear_fwd_raw::<T>(&s, &xc, needs_grad(&[p.atoms, p.tracks]) || p.res_vals.is_some_and(|v| v.requires_grad()));
             (y, Some(Arc::new(f) as Arc<dyn Any + Send + Sync>))
         }
     });
@@ -588,7 +588,7 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
                 if xc.shape()[0] <= SMALL_BATCH {
                     linear_bwd_small::<T>(&s, &xc, &gc, nx, np || na, na)
                 } else {
-                    linear_bwd_raw::<T>(&s, cache.as_ref().and_then(|c| c.downcast_ref::<SepAll<T>>()), &xc, &gc, nx, np || na, na)
+                    linear_bwd_raw::<T>(&s, cache.as_ref().and_then(|c| c.downcast_ref::<LinCache<T>>()), &xc, &gc, nx, np || na, na)
                 }
             });
             let (da, dl, dr) = grads_to_tensors(&s, ts[1].dtype(), da, dl, dr)?;
@@ -657,9 +657,9 @@ impl<T: RbeFloat> SepAll<T> {
         let slot: Vec<usize> = (0..nb).flat_map(|b| slot[b * s.j..b * s.j + js].to_vec()).collect();
         let m = 2 * js + s.k;
         let (wr, wc) = (nbc * m, nbr * m);
-        let mut rcat = Scratch::<T>::zeros(nbr * lay.br * wr);
-        let mut ccat = Scratch::<T>::zeros(nbc * lay.bc * wc);
-        let mut rbase = Scratch::<T>::zeros(rcat.len());
+        let mut rcat = Scratch::<T>::uninit(nbr * lay.br * wr);
+        let mut ccat = Scratch::<T>::uninit(nbc * lay.bc * wc);
+        let mut rbase = Scratch::<T>::uninit(rcat.len());
         if m > 0 {
             let (rp, cp, bp) = (SendPtr(rcat.as_mut_ptr()), SendPtr(ccat.as_mut_ptr()), SendPtr(rbase.as_mut_ptr()));
             let (dy, dx) = (2.0 / lay.br as f64, 2.0 / lay.bc as f64);
@@ -753,7 +753,7 @@ fn stage_cols<T: RbeFloat>(s: &Snap, f: &SepAll<T>, x: &[T], n: usize, ld: usize
     let (nbr, nbc) = lay.grid();
     let wc = nbr * f.m;
     let w = nbc * wc;
-    let mut p = Scratch::<T>::zeros(n * w);
+    let mut p = Scratch::<T>::uninit(n * w);
     let pp = SendPtr(p.as_mut_ptr());
     for_each_index(nbc, n * lay.inp * wc, |c| {
         let (_, _, c0, cols) = lay.block_extent(c);
@@ -769,7 +769,7 @@ fn stage_rows<T: RbeFloat>(s: &Snap, f: &SepAll<T>, g: &[T], n: usize, ld: usize
     let (nbr, nbc) = lay.grid();
     let wr = nbc * f.m;
     let w = nbr * wr;
-    let mut q = Scratch::<T>::zeros(n * w);
+    let mut q = Scratch::<T>::uninit(n * w);
     let qp = SendPtr(q.as_mut_ptr());
     for_each_index(nbr, n * lay.out * wr, |r| {
         let rows = lay.br.min(lay.out - r * lay.br);
@@ -781,7 +781,7 @@ fn stage_rows<T: RbeFloat>(s: &Snap, f: &SepAll<T>, g: &[T], n: usize, ld: usize
 
 /// `(n, a, b, m)` -> `(n, b, a, m)`.
 fn swap_blocks<T: RbeFloat>(v: &[T], n: usize, a: usize, b: usize, m: usize) -> Scratch<T> {
-    let mut out = Scratch::<T>::zeros(v.len());
+    let mut out = Scratch::<T>::uninit(v.len());
     let w = a * b * m;
     for (row, orow) in v.chunks_exact(w.max(1)).zip(out.chunks_exact_mut(w.max(1))).take(n) {
         for j in 0..b {
@@ -806,6 +806,11 @@ struct Scratch<T> {
 impl<T: RbeFloat> Scratch<T> {
     fn zeros(len: usize) -> Scratch<T> {
         Scratch { t: Tensor::zeros(&[len], T::DTYPE), len, _elem: std::marker::PhantomData }
+    }
+    /// Contents unspecified: for buffers whose every element that is later
+    /// read is written first (edge blocks leave rows that nothing reads).
+    fn uninit(len: usize) -> Scratch<T> {
+        Scratch { t: Tensor::empty(&[len], T::DTYPE), len, _elem: std::marker::PhantomData }
     }
 }
 
@@ -872,13 +877,20 @@ fn sep_grads(
     }
 }
 
-fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor) -> (Tensor, SepAll<T>) {
+/// The forward's factors, and (when the parameters need gradients) `X C`
+/// with its block axes swapped, kept for the backward pass.
+struct LinCache<T> {
+    f: SepAll<T>,
+    p2: Option<Scratch<T>>,
+}
+
+fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, keep_p: bool) -> (Tensor, LinCache<T>) {
     let lay = s.lay;
     let n = x.shape()[0];
     let y = Tensor::zeros(&[n, lay.out], T::DTYPE);
     let f = SepAll::<T>::new(s);
     if n == 0 {
-        return (y, f);
+        return (y, LinCache { f, p2: None });
     }
     let (nbr, nbc) = lay.grid();
     let xd = x.data::<T>();
@@ -905,14 +917,15 @@ fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor) -> (Tensor, SepAll<T>) {
             }
         }
     });
-    (y, f)
+    let p2 = (keep_p && f.m > 0).then_some(p);
+    (y, LinCache { f, p2 })
 }
 
 type LinearGrads = (Option<Tensor>, Vec<f64>, Vec<f64>, Vec<f64>);
 
 #[allow(clippy::too_many_arguments)]
 fn linear_bwd_raw<T: RbeFloat>(
-    s: &Snap, cached: Option<&SepAll<T>>, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool,
+    s: &Snap, cached: Option<&LinCache<T>>, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool,
 ) -> LinearGrads {
     let lay = s.lay;
     let n = x.shape()[0];
@@ -928,7 +941,7 @@ fn linear_bwd_raw<T: RbeFloat>(
     let (xd, gd) = (x.data::<T>(), g.data::<T>());
     let built;
     let f = match cached {
-        Some(f) => f,
+        Some(c) => &c.f,
         None => {
             built = SepAll::<T>::new(s);
             &built
@@ -967,9 +980,16 @@ fn linear_bwd_raw<T: RbeFloat>(
     let (pa, pl, pr) = (SendPtr(datoms.as_mut_ptr()), SendPtr(dalpha.as_mut_ptr()), SendPtr(dres.as_mut_ptr()));
     if m > 0 {
         // dR_r = G_r^T @ (X C)_r  (br x nbc m per block row); dC_c = X_c^T @ (G R)_c  (bc x nbr m per block column)
-        let p2 = swap_blocks(&stage_cols(s, &f, xd, n, lay.inp), n, nbc, nbr, m);
-        let mut dr = Scratch::<T>::zeros(nbr * lay.br * wr);
-        let mut dc = Scratch::<T>::zeros(nbc * lay.bc * wc);
+        let computed;
+        let p2 = match cached.and_then(|c| c.p2.as_ref()) {
+            Some(p2) => p2,
+            None => {
+                computed = swap_blocks(&stage_cols(s, f, xd, n, lay.inp), n, nbc, nbr, m);
+                &computed
+            }
+        };
+        let mut dr = Scratch::<T>::uninit(nbr * lay.br * wr);
+        let mut dc = Scratch::<T>::uninit(nbc * lay.bc * wc);
         let (drp, dcp) = (SendPtr(dr.as_mut_ptr()), SendPtr(dc.as_mut_ptr()));
         for_each_index(nbr, n * lay.out * wr, |r| {
             let rows = lay.br.min(lay.out - r * lay.br);
