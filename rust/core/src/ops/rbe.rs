@@ -252,14 +252,15 @@ fn add_dense<T: RbeFloat>(s: &Snap, b: usize, dense: &[usize], rows: usize, cols
     let lay = &s.lay;
     let mut u = vec![<T as GemmElem>::ZERO; cols];
     let mut t = vec![<T as GemmElem>::ZERO; cols];
+    let xs: Vec<f64> = (0..cols).map(|j| lay.x(j)).collect();
     for &a in dense {
         let (amp, phi, kx, ky, alpha) = s.atom(b, a);
         for i in 0..rows {
             let row0 = ky * lay.y(i) + phi;
             let o = &mut out[i * ld..i * ld + cols];
             if alpha == 1.0 {
-                for (jj, uj) in u.iter_mut().enumerate() {
-                    *uj = T::c(kx * lay.x(jj) + row0);
+                for (uj, &x) in u.iter_mut().zip(&xs) {
+                    *uj = T::c(kx * x + row0);
                 }
                 T::tanh_slice(&u, &mut t);
                 let at = T::c(amp);
@@ -356,26 +357,28 @@ fn dense_grads<T: RbeFloat>(
             let y = lay.y(i);
             let row0 = ky * y + phi;
             let gr = &gm[i * ld..i * ld + cols];
-            let (mut gt, mut gcb, mut gsb) = (0.0, 0.0, 0.0);
-            for j in 0..cols {
-                let gij = gr[j].to_f64();
-                gcb += gij * cb[j];
-                gsb += gij * sb[j];
-            }
-            let gsin = srow[i] * gcb + crow[i] * gsb;
             if alpha == 0.0 || alpha == 1.0 {
                 for (j, uj) in u.iter_mut().enumerate() {
                     *uj = T::c(kx * xs[j] + row0);
                 }
                 T::tanh_slice(&u, &mut th);
-                let (mut gd, mut gdx) = (0.0, 0.0);
-                for j in 0..cols {
-                    let (gij, t) = (gr[j].to_f64(), th[j].to_f64());
-                    gt += gij * t;
-                    let d = gij * (1.0 - t * t);
-                    gd += d;
-                    gdx += d * xs[j];
+                // five row sums in eight interleaved partial sums each (a
+                // fixed order, so the vector units can take them)
+                let mut acc = [[0.0f64; 8]; 5];
+                for (jc, (gc, tc)) in gr.chunks(8).zip(th.chunks(8)).enumerate() {
+                    for (l, (&gv, &tv)) in gc.iter().zip(tc).enumerate() {
+                        let j = jc * 8 + l;
+                        let (gij, t) = (gv.to_f64(), tv.to_f64());
+                        let d = gij * (1.0 - t * t);
+                        acc[0][l] += gij * cb[j];
+                        acc[1][l] += gij * sb[j];
+                        acc[2][l] += gij * t;
+                        acc[3][l] += d;
+                        acc[4][l] += d * xs[j];
+                    }
                 }
+                let [gcb, gsb, gt, gd, gdx] = acc.map(|a| a.iter().sum::<f64>());
+                let gsin = srow[i] * gcb + crow[i] * gsb;
                 d_al += gt - gsin;
                 if alpha == 1.0 {
                     d_a += gt;
