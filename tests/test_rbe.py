@@ -379,3 +379,37 @@ def test_planted_sin_targets_are_recovered_to_the_quantisation_floor():
     floor = teacher.size_report().rel_frob  # the teacher's own export error
     assert fit < 3 * floor + 1e-6, (fit, floor)
     assert floor < 1e-3
+
+
+def test_fused_linear_random_layouts_and_edge_cases():
+    # random shapes, blocks larger than the matrix, J = 0, K = 0, relaxed
+    # tracks, empty batches, batches on both sides of the kernel switch (8 rows)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        out, inp = (int(v) for v in rng.integers(1, 40, 2))
+        br, bc = (int(v) for v in rng.integers(1, 12, 2))
+        J, K = int(rng.integers(0, 4)), int(rng.integers(0, min(4, br * bc) + 1))
+        nb = -(-out // br) * -(-inp // bc)
+        atoms = np.concatenate([rng.normal(size=(nb, J, 2)), rng.normal(size=(nb, J, 2)) * 0.3], -1)
+        tr = rng.choice([0.0, 1.0, 0.3], size=(nb, J), p=[0.5, 0.4, 0.1])
+        rv = rng.normal(size=(nb, K))
+        ri = np.array([rng.choice(br * bc, K, replace=False) for _ in range(nb)], dtype=np.int64).reshape(nb, K)
+        lay = (out, inp, br, bc, _core.rbe_default_kappa(br, bc))
+        n = int(rng.choice([0, 1, 5, 8, 9, 20]))
+        X, GY = rng.normal(size=(n, inp)), rng.normal(size=(n, out))
+
+        def run(fused):
+            ps = [rbe.tensor(a, dtype=rbe.float64, requires_grad=True) for a in (atoms, tr, rv)]
+            res = (ps[2], rbe.tensor(ri)) if K else (None, None)
+            x = rbe.tensor(X, dtype=rbe.float64, requires_grad=True)
+            if fused:
+                y = _core.rbe_linear(x, lay, ps[0], ps[1], *res)
+            else:
+                y = x @ _core.rbe_generate(lay, ps[0], ps[1], *res).T
+            (y * rbe.tensor(GY, dtype=rbe.float64)).sum().backward()
+            grads = [p.grad for p in (x, ps[0], ps[1]) + ((ps[2],) if K else ())]
+            return [y.detach().numpy()] + [np.zeros(0) if g is None else g.numpy() for g in grads]
+
+        for a, b in zip(run(True), run(False)):
+            scale = max(1.0, np.abs(b).max()) if b.size else 1.0
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale, err_msg=f"out={out} in={inp} block=({br},{bc}) J={J} K={K} n={n}")
