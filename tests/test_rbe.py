@@ -413,3 +413,28 @@ def test_fused_linear_random_layouts_and_edge_cases():
         for a, b in zip(run(True), run(False)):
             scale = max(1.0, np.abs(b).max()) if b.size else 1.0
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale, err_msg=f"out={out} in={inp} block=({br},{bc}) J={J} K={K} n={n}")
+
+
+@pytest.mark.parametrize("n,inp,out", [(3, 1024, 1024), (300, 200, 330)])
+def test_fused_linear_bits_do_not_depend_on_thread_count(n, inp, out):
+    # both kernels, with enough work that they split it across threads
+    rbe.manual_seed(3)
+    layer = RBELinear(inp, out, block=(16, 32), atoms=3, residual=2, track="mixed")
+    layer.track_grad_enabled = True
+    x0 = rbe.randn(n, inp)
+    g = rbe.randn(n, out)
+    results = []
+    prev = rbe.get_num_threads()
+    try:
+        for threads in (1, 2):
+            rbe.set_num_threads(threads)
+            layer.zero_grad()
+            layer.tracks.grad = None
+            x = x0.clone().requires_grad_(True)
+            y = layer(x)
+            y.backward(g)
+            results.append([t.detach().numpy().copy() for t in (y, x.grad, layer.atoms.grad, layer.tracks.grad, layer.residual.grad)])
+    finally:
+        rbe.set_num_threads(prev)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
