@@ -438,3 +438,17 @@ def test_fused_linear_bits_do_not_depend_on_thread_count(n, inp, out):
         rbe.set_num_threads(prev)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("n", [3, 20])
+def test_fused_linear_takes_an_upstream_gradient_of_another_dtype(n):
+    rbe.manual_seed(0)
+    layer = RBELinear(10, 6, block=(4, 4), atoms=2, residual=1, track="mixed")
+    x = rbe.randn(n, 10, requires_grad=True)
+    y = layer(x)
+    g = rbe.randn(n, 6, dtype=rbe.float64)
+    y.backward(g)
+    x2 = x.detach().clone().requires_grad_(True)
+    layer.zero_grad()
+    (layer(x2) * g.float()).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), x2.grad.numpy(), rtol=1e-6, atol=1e-7)

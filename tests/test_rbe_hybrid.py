@@ -133,20 +133,30 @@ def test_flipped_atoms_get_fresh_moments_and_a_cooldown():
             if len(flipped):
                 assert len(flipped) == 1  # max_flips=1
                 b, j = flipped[0]
-                m = opt.state[student.atoms]["exp_avg"].numpy()
-                v = opt.state[student.atoms]["exp_avg_sq"].numpy()
+                st = opt.state[student.atoms]
+                m, v = st["exp_avg"].numpy(), st["exp_avg_sq"].numpy()
                 assert not m[b, j].any() and not v[b, j].any()
+                # a fresh bias correction: the atom's own step count restarts
+                assert st["atom_step"].numpy()[b, j] == 0 and st["atom_step"].numpy().max() == s + 1
+                seen["before_next"] = student.atoms.detach().numpy()[b, j].copy()
                 others = np.ones(m.shape[:2], bool)
                 others[b, j] = False
                 assert np.abs(v[others]).min() > 0
                 seen["done"] = (b, j, s)
 
+        elif "first_step" not in seen:
+            # the first step after the reset is a fresh Adam step: |delta| = lr per field
+            b, j, _ = seen["done"]
+            delta = np.abs(student.atoms.detach().numpy()[b, j] - seen["before_next"])
+            seen["first_step"] = delta
+
     train(student, data, opt, 400, hook)
     assert "done" in seen
     b, j, s = seen["done"]
+    np.testing.assert_allclose(seen["first_step"], 3e-3, rtol=1e-3)
     # held for the cool-down: the atom stays TANH although the run continues
     assert student.tracks.detach().numpy()[b, j] == 1.0
-    assert opt._hold[0][b, j] > 0
+    assert opt.state[student.atoms]["hold"].numpy()[b, j] > 0
 
 
 def test_equals_adam_on_models_without_rbe_layers():
@@ -238,3 +248,80 @@ def test_bad_arguments():
         rbe.optim.RBEHybrid(layer.parameters(), calibration=3.0)
     with pytest.raises(ValueError, match="learning rate"):
         rbe.optim.RBEHybrid(layer.parameters(), lr=-1)
+
+
+def test_atoms_take_plain_adam_when_nothing_flips():
+    rbe.manual_seed(0)
+    a = RBELinear(12, 10, block=(4, 4), atoms=2, residual=1, dtype=rbe.float64)
+    b = RBELinear(12, 10, block=(4, 4), atoms=2, residual=1, dtype=rbe.float64)
+    b.load_state_dict(a.state_dict())
+    X, Y = rbe.randn(16, 12, dtype=rbe.float64), rbe.randn(16, 10, dtype=rbe.float64)
+    oa = rbe.optim.RBEHybrid(a.parameters(), lr=1e-2, weight_decay=1e-3)
+    ob = rbe.optim.Adam(b.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(20):
+        for m, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            F.mse_loss(m(X), Y).backward()
+            o.step()
+            with rbe.no_grad():  # the hybrid wraps SIN phases; compare modulo 2 pi
+                m.atoms[..., 1] = (m.atoms[..., 1] + math.pi) % (2 * math.pi) - math.pi
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12, atol=1e-13)
+
+
+def test_layers_are_found_after_conversions_and_copies():
+    import copy
+    import pickle
+
+    base = rbe.nn.Sequential(RBELinear(8, 8, block=4, atoms=2), rbe.nn.Tanh())
+    for model in (copy.deepcopy(base).double(), pickle.loads(pickle.dumps(base)), base.to(rbe.float64)):
+        opt = rbe.optim.RBEHybrid(model.parameters(), calibration=lambda: 0.0)
+        assert len(opt._layers) == 1 and opt._layers[0][1] is model[0]
+        assert model[0].track_grad_enabled
+
+
+def test_gamma_is_computed_only_with_a_calibration():
+    layer = RBELinear(8, 8, block=4, atoms=2)
+    opt = rbe.optim.RBEHybrid(layer.parameters())
+    assert not layer.track_grad_enabled
+    opt.calibration = lambda: 0.0
+    assert layer.track_grad_enabled
+    opt.calibration = None
+    assert not layer.track_grad_enabled
+
+
+def test_state_dict_saves_to_disk_and_the_optimizer_pickles(tmp_path):
+    import pickle
+
+    _, a, data, (Xc, Yc) = planted("tanh", seed=6)
+    opt = rbe.optim.RBEHybrid(a.parameters(), lr=3e-3, calibration=lambda: F.mse_loss(a(Xc), Yc), flip_every=10)
+    train(a, data, opt, 25)
+    rbe.save(opt.state_dict(), str(tmp_path / "opt.rbe"))
+    loaded = rbe.load(str(tmp_path / "opt.rbe"))
+    assert loaded["rbe_hybrid"]["steps"] == 25
+    np.testing.assert_array_equal(np.asarray(loaded["state"][0]["gamma_ema"].numpy()), opt.state[a.atoms]["gamma_ema"].numpy())
+    model2, opt2 = pickle.loads(pickle.dumps((a, opt)))
+    assert opt2._steps == 25 and opt2.calibration is None
+    opt2.calibration = lambda: F.mse_loss(model2(Xc), Yc)
+    assert len(opt2._layers) == 1 and opt2._layers[0][1] is model2 and opt2._layers[0][0] is model2.atoms
+    train(model2, data, opt2, 5)
+
+
+def test_a_failing_calibration_leaves_the_tracks_unchanged():
+    _, a, data, (Xc, Yc) = planted("tanh", seed=2)
+    calls = {"n": 0}
+
+    def cal():
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first trial of a flip set
+            raise RuntimeError("calibration failed")
+        return F.mse_loss(a(Xc), Yc)
+
+    opt = rbe.optim.RBEHybrid(a.parameters(), lr=3e-3, calibration=cal, flip_every=20)
+    before = None
+    with pytest.raises(RuntimeError, match="calibration failed"):
+        for _ in range(100):
+            before = a.tracks.detach().numpy().copy()
+            train(a, data, opt, 1)
+    np.testing.assert_array_equal(a.tracks.detach().numpy(), before)
+    assert opt.flips == 0

@@ -31,12 +31,20 @@ class RBEHybrid(Adam):
        set is kept only if the loss went strictly down; otherwise the most
        promising half is tried, and so on down to the single best candidate.
        If nothing lowers the loss, every track is restored exactly.
-    4. A flipped atom's Adam moments are reset to zero and its EMA cleared;
-       flipped atoms and rejected candidates then wait ``cooldown`` steps
-       before they can be candidates again.
+    4. A flipped atom's Adam moments are reset: zero moments and a fresh
+       bias correction (the ``atoms`` of RBE layers are updated by Adam with
+       one step count per atom, so a reset atom restarts exactly like a new
+       Adam; with no resets this is plain Adam). Its EMA is cleared; flipped
+       atoms and rejected candidates then wait ``cooldown`` steps before
+       they can be candidates again.
 
     Without ``calibration`` no flip is ever made (the rule needs an exact
-    check) and the optimiser is Adam plus phase housekeeping.
+    check), gamma is not computed, and the optimiser is Adam plus phase
+    housekeeping. Setting ``opt.calibration`` later turns the rule on.
+
+    RBE layers are recognised when the optimiser is built or a parameter
+    group is added. The optimiser can be pickled together with its model;
+    ``calibration`` is not part of the pickle and must be set again.
 
     Phases: after each step, SIN phases are wrapped into ``(-pi, pi)``
     (``sin`` is periodic, so this changes nothing beyond one rounding), and
@@ -78,7 +86,6 @@ class RBEHybrid(Adam):
         calibration: Optional[Callable[[], object]] = None,
         max_flips: Optional[int] = None,
     ):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
         if int(flip_every) < 1:
             raise ValueError(f"RBEHybrid: flip_every must be >= 1, got {flip_every}")
         if not (flip_threshold >= 0.0 and math.isfinite(flip_threshold)):
@@ -87,74 +94,180 @@ class RBEHybrid(Adam):
             raise ValueError(f"RBEHybrid: gamma_decay must be in [0, 1), got {gamma_decay}")
         if int(cooldown) < 0:
             raise ValueError(f"RBEHybrid: cooldown must be >= 0, got {cooldown}")
-        if calibration is not None and not callable(calibration):
-            raise TypeError(f"RBEHybrid: calibration must be a zero-argument callable, got {type(calibration).__name__}")
         if max_flips is not None and int(max_flips) < 1:
             raise ValueError(f"RBEHybrid: max_flips must be >= 1 or None, got {max_flips}")
+        self._layers: List[tuple] = []  # (atoms parameter, layer, group)
+        self._calibration = None
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
         self.flip_every = int(flip_every)
         self.flip_threshold = float(flip_threshold)
         self.gamma_decay = float(gamma_decay)
         self.cooldown = int(cooldown)
-        self.calibration = calibration
         self.max_flips = None if max_flips is None else int(max_flips)
         self.flips = 0
         self.flip_log: List[Dict[str, object]] = []
         self._steps = 0
-        self._layers = []  # (atoms parameter, layer)
-        for g in self.param_groups:
-            for p in g["params"]:
-                ref = getattr(p, "_rbe_layer", None)
-                layer = ref() if ref is not None else None
-                if layer is not None and layer.n_atoms:
-                    layer.track_grad_enabled = True
-                    self._layers.append((p, layer))
-        self._ema = [np.zeros(tuple(layer.tracks.shape)) for _, layer in self._layers]
-        self._hold = [np.zeros(tuple(layer.tracks.shape), dtype=np.int64) for _, layer in self._layers]
+        self.calibration = calibration
+
+    @property
+    def calibration(self):
+        """Zero-argument callable returning the calibration loss (None: no flips)."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, fn) -> None:
+        if fn is not None and not callable(fn):
+            raise TypeError(f"RBEHybrid: calibration must be a zero-argument callable, got {type(fn).__name__}")
+        self._calibration = fn
+        self._ensure_layers()
+        for _, layer, _ in self._layers:
+            layer.track_grad_enabled = fn is not None
+
+    def add_param_group(self, param_group) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            ref = getattr(p, "_rbe_layer", None)
+            layer = ref() if ref is not None else None
+            if layer is not None and layer.n_atoms and layer.atoms is p:
+                layer.track_grad_enabled = self._calibration is not None
+                self._layers.append((p, layer, group))
 
     # ------------------------------------------------------------------ step
     def step(self, closure=None):
         """One Adam step on every parameter; then the EMA of gamma, phase
         housekeeping and, every ``flip_every`` steps, the flip check."""
-        loss = super().step(closure)
         from .. import no_grad
 
+        self._ensure_layers()
+        loss = self._closure_loss(closure)
+        # the atoms of RBE layers take the per-atom Adam below
+        stash = [(p, p.grad) for p, _, _ in self._layers if p.grad is not None]
+        for p, _ in stash:
+            p.grad = None
+        try:
+            super().step()
+        finally:
+            for p, g in stash:
+                p.grad = g
         self._steps += 1
         d = self.gamma_decay
         with no_grad():
-            for i, (p, layer) in enumerate(self._layers):
+            for p, layer, group in self._layers:
+                if p.grad is not None:
+                    self._adam_atoms(p, group)
+                st = self._hybrid_state(p, layer)
                 g = layer.tracks.grad
                 if g is not None:
-                    self._ema[i] = d * self._ema[i] + (1.0 - d) * g.double().numpy()
+                    self._put(st, "gamma_ema", d * self._get(st, "gamma_ema") + (1.0 - d) * g.double().numpy(), p)
                     layer.tracks.grad = None
-                np.subtract(self._hold[i], 1, out=self._hold[i], where=self._hold[i] > 0)
+                hold = self._get(st, "hold")
+                self._put(st, "hold", np.maximum(hold - 1.0, 0.0), p)
                 self._fix_phases(p, layer)
-        if self.calibration is not None and self._steps % self.flip_every == 0:
+        if self._calibration is not None and self._steps % self.flip_every == 0:
             self._flip_check()
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
-        for _, layer in self._layers:
+        for _, layer, _ in self._layers:
             layer.tracks.grad = None
 
     def state_dict(self):
-        """Adam's state dict plus the flip state (EMA of gamma, cool-downs, counters)."""
+        """Adam's state dict (with the per-atom step counts, EMA of gamma and
+        cool-downs in each atoms parameter's state) plus the step and flip counters."""
         sd = super().state_dict()
-        sd["rbe_hybrid"] = {"steps": self._steps, "flips": self.flips, "ema": [e.copy() for e in self._ema], "hold": [h.copy() for h in self._hold]}
+        sd["rbe_hybrid"] = {"steps": self._steps, "flips": self.flips}
         return sd
 
     def load_state_dict(self, state_dict) -> None:
         extra = state_dict.get("rbe_hybrid")
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "rbe_hybrid"})
         if extra is not None:
-            shapes = [e.shape for e in self._ema]
-            if [np.shape(e) for e in extra["ema"]] != shapes or [np.shape(h) for h in extra["hold"]] != shapes:
-                raise ValueError(f"RBEHybrid.load_state_dict: flip state has shapes {[np.shape(e) for e in extra['ema']]}, expected {shapes}")
             self._steps, self.flips = int(extra["steps"]), int(extra["flips"])
-            self._ema = [np.array(e, dtype=np.float64) for e in extra["ema"]]
-            self._hold = [np.array(h, dtype=np.int64) for h in extra["hold"]]
+
+    def __getstate__(self):
+        st = super().__getstate__()
+        st.update({k: getattr(self, k) for k in ("flip_every", "flip_threshold", "gamma_decay", "cooldown", "max_flips", "flips", "flip_log", "_steps")})
+        return st
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._calibration = None
+        self._layers = []
+        # the layers are looked up again at the next step: when a model and
+        # its optimiser are unpickled together, the layers re-tag their
+        # parameters only after this runs
+        self._rescan = True
+
+    def _ensure_layers(self) -> None:
+        if getattr(self, "_rescan", False):
+            self._rescan = False
+            self._layers = []
+            for g in self.param_groups:
+                for p in g["params"]:
+                    ref = getattr(p, "_rbe_layer", None)
+                    layer = ref() if ref is not None else None
+                    if layer is not None and layer.n_atoms and layer.atoms is p:
+                        layer.track_grad_enabled = self._calibration is not None
+                        self._layers.append((p, layer, g))
 
     # --------------------------------------------------------------- helpers
+    @staticmethod
+    def _get(st, key) -> np.ndarray:
+        return st[key].double().numpy()
+
+    @staticmethod
+    def _put(st, key, value, p) -> None:
+        from .. import tensor
+
+        st[key] = tensor(np.asarray(value, dtype=np.float64), dtype=p.dtype)
+
+    def _hybrid_state(self, p, layer):
+        st = self.state[p]
+        shape = tuple(layer.tracks.shape)
+        for key in ("gamma_ema", "hold", "atom_step"):
+            if key not in st:
+                self._put(st, key, np.zeros(shape), p)
+        return st
+
+    def _adam_atoms(self, p, group) -> None:
+        """Adam on an atoms tensor with one step count per atom (torch's
+        formula, in float64), so that a reset atom restarts its bias correction."""
+        from .. import tensor
+
+        _, layer, _ = next(e for e in self._layers if e[0] is p)
+        st = self._hybrid_state(p, layer)
+        b1, b2 = group["betas"]
+        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        g = p.grad.detach().double().numpy()
+        x = p.detach().double().numpy()
+        if group.get("maximize", False):
+            g = -g
+        if wd:
+            g = g + wd * x
+        if "exp_avg" not in st:
+            self._put(st, "exp_avg", np.zeros(x.shape), p)
+            self._put(st, "exp_avg_sq", np.zeros(x.shape), p)
+            if group["amsgrad"]:
+                self._put(st, "max_exp_avg_sq", np.zeros(x.shape), p)
+            st["step"] = tensor(0.0)
+        st["step"] = tensor(float(st["step"].item()) + 1.0)
+        m = b1 * self._get(st, "exp_avg") + (1.0 - b1) * g
+        v = b2 * self._get(st, "exp_avg_sq") + (1.0 - b2) * g * g
+        k = self._get(st, "atom_step") + 1.0
+        vv = v
+        if group["amsgrad"]:
+            vv = np.maximum(self._get(st, "max_exp_avg_sq"), v)
+            self._put(st, "max_exp_avg_sq", vv, p)
+        bc1 = 1.0 - b1 ** k[..., None]
+        bc2 = 1.0 - b2 ** k[..., None]
+        x = x - (lr / bc1) * m / (np.sqrt(vv) / np.sqrt(bc2) + eps)
+        self._put(st, "exp_avg", m, p)
+        self._put(st, "exp_avg_sq", v, p)
+        self._put(st, "atom_step", k, p)
+        p.copy_(tensor(x, dtype=p.dtype))
+
     @staticmethod
     def _fix_phases(p, layer) -> None:
         from .. import tensor
@@ -176,32 +289,32 @@ class RBEHybrid(Adam):
         from .. import no_grad
 
         with no_grad():
-            out = self.calibration()
-        val = float(out.item() if hasattr(out, "item") else out)
-        return val
+            out = self._calibration()
+        return float(out.item() if hasattr(out, "item") else out)
 
-    def _set_tracks(self, chosen, flip: bool) -> None:
-        """Flip (or restore) the tracks of ``chosen`` = [(layer_idx, block, atom)]."""
+    def _set_tracks(self, chosen) -> None:
+        """Flip the tracks of ``chosen`` = [(layer_idx, block, atom)] (twice restores exactly)."""
         from .. import tensor
 
         by_layer: Dict[int, list] = {}
         for li, b, j in chosen:
             by_layer.setdefault(li, []).append((b, j))
         for li, cells in by_layer.items():
-            p, layer = self._layers[li]
+            _, layer, _ = self._layers[li]
             tr = layer.tracks.detach().double().numpy().copy()
             idx = tuple(np.array(cells).T)
             tr[idx] = 1.0 - tr[idx]
             layer.tracks.copy_(tensor(tr, dtype=layer.tracks.dtype))
 
     def _flip_check(self) -> None:
-        from .. import no_grad, tensor
+        from .. import no_grad
 
         cands = []
-        for li, (p, layer) in enumerate(self._layers):
+        for li, (p, layer, _) in enumerate(self._layers):
+            st = self._hybrid_state(p, layer)
             alpha = layer.tracks.detach().double().numpy()
-            pred = (1.0 - 2.0 * alpha) * self._ema[li]
-            ok = (pred < -self.flip_threshold) & (self._hold[li] == 0) & ((alpha == 0) | (alpha == 1))
+            pred = (1.0 - 2.0 * alpha) * self._get(st, "gamma_ema")
+            ok = (pred < -self.flip_threshold) & (self._get(st, "hold") == 0) & ((alpha == 0) | (alpha == 1))
             for b, j in zip(*np.nonzero(ok)):
                 cands.append((float(pred[b, j]), li, int(b), int(j)))
         entry = {"step": self._steps, "candidates": len(cands), "accepted": 0, "loss_before": None, "loss_after": None}
@@ -213,32 +326,48 @@ class RBEHybrid(Adam):
             cands = cands[: self.max_flips]
         chosen_all = [(li, b, j) for _, li, b, j in cands]
         with no_grad():
-            # SIN phases are already wrapped into [-pi, pi), so a flip to TANH needs no phase change
+            # SIN phases are already wrapped into (-pi, pi), so a flip to TANH needs no phase change
             before = self._calibration_loss()
             entry["loss_before"] = entry["loss_after"] = before
             n = len(chosen_all)
             accepted = []
             while n >= 1:
                 trial = chosen_all[:n]
-                self._set_tracks(trial, True)
-                after = self._calibration_loss()
+                self._set_tracks(trial)
+                try:
+                    after = self._calibration_loss()
+                except BaseException:
+                    self._set_tracks(trial)  # leave the tracks as they were
+                    raise
                 if after < before:
                     accepted = trial
                     entry["loss_after"] = after
                     break
-                self._set_tracks(trial, True)  # flipping twice restores exactly
+                self._set_tracks(trial)
                 n //= 2
+            per_layer: Dict[int, list] = {}
             for li, b, j in chosen_all:
-                self._hold[li][b, j] = self.cooldown
-            for li, b, j in accepted:
-                self._ema[li][b, j] = 0.0
-                p, _ = self._layers[li]
-                st = self.state.get(p)
-                if st:
-                    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-                        if key in st:
-                            m = st[key].double().numpy().copy()
+                per_layer.setdefault(li, [])
+            for li in per_layer:
+                p, layer, _ = self._layers[li]
+                st = self._hybrid_state(p, layer)
+                hold, ema = self._get(st, "hold"), self._get(st, "gamma_ema")
+                for lj, b, j in chosen_all:
+                    if lj == li:
+                        hold[b, j] = self.cooldown
+                keys = [k for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if k in st]
+                moments = {k: self._get(st, k) for k in keys}
+                steps = self._get(st, "atom_step")
+                for lj, b, j in accepted:
+                    if lj == li:
+                        ema[b, j] = 0.0
+                        steps[b, j] = 0.0
+                        for m in moments.values():
                             m[b, j, :] = 0.0
-                            st[key].copy_(tensor(m, dtype=st[key].dtype))
+                self._put(st, "hold", hold, p)
+                self._put(st, "gamma_ema", ema, p)
+                self._put(st, "atom_step", steps, p)
+                for k, m in moments.items():
+                    self._put(st, k, m, p)
         entry["accepted"] = len(accepted)
         self.flips += len(accepted)

@@ -259,6 +259,9 @@ class Module:
             for k, b in list(m._buffers.items()):
                 if b is not None:
                     m._buffers[k] = fn(b)
+            hook = getattr(m, "_tensors_replaced", None)
+            if hook is not None:
+                hook()
         return self
 
     def to(self, *args, **kwargs) -> "Module":

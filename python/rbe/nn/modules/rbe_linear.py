@@ -136,9 +136,19 @@ class RBELinear(Module):
         else:
             self.register_parameter("bias", None)
         self._pack_chart = "tangent"
-        # lets optimisers given only parameters find the layer
-        self.atoms._rbe_layer = weakref.ref(self)
+        self._tensors_replaced()
         self.reset_parameters()
+
+    def _tensors_replaced(self) -> None:
+        """Tags ``atoms`` with a weak reference to this layer, so that
+        optimisers given only parameters (``RBEHybrid``, ``RiemannianAdam``)
+        can find it. Called again whenever the parameter object is replaced
+        (``.to()``, ``.double()``, copies, unpickling)."""
+        self.atoms._rbe_layer = weakref.ref(self)
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._tensors_replaced()
 
     # ----------------------------------------------------------------- setup
     @property

@@ -323,9 +323,18 @@ fn generate_raw<T: RbeFloat>(s: &Snap) -> Tensor {
         unsafe {
             let dst = ptr.get().add(r0 * lay.inp + c0);
             mm(rows, cols, f.m, dst, lay.inp, 1, false, f.r.as_ptr(), f.m, 1, f.c.as_ptr(), 1, f.m);
-            if !dense.is_empty() {
-                let blk = std::slice::from_raw_parts_mut(dst, (rows - 1) * lay.inp + cols);
-                add_dense(s, b, &dense, rows, cols, blk, lay.inp);
+        }
+        if !dense.is_empty() {
+            // through a private buffer: a strided slice of the output would
+            // overlap the blocks of other tasks
+            let mut buf = Vec::new();
+            dense_block(s, b, &dense, rows, cols, &mut buf);
+            for i in 0..rows {
+                // Safety: row i of block b (cols elements) belongs to this task only.
+                let row = unsafe { std::slice::from_raw_parts_mut(ptr.get().add((r0 + i) * lay.inp + c0), cols) };
+                for (o, &v) in row.iter_mut().zip(&buf[i * cols..(i + 1) * cols]) {
+                    *o += v;
+                }
             }
         }
     });
@@ -574,6 +583,8 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
         attach(&out, "RbeLinearBackward0", &inputs, true, move |ctx, g| {
             let ts: Vec<Tensor> = saved.iter().map(|t| t.get(ctx)).collect::<Result<_>>()?;
             let params = RbeParams { atoms: &ts[1], tracks: &ts[2], res_vals: ts.get(3), res_idx: idx.as_ref() };
+            // an upstream gradient of another float dtype is taken in the layer's dtype
+            let g = &super::as_dtype(g, ts[1].dtype())?;
             if crate::autograd::is_grad_enabled() {
                 // differentiable path: W materialised, dW = g^T x
                 let w = rbe_generate(&lay, &params)?;
@@ -1266,6 +1277,9 @@ fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool,
             let (r0, rows, _, _) = lay.block_extent(b);
             bufs.load(s, b, rows, cols);
             let na = bufs.atoms.len();
+            if need_x && !bufs.dense.is_empty() {
+                dense_block(s, b, &bufs.dense, rows, cols, &mut dense_buf);
+            }
             // Safety: block column c owns columns c0.. of gx and the gradient slots of its blocks.
             let (da, dl, dq) = unsafe {
                 (
@@ -1331,7 +1345,6 @@ fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool,
                     }
                 }
                 if need_x && !bufs.dense.is_empty() {
-                    dense_block(s, b, &bufs.dense, rows, cols, &mut dense_buf);
                     for (j, o) in gxacc[nn * lay.bc..nn * lay.bc + cols].iter_mut().enumerate() {
                         *o += (0..rows).map(|i| gv[i] * dense_buf[i * cols + j].to_f64()).sum::<f64>();
                     }
