@@ -478,10 +478,12 @@ pub fn rbe_generate(lay: &Layout, p: &RbeParams) -> Result<Tensor> {
     };
     if needs_grad(&inputs) {
         let saved: Vec<SavedTensor> = inputs.iter().map(|t| SavedTensor::input(t)).collect();
-        let idx = p.res_idx.cloned();
+        // the indices are saved with a version check like the inputs
+        let idx = p.res_idx.map(SavedTensor::input);
         let lay = *lay;
         attach(&out, "RbeGenerateBackward0", &inputs, true, move |ctx, g| {
             let ts: Vec<Tensor> = saved.iter().map(|t| t.get(ctx)).collect::<Result<_>>()?;
+            let idx = idx.as_ref().map(|t| t.get(ctx)).transpose()?;
             let params = RbeParams { atoms: &ts[0], tracks: &ts[1], res_vals: ts.get(2), res_idx: idx.as_ref() };
             if crate::autograd::is_grad_enabled() {
                 return generate_vjp_graph(&lay, &params, g);
@@ -578,10 +580,12 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
     }
     if needs_grad(&inputs) {
         let saved: Vec<SavedTensor> = inputs.iter().map(|t| SavedTensor::input(t)).collect();
-        let idx = p.res_idx.cloned();
+        // the indices are saved with a version check like the inputs
+        let idx = p.res_idx.map(SavedTensor::input);
         let lay = *lay;
         attach(&out, "RbeLinearBackward0", &inputs, true, move |ctx, g| {
             let ts: Vec<Tensor> = saved.iter().map(|t| t.get(ctx)).collect::<Result<_>>()?;
+            let idx = idx.as_ref().map(|t| t.get(ctx)).transpose()?;
             let params = RbeParams { atoms: &ts[1], tracks: &ts[2], res_vals: ts.get(3), res_idx: idx.as_ref() };
             // an upstream gradient of another float dtype is taken in the layer's dtype
             let g = &super::as_dtype(g, ts[1].dtype())?;
@@ -651,7 +655,8 @@ struct SepAll<T> {
 }
 
 impl<T: RbeFloat> SepAll<T> {
-    fn new(s: &Snap) -> SepAll<T> {
+    /// `with_base`: also build `rbase` (only parameter gradients read it).
+    fn new(s: &Snap, with_base: bool) -> SepAll<T> {
         let lay = &s.lay;
         let nb = lay.n_blocks();
         let (nbr, nbc) = lay.grid();
@@ -673,7 +678,7 @@ impl<T: RbeFloat> SepAll<T> {
         let (wr, wc) = (nbc * m, nbr * m);
         let mut rcat = Scratch::<T>::uninit(nbr * lay.br * wr);
         let mut ccat = Scratch::<T>::uninit(nbc * lay.bc * wc);
-        let mut rbase = Scratch::<T>::uninit(rcat.len());
+        let mut rbase = Scratch::<T>::uninit(if with_base { rcat.len() } else { 0 });
         if m > 0 {
             let (rp, cp, bp) = (SendPtr(rcat.as_mut_ptr()), SendPtr(ccat.as_mut_ptr()), SendPtr(rbase.as_mut_ptr()));
             let (dy, dx) = (2.0 / lay.br as f64, 2.0 / lay.bc as f64);
@@ -695,11 +700,13 @@ impl<T: RbeFloat> SepAll<T> {
                     .collect();
                 let bases = Bases::new(&seqs, rows);
                 let res_u: Vec<usize> = (0..nbc * s.k).map(|cq| s.res_idx[r * nbc * s.k + cq] / lay.bc).collect();
+                let mut discard = if with_base { Vec::new() } else { vec![<T as GemmElem>::ZERO; wr] };
                 for i in 0..rows {
                     // Safety: block row r owns its slab of rcat and rbase.
                     let (rrow, brow) = unsafe {
                         let o = r * lay.br * wr + i * wr;
-                        (std::slice::from_raw_parts_mut(rp.get().add(o), wr), std::slice::from_raw_parts_mut(bp.get().add(o), wr))
+                        let brow = if with_base { std::slice::from_raw_parts_mut(bp.get().add(o), wr) } else { &mut discard[..] };
+                        (std::slice::from_raw_parts_mut(rp.get().add(o), wr), brow)
                     };
                     for c in 0..nbc {
                         let b = r * nbc + c;
@@ -902,7 +909,7 @@ fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, keep_p: bool) -> (Tensor, L
     let lay = s.lay;
     let n = x.shape()[0];
     let y = Tensor::zeros(&[n, lay.out], T::DTYPE);
-    let f = SepAll::<T>::new(s);
+    let f = SepAll::<T>::new(s, keep_p);
     if n == 0 {
         return (y, LinCache { f, p2: None });
     }
@@ -955,9 +962,9 @@ fn linear_bwd_raw<T: RbeFloat>(
     let (xd, gd) = (x.data::<T>(), g.data::<T>());
     let built;
     let f = match cached {
-        Some(c) => &c.f,
-        None => {
-            built = SepAll::<T>::new(s);
+        Some(c) if !need_p || c.f.m == 0 || !c.f.rbase.is_empty() => &c.f,
+        _ => {
+            built = SepAll::<T>::new(s, need_p);
             &built
         }
     };
