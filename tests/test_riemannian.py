@@ -603,3 +603,24 @@ def test_points_outside_the_ball_are_rejected():
     bad._rbe_layer = lambda: None
     with pytest.raises(ValueError, match="last dimension 4"):
         RiemannianAdam([bad])
+
+
+def test_a_bad_point_in_a_later_group_changes_nothing():
+    import numpy as np
+    import pytest
+    import rbe
+
+    a = rbe.nn.Parameter(rbe.tensor([[0.1, 0.2], [0.3, -0.1]], dtype=rbe.float64))
+    b = rbe.nn.Parameter(rbe.tensor([[0.5, 0.5]], dtype=rbe.float64))
+    w = rbe.nn.Parameter(rbe.tensor([1.0, 2.0], dtype=rbe.float64))
+    opt = rbe.optim.RiemannianAdam([{"params": [a], "manifold": "poincare"}, {"params": [w]}, {"params": [b], "manifold": "poincare"}], lr=0.1)
+    for p in (a, b, w):
+        p.grad = rbe.ones_like(p)
+    with rbe.no_grad():
+        b.copy_(rbe.tensor([[0.9, 0.9]], dtype=rbe.float64))  # outside the ball
+    before = [p.detach().numpy().copy() for p in (a, w)]
+    with pytest.raises(ValueError, match="outside the unit ball"):
+        opt.step()
+    for p, v in zip((a, w), before):
+        np.testing.assert_array_equal(p.detach().numpy(), v)
+    assert len(opt.state) == 0

@@ -313,6 +313,16 @@ class RiemannianAdam(Optimizer):
         from .. import no_grad, tensor, zeros_like
 
         loss = self._closure_loss(closure)
+        # validate every parameter first, so that bad input changes nothing
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                kind = self._kind(group, p)
+                if kind == "poincare":
+                    self._check_ball(_f64(p), gi, pi)
+                elif kind == "rbe":
+                    self._check_atoms(p)
         for gi, group in enumerate(self.param_groups):
             lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
             b1, b2 = (float(b) for b in group["betas"])
