@@ -125,7 +125,10 @@ class RBEHybrid(Adam):
 
     def add_param_group(self, param_group) -> None:
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        self._track_layers(self.param_groups[-1])
+
+    def _track_layers(self, group) -> None:
+        """Records the RBE layers whose ``atoms`` are in ``group``."""
         for p in group["params"]:
             ref = getattr(p, "_rbe_layer", None)
             layer = ref() if ref is not None else None
@@ -205,12 +208,7 @@ class RBEHybrid(Adam):
             self._rescan = False
             self._layers = []
             for g in self.param_groups:
-                for p in g["params"]:
-                    ref = getattr(p, "_rbe_layer", None)
-                    layer = ref() if ref is not None else None
-                    if layer is not None and layer.n_atoms and layer.atoms is p:
-                        layer.track_grad_enabled = self._calibration is not None
-                        self._layers.append((p, layer, g))
+                self._track_layers(g)
 
     # --------------------------------------------------------------- helpers
     @staticmethod

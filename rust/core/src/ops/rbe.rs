@@ -944,18 +944,21 @@ fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, keep_p: bool) -> (Tensor, L
 
 type LinearGrads = (Option<Tensor>, Vec<f64>, Vec<f64>, Vec<f64>);
 
+/// Zeroed outputs of a backward pass: `dx` (n x in) and the atoms, tracks
+/// and residual gradients (f64, one slot group per block).
+fn grad_buffers<T: RbeFloat>(s: &Snap, n: usize) -> (Tensor, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let nb = s.lay.n_blocks();
+    (Tensor::zeros(&[n, s.lay.inp], T::DTYPE), vec![0.0; nb * s.j * 4], vec![0.0; nb * s.j], vec![0.0; nb * s.k])
+}
+
 #[allow(clippy::too_many_arguments)]
 fn linear_bwd_raw<T: RbeFloat>(
     s: &Snap, cached: Option<&LinCache<T>>, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool,
 ) -> LinearGrads {
     let lay = s.lay;
     let n = x.shape()[0];
-    let nb = lay.n_blocks();
-    let (nbr, nbc) = lay.grid();
-    let mut datoms = vec![0.0; nb * s.j * 4];
-    let mut dalpha = vec![0.0; nb * s.j];
-    let mut dres = vec![0.0; nb * s.k];
-    let gx = Tensor::zeros(&[n, lay.inp], T::DTYPE);
+    let (nb, (nbr, nbc)) = (lay.n_blocks(), lay.grid());
+    let (gx, mut datoms, mut dalpha, mut dres) = grad_buffers::<T>(s, n);
     if n == 0 {
         return (need_x.then_some(gx), datoms, dalpha, dres);
     }
@@ -1256,12 +1259,8 @@ fn linear_fwd_small<T: RbeFloat>(s: &Snap, x: &Tensor) -> Tensor {
 fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool) -> LinearGrads {
     let lay = s.lay;
     let n = x.shape()[0];
-    let nb = lay.n_blocks();
     let (nbr, nbc) = lay.grid();
-    let mut datoms = vec![0.0; nb * s.j * 4];
-    let mut dalpha = vec![0.0; nb * s.j];
-    let mut dres = vec![0.0; nb * s.k];
-    let gx = Tensor::zeros(&[n, lay.inp], T::DTYPE);
+    let (gx, mut datoms, mut dalpha, mut dres) = grad_buffers::<T>(s, n);
     if n == 0 {
         return (need_x.then_some(gx), datoms, dalpha, dres);
     }
