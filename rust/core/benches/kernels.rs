@@ -16,8 +16,8 @@
 //! (`parallel::set_num_threads(1)`). Pass a filter to run a subset, e.g.
 //! `cargo bench -p rbe-core --bench kernels -- gemm_f32`, and `--quick` for a
 //! fast, rougher run.
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use rbe_core::autograd::{no_grad, run_backward};
 use rbe_core::gemm::GemmElem;
 use rbe_core::ops::{binary, creation, linalg, loss, reduce, shape, unary};
@@ -86,10 +86,19 @@ fn gemm_group<T: BenchElem>(c: &mut Criterion, name: &str) {
         g.bench_function(BenchmarkId::new("raw", label), |bch| {
             bch.iter(|| unsafe {
                 T::gemm(
-                    m, n, k,
-                    cbuf.as_mut_ptr(), n as isize, 1, false,
-                    black_box(a.as_ptr()), k as isize, 1,
-                    black_box(b.as_ptr()), b_rs, b_cs,
+                    m,
+                    n,
+                    k,
+                    cbuf.as_mut_ptr(),
+                    n as isize,
+                    1,
+                    false,
+                    black_box(a.as_ptr()),
+                    k as isize,
+                    1,
+                    black_box(b.as_ptr()),
+                    b_rs,
+                    b_cs,
                 );
                 black_box(cbuf.as_ptr());
             })
@@ -139,10 +148,19 @@ fn bench_gemm_threads(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(format!("f32_{th}t"), s), |bch| {
                 bch.iter(|| unsafe {
                     f32::gemm(
-                        s, s, s,
-                        cbuf.as_mut_ptr(), s as isize, 1, false,
-                        black_box(a.as_ptr()), s as isize, 1,
-                        black_box(b.as_ptr()), s as isize, 1,
+                        s,
+                        s,
+                        s,
+                        cbuf.as_mut_ptr(),
+                        s as isize,
+                        1,
+                        false,
+                        black_box(a.as_ptr()),
+                        s as isize,
+                        1,
+                        black_box(b.as_ptr()),
+                        s as isize,
+                        1,
                     );
                     black_box(cbuf.as_ptr());
                 })
@@ -161,18 +179,10 @@ fn bench_elementwise(c: &mut Criterion) {
         let x = randn(&[n], DType::F32);
         let y = randn(&[n], DType::F32);
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("add", n), &n, |b, _| {
-            b.iter(|| black_box(binary::add(black_box(&x), black_box(&y)).unwrap()))
-        });
-        g.bench_with_input(BenchmarkId::new("mul", n), &n, |b, _| {
-            b.iter(|| black_box(binary::mul(black_box(&x), black_box(&y)).unwrap()))
-        });
-        g.bench_with_input(BenchmarkId::new("exp", n), &n, |b, _| {
-            b.iter(|| black_box(unary::exp(black_box(&x)).unwrap()))
-        });
-        g.bench_with_input(BenchmarkId::new("tanh", n), &n, |b, _| {
-            b.iter(|| black_box(unary::tanh(black_box(&x)).unwrap()))
-        });
+        g.bench_with_input(BenchmarkId::new("add", n), &n, |b, _| b.iter(|| black_box(binary::add(black_box(&x), black_box(&y)).unwrap())));
+        g.bench_with_input(BenchmarkId::new("mul", n), &n, |b, _| b.iter(|| black_box(binary::mul(black_box(&x), black_box(&y)).unwrap())));
+        g.bench_with_input(BenchmarkId::new("exp", n), &n, |b, _| b.iter(|| black_box(unary::exp(black_box(&x)).unwrap())));
+        g.bench_with_input(BenchmarkId::new("tanh", n), &n, |b, _| b.iter(|| black_box(unary::tanh(black_box(&x)).unwrap())));
     }
     g.finish();
 }

@@ -8,7 +8,9 @@ fn bench<T: GemmElem + From<f32>>(m: usize, n: usize, k: usize, bt: bool, thread
     let b: Vec<T> = (0..k * n).map(|i| T::from(((i * 5) % 11) as f32 * 0.1)).collect();
     let mut c: Vec<T> = vec![T::ZERO; m * n];
     let (b_rs, b_cs) = if bt { (1, k as isize) } else { (n as isize, 1) };
-    let run = |c: &mut Vec<T>| unsafe { T::gemm(m, n, k, c.as_mut_ptr(), n as isize, 1, false, a.as_ptr(), k as isize, 1, b.as_ptr(), b_rs, b_cs) };
+    let run = |c: &mut Vec<T>| unsafe {
+        T::gemm(m, n, k, c.as_mut_ptr(), n as isize, 1, false, a.as_ptr(), k as isize, 1, b.as_ptr(), b_rs, b_cs)
+    };
     let flop = 2.0 * (m * n * k) as f64;
     let reps = ((2e9 / flop) as usize).clamp(3, 20000);
     run(&mut c);
@@ -25,7 +27,17 @@ fn bench<T: GemmElem + From<f32>>(m: usize, n: usize, k: usize, bt: bool, thread
 }
 
 fn main() {
-    for &(m, n, k, bt) in &[(32, 128, 128, false), (32, 128, 128, true), (128, 128, 32, false), (64, 512, 784, true), (64, 784, 512, false), (1024, 64, 64, true), (256, 256, 256, false), (1024, 1024, 1024, false), (2048, 2048, 2048, false)] {
+    for &(m, n, k, bt) in &[
+        (32, 128, 128, false),
+        (32, 128, 128, true),
+        (128, 128, 32, false),
+        (64, 512, 784, true),
+        (64, 784, 512, false),
+        (1024, 64, 64, true),
+        (256, 256, 256, false),
+        (1024, 1024, 1024, false),
+        (2048, 2048, 2048, false),
+    ] {
         let g1 = bench::<f32>(m, n, k, bt, 1);
         let g2 = bench::<f32>(m, n, k, bt, 2);
         let d1 = bench::<f64>(m, n, k, bt, 1);

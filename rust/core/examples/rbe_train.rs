@@ -15,8 +15,8 @@
 //! `16 -> 10 -> 1` MLP with about as many parameters as the RBE one is
 //! trained too, for reference.
 use rbe_core::ops::index::index_select;
-use rbe_core::rbe::nn::{backward, mse_loss, Activation, Adam, Dense, Module, RbeConfig, RbeLinear, Sequential};
 use rbe_core::random::Generator;
+use rbe_core::rbe::nn::{backward, mse_loss, Activation, Adam, Dense, Module, RbeConfig, RbeLinear, Sequential};
 use rbe_core::{DType, Result, Tensor};
 use std::time::Instant;
 
@@ -71,7 +71,11 @@ fn train(name: &str, model: &dyn Module, x: &Tensor, y: &Tensor, seed: u64) -> R
         backward(&loss)?;
         opt.step()?;
         if (step + 1) % PRINT_EVERY == 0 {
-            println!("{name:>5} step {:>5}: train minibatch MSE (mean of last {PRINT_EVERY}) {:.5}", step + 1, running / PRINT_EVERY as f64);
+            println!(
+                "{name:>5} step {:>5}: train minibatch MSE (mean of last {PRINT_EVERY}) {:.5}",
+                step + 1,
+                running / PRINT_EVERY as f64
+            );
             running = 0.0;
         }
     }
@@ -109,11 +113,8 @@ fn main() -> Result<()> {
     let (small, small_bits) = dense_mlp(SMALL_HIDDEN)?;
 
     println!("task: {IN} inputs, Var(y_test) = {var_y:.4}; Adam lr {LR}, {STEPS} steps of batch {BATCH}");
-    let models: [(&str, &Sequential, usize, usize); 3] = [
-        ("rbe", &rbe, HIDDEN, rbe_bits),
-        ("dense", &dense, HIDDEN, dense_bits),
-        ("small", &small, SMALL_HIDDEN, small_bits),
-    ];
+    let models: [(&str, &Sequential, usize, usize); 3] =
+        [("rbe", &rbe, HIDDEN, rbe_bits), ("dense", &dense, HIDDEN, dense_bits), ("small", &small, SMALL_HIDDEN, small_bits)];
     let mut rows = Vec::new();
     for (name, model, hidden, bits) in models {
         let init = mse(model, &xt, &yt)?;

@@ -368,9 +368,7 @@ pub fn run_backward(
     let mut stack: Vec<Arc<Node>> = Vec::new();
     let mut root_nodes = Vec::with_capacity(roots.len());
     for (i, r) in roots.iter().enumerate() {
-        let n = grad_edge(r).ok_or_else(|| {
-            autograd_err!("element {i} of tensors does not require grad and does not have a grad_fn")
-        })?;
+        let n = grad_edge(r).ok_or_else(|| autograd_err!("element {i} of tensors does not require grad and does not have a grad_fn"))?;
         if r.shape() != root_grads[i].shape() {
             return Err(shape_err!(
                 "Mismatch in shape: grad_output[{i}] has a shape of {:?} and output[{i}] has a shape of {:?}.",
@@ -384,9 +382,7 @@ pub fn run_backward(
     let mut input_nodes = Vec::new();
     if let Some(inps) = inputs {
         for (i, t) in inps.iter().enumerate() {
-            let n = grad_edge(t).ok_or_else(|| {
-                autograd_err!("One of the differentiated Tensors (index {i}) does not require grad")
-            })?;
+            let n = grad_edge(t).ok_or_else(|| autograd_err!("One of the differentiated Tensors (index {i}) does not require grad"))?;
             input_nodes.push(n.clone());
             stack.push(n);
         }

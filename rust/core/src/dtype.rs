@@ -138,9 +138,6 @@ pub fn check_float(dt: DType, op: &str) -> Result<()> {
     if dt.is_float() {
         Ok(())
     } else {
-        Err(crate::dtype_err!(
-            "{op}: expected a floating point tensor (float32 or float64), got {}",
-            dt.name()
-        ))
+        Err(crate::dtype_err!("{op}: expected a floating point tensor (float32 or float64), got {}", dt.name()))
     }
 }

@@ -16,17 +16,33 @@ macro_rules! impl_num_elem {
         impl Elem for $t {
             const DTYPE: DType = $dt;
             #[inline(always)]
-            fn to_f64(self) -> f64 { self as f64 }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
             #[inline(always)]
-            fn from_f64(v: f64) -> Self { v as $t }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
             #[inline(always)]
-            fn to_i64(self) -> i64 { self as i64 }
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
             #[inline(always)]
-            fn from_i64(v: i64) -> Self { v as $t }
+            fn from_i64(v: i64) -> Self {
+                v as $t
+            }
             #[inline(always)]
-            fn to_bool(self) -> bool { self != (0 as $t) }
+            fn to_bool(self) -> bool {
+                self != (0 as $t)
+            }
             #[inline(always)]
-            fn from_bool(v: bool) -> Self { if v { 1 as $t } else { 0 as $t } }
+            fn from_bool(v: bool) -> Self {
+                if v {
+                    1 as $t
+                } else {
+                    0 as $t
+                }
+            }
         }
     };
 }
@@ -36,12 +52,28 @@ impl_num_elem!(i64, DType::I64);
 
 impl Elem for bool {
     const DTYPE: DType = DType::Bool;
-    fn to_f64(self) -> f64 { if self { 1.0 } else { 0.0 } }
-    fn from_f64(v: f64) -> Self { v != 0.0 }
-    fn to_i64(self) -> i64 { self as i64 }
-    fn from_i64(v: i64) -> Self { v != 0 }
-    fn to_bool(self) -> bool { self }
-    fn from_bool(v: bool) -> Self { v }
+    fn to_f64(self) -> f64 {
+        if self {
+            1.0
+        } else {
+            0.0
+        }
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
+    fn to_bool(self) -> bool {
+        self
+    }
+    fn from_bool(v: bool) -> Self {
+        v
+    }
 }
 
 /// Floating-point element with the math the kernels need.
@@ -94,32 +126,120 @@ macro_rules! impl_real {
             const INF: Self = <$t>::INFINITY;
             const NEG_INF: Self = <$t>::NEG_INFINITY;
             const NAN: Self = <$t>::NAN;
-            #[inline(always)] fn c(v: f64) -> Self { v as $t }
-            #[inline(always)] fn exp(self) -> Self { <$t>::exp(self) }
-            #[inline(always)] fn exp_m1(self) -> Self { <$t>::exp_m1(self) }
-            #[inline(always)] fn ln(self) -> Self { <$t>::ln(self) }
-            #[inline(always)] fn ln_1p(self) -> Self { <$t>::ln_1p(self) }
-            #[inline(always)] fn sqrt(self) -> Self { <$t>::sqrt(self) }
-            #[inline(always)] fn sin(self) -> Self { <$t>::sin(self) }
-            #[inline(always)] fn cos(self) -> Self { <$t>::cos(self) }
-            #[inline(always)] fn tan(self) -> Self { <$t>::tan(self) }
-            #[inline(always)] fn tanh(self) -> Self { <$t>::tanh(self) }
-            #[inline(always)] fn abs(self) -> Self { <$t>::abs(self) }
-            #[inline(always)] fn powf(self, e: Self) -> Self { <$t>::powf(self, e) }
-            #[inline(always)] fn powi(self, e: i32) -> Self { <$t>::powi(self, e) }
-            #[inline(always)] fn is_nan(self) -> bool { <$t>::is_nan(self) }
+            #[inline(always)]
+            fn c(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn exp_m1(self) -> Self {
+                <$t>::exp_m1(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            #[inline(always)]
+            fn cos(self) -> Self {
+                <$t>::cos(self)
+            }
+            #[inline(always)]
+            fn tan(self) -> Self {
+                <$t>::tan(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            #[inline(always)]
+            fn powi(self, e: i32) -> Self {
+                <$t>::powi(self, e)
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
             /// NaN-propagating maximum (torch.maximum semantics).
-            #[inline(always)] fn max_(self, o: Self) -> Self { if self.is_nan() || o.is_nan() { <$t>::NAN } else if self >= o { self } else { o } }
-            #[inline(always)] fn min_(self, o: Self) -> Self { if self.is_nan() || o.is_nan() { <$t>::NAN } else if self <= o { self } else { o } }
-            #[inline(always)] fn erf(self) -> Self { $erf(self) }
-            #[inline(always)] fn erfc(self) -> Self { $erfc(self) }
-            #[inline(always)] fn ndtr(self) -> Self { $ndtr(self) }
-            #[inline(always)] fn log_ndtr(self) -> Self { $lndtr(self) }
-            #[inline(always)] fn ndtr_ratio(self) -> Self { $ratio(self) }
-            #[inline(always)] fn floor(self) -> Self { <$t>::floor(self) }
-            #[inline(always)] fn atan2(self, o: Self) -> Self { <$t>::atan2(self, o) }
+            #[inline(always)]
+            fn max_(self, o: Self) -> Self {
+                if self.is_nan() || o.is_nan() {
+                    <$t>::NAN
+                } else if self >= o {
+                    self
+                } else {
+                    o
+                }
+            }
+            #[inline(always)]
+            fn min_(self, o: Self) -> Self {
+                if self.is_nan() || o.is_nan() {
+                    <$t>::NAN
+                } else if self <= o {
+                    self
+                } else {
+                    o
+                }
+            }
+            #[inline(always)]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline(always)]
+            fn erfc(self) -> Self {
+                $erfc(self)
+            }
+            #[inline(always)]
+            fn ndtr(self) -> Self {
+                $ndtr(self)
+            }
+            #[inline(always)]
+            fn log_ndtr(self) -> Self {
+                $lndtr(self)
+            }
+            #[inline(always)]
+            fn ndtr_ratio(self) -> Self {
+                $ratio(self)
+            }
+            #[inline(always)]
+            fn floor(self) -> Self {
+                <$t>::floor(self)
+            }
+            #[inline(always)]
+            fn atan2(self, o: Self) -> Self {
+                <$t>::atan2(self, o)
+            }
         }
     };
 }
 impl_real!(f64, crate::special::erf, crate::special::erfc, crate::special::ndtr, crate::special::log_ndtr, crate::special::ndtr_ratio);
-impl_real!(f32, crate::special::erf_f32, crate::special::erfc_f32, crate::special::ndtr_f32, crate::special::log_ndtr_f32, crate::special::ndtr_ratio_f32);
+impl_real!(
+    f32,
+    crate::special::erf_f32,
+    crate::special::erfc_f32,
+    crate::special::ndtr_f32,
+    crate::special::log_ndtr_f32,
+    crate::special::ndtr_ratio_f32
+);

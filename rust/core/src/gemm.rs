@@ -27,10 +27,19 @@ pub trait GemmElem: Copy + Send + Sync + 'static {
     /// and `dst` must not overlap `a` or `b`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn gemm(
-        m: usize, n: usize, k: usize,
-        dst: *mut Self, dst_rs: isize, dst_cs: isize, accumulate: bool,
-        a: *const Self, a_rs: isize, a_cs: isize,
-        b: *const Self, b_rs: isize, b_cs: isize,
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: *mut Self,
+        dst_rs: isize,
+        dst_cs: isize,
+        accumulate: bool,
+        a: *const Self,
+        a_rs: isize,
+        a_cs: isize,
+        b: *const Self,
+        b_rs: isize,
+        b_cs: isize,
     );
 }
 
@@ -68,10 +77,19 @@ fn has_avx512() -> bool {
 /// cut into fixed blocks so that the split is the same serial and parallel.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_crate<T: GemmElem>(
-    m: usize, n: usize, k: usize,
-    dst: *mut T, dst_rs: isize, dst_cs: isize, accumulate: bool,
-    a: *const T, a_rs: isize, a_cs: isize,
-    b: *const T, b_rs: isize, b_cs: isize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: isize,
+    dst_cs: isize,
+    accumulate: bool,
+    a: *const T,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const T,
+    b_rs: isize,
+    b_cs: isize,
 ) {
     const ROW_BLOCK: usize = 64;
     let d = MatMut { p: dst, rs: dst_rs, cs: dst_cs };
@@ -82,11 +100,25 @@ unsafe fn gemm_crate<T: GemmElem>(
         let r0 = bi * ROW_BLOCK;
         let rows = ROW_BLOCK.min(m - r0);
         gemm::gemm(
-            rows, n, k,
-            d.p.offset(r0 as isize * d.rs), d.cs, d.rs, accumulate,
-            am.p.offset(r0 as isize * am.rs), am.cs, am.rs,
-            bm.p, bm.cs, bm.rs,
-            if accumulate { T::ONE } else { T::ZERO }, T::ONE, false, false, false, gemm::Parallelism::None,
+            rows,
+            n,
+            k,
+            d.p.offset(r0 as isize * d.rs),
+            d.cs,
+            d.rs,
+            accumulate,
+            am.p.offset(r0 as isize * am.rs),
+            am.cs,
+            am.rs,
+            bm.p,
+            bm.cs,
+            bm.rs,
+            if accumulate { T::ONE } else { T::ZERO },
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     };
     let blocks = m.div_ceil(ROW_BLOCK);
@@ -500,8 +532,40 @@ macro_rules! avx512_gemm {
     };
 }
 
-avx512_gemm!(f32, f32k, 12, 32, 16, 256, 288, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, super::transpose::f32x16);
-avx512_gemm!(f64, f64k, 12, 16, 8, 256, 288, __m512d, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, super::transpose::f64x8);
+avx512_gemm!(
+    f32,
+    f32k,
+    12,
+    32,
+    16,
+    256,
+    288,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    super::transpose::f32x16
+);
+avx512_gemm!(
+    f64,
+    f64k,
+    12,
+    16,
+    8,
+    256,
+    288,
+    __m512d,
+    _mm512_setzero_pd,
+    _mm512_loadu_pd,
+    _mm512_storeu_pd,
+    _mm512_set1_pd,
+    _mm512_fmadd_pd,
+    _mm512_add_pd,
+    super::transpose::f64x8
+);
 
 macro_rules! impl_elem {
     ($T:ty, $modname:ident) => {
@@ -509,10 +573,19 @@ macro_rules! impl_elem {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             unsafe fn gemm(
-                m: usize, n: usize, k: usize,
-                dst: *mut Self, dst_rs: isize, dst_cs: isize, accumulate: bool,
-                a: *const Self, a_rs: isize, a_cs: isize,
-                b: *const Self, b_rs: isize, b_cs: isize,
+                m: usize,
+                n: usize,
+                k: usize,
+                dst: *mut Self,
+                dst_rs: isize,
+                dst_cs: isize,
+                accumulate: bool,
+                a: *const Self,
+                a_rs: isize,
+                a_cs: isize,
+                b: *const Self,
+                b_rs: isize,
+                b_cs: isize,
             ) {
                 if m == 0 || n == 0 {
                     return;
@@ -530,8 +603,11 @@ macro_rules! impl_elem {
                 #[cfg(target_arch = "x86_64")]
                 if has_avx512() {
                     return $modname::gemm(
-                        m, n, k,
-                        MatMut { p: dst, rs: dst_rs, cs: dst_cs }, accumulate,
+                        m,
+                        n,
+                        k,
+                        MatMut { p: dst, rs: dst_rs, cs: dst_cs },
+                        accumulate,
                         Mat { p: a, rs: a_rs, cs: a_cs },
                         Mat { p: b, rs: b_rs, cs: b_cs },
                     );
@@ -558,7 +634,9 @@ mod tests {
         let mut seed = (m * 1000003 + n * 1009 + k) as u64;
         let av: Vec<T> = (0..m * k).map(|_| T::from(lcg(&mut seed) as f32)).collect();
         let bv: Vec<T> = (0..k * n).map(|_| T::from(lcg(&mut seed) as f32)).collect();
-        for &(at, bt, ct, acc) in &[(false, false, false, false), (true, false, false, true), (false, true, true, false), (true, true, false, true)] {
+        for &(at, bt, ct, acc) in
+            &[(false, false, false, false), (true, false, false, true), (false, true, true, false), (true, true, false, true)]
+        {
             let (a_rs, a_cs) = if at { (1isize, m as isize) } else { (k as isize, 1) };
             let (b_rs, b_cs) = if bt { (1isize, k as isize) } else { (n as isize, 1) };
             let (c_rs, c_cs) = if ct { (1isize, m as isize) } else { (n as isize, 1) };
@@ -572,7 +650,10 @@ mod tests {
                         s += av[i * a_rs as usize + l * a_cs as usize].into() * bv[l * b_rs as usize + j * b_cs as usize].into();
                     }
                     let got: f64 = c[i * c_rs as usize + j * c_cs as usize].into();
-                    assert!((got - s).abs() <= tol * (1.0 + s.abs()), "{m}x{n}x{k} at={at} bt={bt} ct={ct} acc={acc} ({i},{j}): {got} vs {s}");
+                    assert!(
+                        (got - s).abs() <= tol * (1.0 + s.abs()),
+                        "{m}x{n}x{k} at={at} bt={bt} ct={ct} acc={acc} ({i},{j}): {got} vs {s}"
+                    );
                 }
             }
         }
@@ -580,7 +661,9 @@ mod tests {
 
     #[test]
     fn gemm_matches_naive_product() {
-        for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (12, 32, 1), (13, 33, 257), (37, 70, 300), (144, 40, 20), (200, 65, 513), (5, 300, 64), (1, 1, 600)] {
+        for &(m, n, k) in
+            &[(1, 1, 1), (3, 5, 7), (12, 32, 1), (13, 33, 257), (37, 70, 300), (144, 40, 20), (200, 65, 513), (5, 300, 64), (1, 1, 600)]
+        {
             check::<f32>(m, n, k, 1e-4);
             check::<f64>(m, n, k, 1e-12);
         }

@@ -263,9 +263,25 @@ pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) 
 ///
 /// # Safety
 /// `pa`/`pb` with strides `sa`/`sb` must address valid elements for every index of `shape`.
-unsafe fn rows2<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+unsafe fn rows2<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(
+    shape: &[usize],
+    sa: &[isize],
+    sb: &[isize],
+    pa: *const A,
+    pb: *const B,
+    o: &mut [O],
+    f: F,
+) {
     #[inline(always)]
-    unsafe fn body<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+    unsafe fn body<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(
+        shape: &[usize],
+        sa: &[isize],
+        sb: &[isize],
+        pa: *const A,
+        pb: *const B,
+        o: &mut [O],
+        f: F,
+    ) {
         let mut i = 0usize;
         strided_rows(shape, [sa, sb], [0, 0], |off, n, st| {
             let dst = &mut o[i..i + n];
@@ -301,11 +317,27 @@ unsafe fn rows2<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-        unsafe fn v512<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+        unsafe fn v512<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(
+            shape: &[usize],
+            sa: &[isize],
+            sb: &[isize],
+            pa: *const A,
+            pb: *const B,
+            o: &mut [O],
+            f: F,
+        ) {
             body(shape, sa, sb, pa, pb, o, f)
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn v256<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(shape: &[usize], sa: &[isize], sb: &[isize], pa: *const A, pb: *const B, o: &mut [O], f: F) {
+        unsafe fn v256<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(
+            shape: &[usize],
+            sa: &[isize],
+            sb: &[isize],
+            pa: *const A,
+            pb: *const B,
+            o: &mut [O],
+            f: F,
+        ) {
             body(shape, sa, sb, pa, pb, o, f)
         }
         if o.len() >= 32 {
@@ -325,7 +357,13 @@ pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tens
     let shape = broadcast_shapes(&broadcast_shapes(a.shape(), b.shape())?, c.shape())?;
     let out = Tensor::empty(&shape, O::DTYPE);
     let o = out.data_mut::<O>();
-    if a.shape() == &shape[..] && b.shape() == &shape[..] && c.shape() == &shape[..] && a.is_contiguous() && b.is_contiguous() && c.is_contiguous() {
+    if a.shape() == &shape[..]
+        && b.shape() == &shape[..]
+        && c.shape() == &shape[..]
+        && a.is_contiguous()
+        && b.is_contiguous()
+        && c.is_contiguous()
+    {
         loop3(o, a.data::<A>(), b.data::<B>(), c.data::<C>(), f);
         return Ok(out);
     }
@@ -338,11 +376,7 @@ pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tens
         for j in 0..n {
             let j = j as isize;
             unsafe {
-                o[i + j as usize] = f(
-                    *pa.offset(off[0] + j * st[0]),
-                    *pb.offset(off[1] + j * st[1]),
-                    *pc.offset(off[2] + j * st[2]),
-                );
+                o[i + j as usize] = f(*pa.offset(off[0] + j * st[0]), *pb.offset(off[1] + j * st[1]), *pc.offset(off[2] + j * st[2]));
             }
         }
         i += n;
@@ -376,12 +410,13 @@ pub fn copy_contiguous(a: &Tensor) -> Tensor {
 
 /// Write `src` (broadcast to dst's shape, cast to dst's dtype) into the strided view `dst`.
 pub fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
-    let ss = broadcast_strides(src, dst.shape()).map_err(|_| {
-        shape_err!(
+    let ss =
+        broadcast_strides(src, dst.shape()).map_err(|_| {
+            shape_err!(
             "The size of tensor a ({:?}) must match the size of tensor b ({:?}): cannot copy a tensor of shape {:?} into one of shape {:?}",
             dst.shape(), src.shape(), src.shape(), dst.shape()
         )
-    })?;
+        })?;
     crate::dispatch_all!(dst.dtype(), D => crate::dispatch_all!(src.dtype(), S => {
         let pd = dst.data_ptr::<D>();
         let ps = src.data_ptr::<S>();

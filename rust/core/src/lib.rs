@@ -1,20 +1,20 @@
 //! rbe-core: tensors, reverse-mode autodiff and CPU kernels for rbe-autodiff.
 //!
 //! Pure Rust (no Python). The Python package `rbe` is a thin binding over this crate.
-pub mod error;
+pub mod autograd;
 pub mod dtype;
 pub mod elem;
+pub mod error;
+pub mod gemm;
+pub mod kernels;
+pub mod ops;
+pub mod parallel;
+pub mod random;
+pub mod rbe;
+pub mod simd;
+pub mod special;
 pub mod storage;
 pub mod tensor;
-pub mod kernels;
-pub mod autograd;
-pub mod ops;
-pub mod special;
-pub mod random;
-pub mod parallel;
-pub mod simd;
-pub mod gemm;
-pub mod rbe;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -434,10 +434,7 @@ fn erfinv_central(x: f64) -> f64 {
     // Maclaurin series of erfinv in w = sqrt(pi)/2 x, first five terms.
     let w = HALF_SQRT_PI * x;
     let w2 = w * w;
-    let mut y = w
-        * (1.0
-            + w2 * (1.0 / 3.0
-                + w2 * (7.0 / 30.0 + w2 * (127.0 / 630.0 + w2 * (4369.0 / 22680.0)))));
+    let mut y = w * (1.0 + w2 * (1.0 / 3.0 + w2 * (7.0 / 30.0 + w2 * (127.0 / 630.0 + w2 * (4369.0 / 22680.0)))));
     if x.abs() < 1e-7 {
         // the neglected terms are O(w^11) relative to w: below 1e-70
         return y;
@@ -627,11 +624,7 @@ pub fn digamma(x: f64) -> f64 {
         return x;
     }
     if x == 0.0 {
-        return if x.is_sign_negative() {
-            f64::INFINITY
-        } else {
-            f64::NEG_INFINITY
-        };
+        return if x.is_sign_negative() { f64::INFINITY } else { f64::NEG_INFINITY };
     }
     if x < 0.0 {
         if x.floor() == x {
@@ -739,10 +732,7 @@ mod tests {
                 ((got - want) / want).abs() <= tol
             };
             if !ok {
-                failures.push(format!(
-                    "{name}({x:e}) = {got:e}, want {want:e} (rel {:e})",
-                    ((got - want) / want).abs()
-                ));
+                failures.push(format!("{name}({x:e}) = {got:e}, want {want:e} (rel {:e})", ((got - want) / want).abs()));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -1321,9 +1311,7 @@ mod tests {
 
     #[test]
     fn nan_propagates() {
-        let fs: [fn(f64) -> f64; 11] = [
-            erf, erfc, erfcx, ndtr, log_ndtr, ndtr_ratio, erfinv, erfcinv, ndtri, lgamma, digamma,
-        ];
+        let fs: [fn(f64) -> f64; 11] = [erf, erfc, erfcx, ndtr, log_ndtr, ndtr_ratio, erfinv, erfcinv, ndtri, lgamma, digamma];
         for f in fs {
             assert!(f(f64::NAN).is_nan());
         }

@@ -68,12 +68,7 @@ fn pool_limit() -> usize {
     if l != 0 {
         return l;
     }
-    let l = std::env::var("RBE_POOL_LIMIT_MB")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .map(|mb| mb << 20)
-        .unwrap_or(2usize << 30)
-        .max(1);
+    let l = std::env::var("RBE_POOL_LIMIT_MB").ok().and_then(|s| s.parse::<usize>().ok()).map(|mb| mb << 20).unwrap_or(2usize << 30).max(1);
     POOL_LIMIT.store(l, Ordering::Relaxed);
     l
 }
@@ -250,7 +245,13 @@ impl Storage {
             panic!("out of memory: cannot allocate {nbytes} bytes")
         });
         // Safety: layout has non-zero size.
-        let ptr = unsafe { if zero { alloc_zeroed(layout) } else { alloc(layout) } };
+        let ptr = unsafe {
+            if zero {
+                alloc_zeroed(layout)
+            } else {
+                alloc(layout)
+            }
+        };
         if ptr.is_null() {
             ALLOCATED.fetch_sub(nbytes, Ordering::Relaxed);
             // A panic (not an abort): the bindings turn it into a Python exception.
@@ -316,19 +317,19 @@ impl Drop for Storage {
                 // may never ask for (a producer thread keeps allocating fresh ones)
                 let kept = tid == thread_tag()
                     && POOL
-                    .try_with(|p| {
-                        let mut p = p.borrow_mut();
-                        if p.bytes + size > pool_limit() {
-                            return false;
-                        }
-                        if p.lists.len() <= class {
-                            p.lists.resize_with(class + 1, Vec::new);
-                        }
-                        p.lists[class].push(ptr);
-                        p.bytes += size;
-                        true
-                    })
-                    .unwrap_or(false);
+                        .try_with(|p| {
+                            let mut p = p.borrow_mut();
+                            if p.bytes + size > pool_limit() {
+                                return false;
+                            }
+                            if p.lists.len() <= class {
+                                p.lists.resize_with(class + 1, Vec::new);
+                            }
+                            p.lists[class].push(ptr);
+                            p.bytes += size;
+                            true
+                        })
+                        .unwrap_or(false);
                 if kept {
                     CACHED.fetch_add(size, Ordering::Relaxed);
                     if poison() {

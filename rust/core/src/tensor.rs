@@ -237,19 +237,13 @@ impl Tensor {
     /// The single value of a one-element tensor as f64.
     pub fn item_f64(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(crate::value_err!(
-                "a Tensor with {} elements cannot be converted to Scalar",
-                self.numel()
-            ));
+            return Err(crate::value_err!("a Tensor with {} elements cannot be converted to Scalar", self.numel()));
         }
         Ok(crate::dispatch_all!(self.dtype(), T => unsafe { (*self.data_ptr::<T>()).to_f64() }))
     }
     pub fn item_i64(&self) -> Result<i64> {
         if self.numel() != 1 {
-            return Err(crate::value_err!(
-                "a Tensor with {} elements cannot be converted to Scalar",
-                self.numel()
-            ));
+            return Err(crate::value_err!("a Tensor with {} elements cannot be converted to Scalar", self.numel()));
         }
         Ok(crate::dispatch_all!(self.dtype(), T => unsafe { (*self.data_ptr::<T>()).to_i64() }))
     }
@@ -298,11 +292,7 @@ impl Tensor {
     pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
         if let Some(g) = &g {
             if g.shape() != self.shape() {
-                return Err(shape_err!(
-                    "assigned grad has data of a different size: expected {:?}, got {:?}",
-                    self.shape(),
-                    g.shape()
-                ));
+                return Err(shape_err!("assigned grad has data of a different size: expected {:?}, got {:?}", self.shape(), g.shape()));
             }
             if g.dtype() != self.dtype() {
                 return Err(dtype_err!(
@@ -326,10 +316,7 @@ impl Tensor {
             return Ok(());
         }
         if v && !self.dtype().is_float() {
-            return Err(crate::autograd_err!(
-                "only Tensors of floating point dtype can require gradients (got {})",
-                self.dtype().name()
-            ));
+            return Err(crate::autograd_err!("only Tensors of floating point dtype can require gradients (got {})", self.dtype().name()));
         }
         self.set_requires_grad_flag(v);
         Ok(())
@@ -355,12 +342,7 @@ impl Tensor {
 pub fn norm_dim(d: isize, ndim: usize) -> Result<usize> {
     let n = ndim.max(1) as isize;
     if d < -n || d >= n {
-        return Err(crate::index_err!(
-            "Dimension out of range (expected to be in range of [{}, {}], but got {})",
-            -n,
-            n - 1,
-            d
-        ));
+        return Err(crate::index_err!("Dimension out of range (expected to be in range of [{}, {}], but got {})", -n, n - 1, d));
     }
     Ok(if d < 0 { (d + n) as usize } else { d as usize })
 }
@@ -370,10 +352,22 @@ pub fn norm_dim(d: isize, ndim: usize) -> Result<usize> {
 macro_rules! dispatch_all {
     ($dt:expr, $T:ident => $body:expr) => {
         match $dt {
-            $crate::dtype::DType::F32 => { type $T = f32; $body }
-            $crate::dtype::DType::F64 => { type $T = f64; $body }
-            $crate::dtype::DType::I64 => { type $T = i64; $body }
-            $crate::dtype::DType::Bool => { type $T = bool; $body }
+            $crate::dtype::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::dtype::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::dtype::DType::Bool => {
+                type $T = bool;
+                $body
+            }
         }
     };
 }
@@ -383,8 +377,14 @@ macro_rules! dispatch_all {
 macro_rules! dispatch_float {
     ($dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            $crate::dtype::DType::F32 => { type $T = f32; $body }
-            $crate::dtype::DType::F64 => { type $T = f64; $body }
+            $crate::dtype::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $T = f64;
+                $body
+            }
             d => return Err($crate::dtype_err!("{}: expected a floating point tensor (float32 or float64), got {}", $op, d.name())),
         }
     };
@@ -395,9 +395,18 @@ macro_rules! dispatch_float {
 macro_rules! dispatch_num {
     ($dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            $crate::dtype::DType::F32 => { type $T = f32; $body }
-            $crate::dtype::DType::F64 => { type $T = f64; $body }
-            $crate::dtype::DType::I64 => { type $T = i64; $body }
+            $crate::dtype::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::dtype::DType::I64 => {
+                type $T = i64;
+                $body
+            }
             d => return Err($crate::dtype_err!("{}: not implemented for dtype {}", $op, d.name())),
         }
     };

@@ -133,9 +133,7 @@ pub fn parse_dtype(obj: &Bound<'_, PyAny>) -> PyResult<DType> {
                 if let Some(dt) = DType::from_name(&n) {
                     return Ok(dt);
                 }
-                return Err(PyTypeError::new_err(format!(
-                    "unsupported dtype {n}; rbe supports float32, float64, int64 and bool"
-                )));
+                return Err(PyTypeError::new_err(format!("unsupported dtype {n}; rbe supports float32, float64, int64 and bool")));
             }
         }
     }
@@ -187,20 +185,14 @@ pub fn scalar_operand(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
         let t = f.call1((obj,))?;
         return Ok(t.downcast::<PyTensor>()?.get().t.clone());
     }
-    Err(PyTypeError::new_err(format!(
-        "expected a Tensor or a number, got {}",
-        obj.get_type().name()?
-    )))
+    Err(PyTypeError::new_err(format!("expected a Tensor or a number, got {}", obj.get_type().name()?)))
 }
 
 pub fn tensor_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
     if let Ok(t) = obj.downcast::<PyTensor>() {
         return Ok(t.get().t.clone());
     }
-    Err(PyTypeError::new_err(format!(
-        "{what}: expected a Tensor, got {}",
-        obj.get_type().name()?
-    )))
+    Err(PyTypeError::new_err(format!("{what}: expected a Tensor, got {}", obj.get_type().name()?)))
 }
 
 /// `None`, an int, or a sequence of ints.
@@ -231,7 +223,10 @@ pub fn parse_shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
     let mut v = Vec::with_capacity(args.len());
     for a in args.iter() {
         v.push(a.extract::<isize>().map_err(|_| {
-            PyTypeError::new_err(format!("expected a sequence of ints as the shape, got an element of type {}", a.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+            PyTypeError::new_err(format!(
+                "expected a sequence of ints as the shape, got an element of type {}",
+                a.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            ))
         })?);
     }
     Ok(v)

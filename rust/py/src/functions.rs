@@ -103,8 +103,16 @@ fn eye(n: usize, m: Option<usize>, dtype: Option<&Bound<'_, PyAny>>, requires_gr
 
 #[pyfunction]
 #[pyo3(signature = (start, end, step, dtype=None, requires_grad=false))]
-fn arange(start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, step: &Bound<'_, PyAny>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
-    let all_int = [start, end, step].iter().all(|o| o.is_instance_of::<pyo3::types::PyInt>() || o.downcast::<PyTensor>().is_ok_and(|t| t.get().t.dtype() == DType::I64));
+fn arange(
+    start: &Bound<'_, PyAny>,
+    end: &Bound<'_, PyAny>,
+    step: &Bound<'_, PyAny>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
+    let all_int = [start, end, step]
+        .iter()
+        .all(|o| o.is_instance_of::<pyo3::types::PyInt>() || o.downcast::<PyTensor>().is_ok_and(|t| t.get().t.dtype() == DType::I64));
     let dt = match opt_dtype(dtype)? {
         Some(d) => d,
         None if all_int => DType::I64,
@@ -125,7 +133,14 @@ fn linspace(start: f64, end: f64, steps: i64, dtype: Option<&Bound<'_, PyAny>>, 
 
 #[pyfunction]
 #[pyo3(signature = (shape, low=0.0, high=1.0, dtype=None, generator=None, requires_grad=false))]
-fn rand(shape: Vec<isize>, low: f64, high: f64, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+fn rand(
+    shape: Vec<isize>,
+    low: f64,
+    high: f64,
+    dtype: Option<&Bound<'_, PyAny>>,
+    generator: Option<&Bound<'_, PyAny>>,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
     let s = to_usize_shape(&shape)?;
     let dt = dt_or_default(dtype)?;
     finish(|| Ok(with_gen(generator, |g| creation::rand(&s, low, high, dt, g))?), requires_grad)
@@ -133,7 +148,14 @@ fn rand(shape: Vec<isize>, low: f64, high: f64, dtype: Option<&Bound<'_, PyAny>>
 
 #[pyfunction]
 #[pyo3(signature = (shape, mean=0.0, std=1.0, dtype=None, generator=None, requires_grad=false))]
-fn randn(shape: Vec<isize>, mean: f64, std: f64, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+fn randn(
+    shape: Vec<isize>,
+    mean: f64,
+    std: f64,
+    dtype: Option<&Bound<'_, PyAny>>,
+    generator: Option<&Bound<'_, PyAny>>,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
     let s = to_usize_shape(&shape)?;
     let dt = dt_or_default(dtype)?;
     finish(|| Ok(with_gen(generator, |g| creation::randn(&s, mean, std, dt, g))?), requires_grad)
@@ -141,7 +163,13 @@ fn randn(shape: Vec<isize>, mean: f64, std: f64, dtype: Option<&Bound<'_, PyAny>
 
 #[pyfunction]
 #[pyo3(signature = (low, high, shape, dtype=None, generator=None))]
-fn randint(low: i64, high: i64, shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+fn randint(
+    low: i64,
+    high: i64,
+    shape: Vec<isize>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    generator: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyTensor> {
     let s = to_usize_shape(&shape)?;
     let dt = opt_dtype(dtype)?.unwrap_or(DType::I64);
     guard(|| Ok(with_gen(generator, |g| creation::randint(&s, low, high, dt, g))?))
@@ -239,7 +267,9 @@ fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         Some(s) if !s.is_none() => {
             let b: Vec<isize> = s.extract()?;
             if b.iter().any(|x| x % isz != 0) {
-                return Err(PyValueError::new_err("given numpy array strides not a multiple of the element byte size. Copy the numpy array to reallocate the memory."));
+                return Err(PyValueError::new_err(
+                    "given numpy array strides not a multiple of the element byte size. Copy the numpy array to reallocate the memory.",
+                ));
             }
             b.iter().map(|x| x / isz).collect()
         }
@@ -251,7 +281,11 @@ fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     if n > 0 {
         for (d, &s) in shape.iter().zip(&strides) {
             let ext = (*d as isize - 1) * s;
-            if ext < 0 { lo += ext } else { hi += ext }
+            if ext < 0 {
+                lo += ext
+            } else {
+                hi += ext
+            }
         }
     }
     let base = (ptr as isize + lo * isz) as *mut u8;
@@ -259,7 +293,9 @@ fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let owner = Box::new(PyOwner(arr.clone().unbind()));
     // Safety: the array stays alive as long as the storage (owner), and the
     // span [lo, hi] is inside its buffer.
-    let st = unsafe { Storage::external(if n == 0 { std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8 } else { base }, nbytes, owner, !readonly) };
+    let st = unsafe {
+        Storage::external(if n == 0 { std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8 } else { base }, nbytes, owner, !readonly)
+    };
     Ok(pt(Tensor::from_storage(Arc::new(st), &shape, &strides, (-lo) as usize, dt)))
 }
 
@@ -340,7 +376,9 @@ fn linear(input: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, bias: Option<&Bou
         _ => None,
     };
     let (x, w) = (tensor_arg(input, "linear")?, tensor_arg(weight, "linear")?);
-    crate::tensor::guard_nogil(input.py(), x.numel().saturating_mul(w.shape().first().copied().unwrap_or(1)), || linalg::linear(&x, &w, b.as_ref()))
+    crate::tensor::guard_nogil(input.py(), x.numel().saturating_mul(w.shape().first().copied().unwrap_or(1)), || {
+        linalg::linear(&x, &w, b.as_ref())
+    })
 }
 
 #[pyfunction]
@@ -409,7 +447,9 @@ fn run_backward(
     };
     let res = py
         .allow_threads(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| autograd::run_backward(&outs, &gs, retain_graph, create_graph, ins.as_deref(), allow_unused)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                autograd::run_backward(&outs, &gs, retain_graph, create_graph, ins.as_deref(), allow_unused)
+            }))
         })
         .map_err(crate::conv::panic_to_py)?
         .py()?;
@@ -498,7 +538,14 @@ fn same_len(n: usize, lens: &[(usize, &str)]) -> PyResult<()> {
 /// Cross-entropy over logits in one fused op (see `rbe.nn.functional.cross_entropy`).
 #[pyfunction]
 #[pyo3(signature = (input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0))]
-fn cross_entropy(input: &Bound<'_, PyAny>, target: &Bound<'_, PyAny>, weight: Option<&Bound<'_, PyAny>>, ignore_index: i64, reduction: &str, label_smoothing: f64) -> PyResult<PyTensor> {
+fn cross_entropy(
+    input: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ignore_index: i64,
+    reduction: &str,
+    label_smoothing: f64,
+) -> PyResult<PyTensor> {
     let x = tensor_arg(input, "cross_entropy")?;
     let t = tensor_arg(target, "cross_entropy")?;
     let w = opt_tensor(weight, "cross_entropy")?;
@@ -509,7 +556,15 @@ fn cross_entropy(input: &Bound<'_, PyAny>, target: &Bound<'_, PyAny>, weight: Op
 /// (coefficients (R, C), normaliser) of class-index targets, for nll_loss.
 #[pyfunction]
 #[pyo3(signature = (target, num_classes, weight, ignore_index, label_smoothing, dtype))]
-fn class_coefficients(py: Python<'_>, target: &Bound<'_, PyAny>, num_classes: usize, weight: Option<&Bound<'_, PyAny>>, ignore_index: i64, label_smoothing: f64, dtype: &Bound<'_, PyAny>) -> PyResult<(Py<PyTensor>, f64)> {
+fn class_coefficients(
+    py: Python<'_>,
+    target: &Bound<'_, PyAny>,
+    num_classes: usize,
+    weight: Option<&Bound<'_, PyAny>>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    dtype: &Bound<'_, PyAny>,
+) -> PyResult<(Py<PyTensor>, f64)> {
     let t = tensor_arg(target, "nll_loss")?;
     let w = opt_tensor(weight, "nll_loss")?;
     let dt = parse_dtype(dtype)?;
@@ -520,7 +575,18 @@ fn class_coefficients(py: Python<'_>, target: &Bound<'_, PyAny>, num_classes: us
 #[pyfunction]
 #[pyo3(signature = (params, grads, bufs, first, lr, momentum, dampening, weight_decay, nesterov, maximize))]
 #[allow(clippy::too_many_arguments)]
-fn sgd_step(params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, bufs: Vec<Option<Bound<'_, PyAny>>>, first: Vec<bool>, lr: f64, momentum: f64, dampening: f64, weight_decay: f64, nesterov: bool, maximize: bool) -> PyResult<()> {
+fn sgd_step(
+    params: Vec<Bound<'_, PyAny>>,
+    grads: Vec<Bound<'_, PyAny>>,
+    bufs: Vec<Option<Bound<'_, PyAny>>>,
+    first: Vec<bool>,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    maximize: bool,
+) -> PyResult<()> {
     let (p, g, b) = (tensors(&params, "sgd")?, tensors(&grads, "sgd")?, opt_tensors(&bufs, "sgd")?);
     same_len(p.len(), &[(g.len(), "grads"), (b.len(), "momentum buffers"), (first.len(), "first")])?;
     let cfg = rbe_core::ops::optim::SgdConfig { lr, momentum, dampening, weight_decay, nesterov, maximize };
@@ -531,13 +597,27 @@ fn sgd_step(params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, bufs: V
 #[pyo3(signature = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled))]
 #[allow(clippy::too_many_arguments)]
 fn adam_step(
-    params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, exp_avgs: Vec<Bound<'_, PyAny>>, exp_avg_sqs: Vec<Bound<'_, PyAny>>,
-    max_exp_avg_sqs: Vec<Option<Bound<'_, PyAny>>>, steps: Vec<u64>, lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64,
-    amsgrad: bool, maximize: bool, decoupled: bool,
+    params: Vec<Bound<'_, PyAny>>,
+    grads: Vec<Bound<'_, PyAny>>,
+    exp_avgs: Vec<Bound<'_, PyAny>>,
+    exp_avg_sqs: Vec<Bound<'_, PyAny>>,
+    max_exp_avg_sqs: Vec<Option<Bound<'_, PyAny>>>,
+    steps: Vec<u64>,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    maximize: bool,
+    decoupled: bool,
 ) -> PyResult<()> {
     let (p, g) = (tensors(&params, "adam")?, tensors(&grads, "adam")?);
     let (m, v, x) = (tensors(&exp_avgs, "adam")?, tensors(&exp_avg_sqs, "adam")?, opt_tensors(&max_exp_avg_sqs, "adam")?);
-    same_len(p.len(), &[(g.len(), "grads"), (m.len(), "exp_avgs"), (v.len(), "exp_avg_sqs"), (x.len(), "max_exp_avg_sqs"), (steps.len(), "steps")])?;
+    same_len(
+        p.len(),
+        &[(g.len(), "grads"), (m.len(), "exp_avgs"), (v.len(), "exp_avg_sqs"), (x.len(), "max_exp_avg_sqs"), (steps.len(), "steps")],
+    )?;
     let cfg = rbe_core::ops::optim::AdamConfig { lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled };
     let n: usize = p.iter().map(|t| t.numel()).sum();
     let run = move || rbe_core::ops::optim::adam_step(&p, &g, &m, &v, &x, &steps, cfg);
@@ -548,8 +628,18 @@ fn adam_step(
 #[pyo3(signature = (params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum, centered, maximize))]
 #[allow(clippy::too_many_arguments)]
 fn rmsprop_step(
-    params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, square_avgs: Vec<Bound<'_, PyAny>>, grad_avgs: Vec<Option<Bound<'_, PyAny>>>,
-    momentum_buffers: Vec<Option<Bound<'_, PyAny>>>, lr: f64, alpha: f64, eps: f64, weight_decay: f64, momentum: f64, centered: bool, maximize: bool,
+    params: Vec<Bound<'_, PyAny>>,
+    grads: Vec<Bound<'_, PyAny>>,
+    square_avgs: Vec<Bound<'_, PyAny>>,
+    grad_avgs: Vec<Option<Bound<'_, PyAny>>>,
+    momentum_buffers: Vec<Option<Bound<'_, PyAny>>>,
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum: f64,
+    centered: bool,
+    maximize: bool,
 ) -> PyResult<()> {
     let (p, g, s) = (tensors(&params, "rmsprop")?, tensors(&grads, "rmsprop")?, tensors(&square_avgs, "rmsprop")?);
     let (ga, b) = (opt_tensors(&grad_avgs, "rmsprop")?, opt_tensors(&momentum_buffers, "rmsprop")?);
@@ -597,11 +687,7 @@ fn attach_py_function(output: &Bound<'_, PyAny>, inputs: Vec<Bound<'_, PyAny>>, 
             let err = |e: PyErr| rbe_core::Error::Autograd(format!("error in the backward of a custom Function: {e}"));
             let r = f.call1(py, (Py::new(py, pt(g.clone())).map_err(err)?,)).map_err(err)?;
             let r = r.bind(py);
-            let items: Vec<Bound<'_, PyAny>> = if let Ok(t) = r.downcast::<PyTuple>() {
-                t.iter().collect()
-            } else {
-                vec![r.clone()]
-            };
+            let items: Vec<Bound<'_, PyAny>> = if let Ok(t) = r.downcast::<PyTuple>() { t.iter().collect() } else { vec![r.clone()] };
             if items.len() < n_in {
                 return Err(rbe_core::Error::Autograd(format!(
                     "function backward returned an incorrect number of gradients (expected {n_in}, got {})",
@@ -614,7 +700,12 @@ fn attach_py_function(output: &Bound<'_, PyAny>, inputs: Vec<Bound<'_, PyAny>>, 
                     out.push(None);
                     continue;
                 }
-                let t = it.downcast::<PyTensor>().map_err(|_| rbe_core::Error::Autograd(format!("function backward returned a {} for input {k}, expected a Tensor or None", it.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+                let t = it.downcast::<PyTensor>().map_err(|_| {
+                    rbe_core::Error::Autograd(format!(
+                        "function backward returned a {} for input {k}, expected a Tensor or None",
+                        it.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    ))
+                })?;
                 let t = t.get().t.clone();
                 if t.shape() != &shapes[k][..] {
                     return Err(rbe_core::Error::Shape(format!(

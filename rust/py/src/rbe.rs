@@ -26,8 +26,12 @@ fn layout(l: LayoutArg) -> PyResult<Layout> {
 #[pyfunction]
 #[pyo3(signature = (layout_, atoms, tracks, res_vals=None, res_idx=None))]
 fn rbe_generate(
-    py: Python<'_>, layout_: LayoutArg, atoms: &Bound<'_, PyAny>, tracks: &Bound<'_, PyAny>,
-    res_vals: Option<&Bound<'_, PyAny>>, res_idx: Option<&Bound<'_, PyAny>>,
+    py: Python<'_>,
+    layout_: LayoutArg,
+    atoms: &Bound<'_, PyAny>,
+    tracks: &Bound<'_, PyAny>,
+    res_vals: Option<&Bound<'_, PyAny>>,
+    res_idx: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyTensor> {
     let lay = layout(layout_)?;
     let (a, t) = (tensor_arg(atoms, "rbe_generate")?, tensor_arg(tracks, "rbe_generate")?);
@@ -40,8 +44,14 @@ fn rbe_generate(
 #[pyo3(signature = (input, layout_, atoms, tracks, res_vals=None, res_idx=None, bias=None))]
 #[allow(clippy::too_many_arguments)]
 fn rbe_linear(
-    py: Python<'_>, input: &Bound<'_, PyAny>, layout_: LayoutArg, atoms: &Bound<'_, PyAny>, tracks: &Bound<'_, PyAny>,
-    res_vals: Option<&Bound<'_, PyAny>>, res_idx: Option<&Bound<'_, PyAny>>, bias: Option<&Bound<'_, PyAny>>,
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    layout_: LayoutArg,
+    atoms: &Bound<'_, PyAny>,
+    tracks: &Bound<'_, PyAny>,
+    res_vals: Option<&Bound<'_, PyAny>>,
+    res_idx: Option<&Bound<'_, PyAny>>,
+    bias: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyTensor> {
     let lay = layout(layout_)?;
     let x = tensor_arg(input, "rbe_linear")?;
@@ -49,9 +59,7 @@ fn rbe_linear(
     let (rv, ri) = (opt_tensor(res_vals, "rbe_linear")?, opt_tensor(res_idx, "rbe_linear")?);
     let b = opt_tensor(bias, "rbe_linear")?;
     let work = x.numel().saturating_mul(lay.out) / 8;
-    guard_nogil(py, work, || {
-        lin(&x, &lay, &RbeParams { atoms: &a, tracks: &t, res_vals: rv.as_ref(), res_idx: ri.as_ref() }, b.as_ref())
-    })
+    guard_nogil(py, work, || lin(&x, &lay, &RbeParams { atoms: &a, tracks: &t, res_vals: rv.as_ref(), res_idx: ri.as_ref() }, b.as_ref()))
 }
 
 #[pyfunction]

@@ -349,7 +349,10 @@ impl PyTensor {
         if o.shape() != self.t.shape() || o.dtype() != self.t.dtype() {
             return Err(PyRuntimeError::new_err(format!(
                 "setting .data to a tensor of a different shape or dtype is not supported (have {:?} {}, got {:?} {})",
-                self.t.shape(), self.t.dtype().name(), o.shape(), o.dtype().name()
+                self.t.shape(),
+                self.t.dtype().name(),
+                o.shape(),
+                o.dtype().name()
             )));
         }
         let _g = autograd::no_grad();
@@ -467,7 +470,14 @@ impl PyTensor {
 
     /// `to(dtype)` / `to(other)` / `to("cpu")`; returns self when nothing changes.
     #[pyo3(signature = (*args, dtype=None, device=None, copy=false, non_blocking=false))]
-    fn to(slf: &Bound<'_, Self>, args: &Bound<'_, PyTuple>, dtype: Option<&Bound<'_, PyAny>>, device: Option<&Bound<'_, PyAny>>, copy: bool, non_blocking: bool) -> PyResult<PyObject> {
+    fn to(
+        slf: &Bound<'_, Self>,
+        args: &Bound<'_, PyTuple>,
+        dtype: Option<&Bound<'_, PyAny>>,
+        device: Option<&Bound<'_, PyAny>>,
+        copy: bool,
+        non_blocking: bool,
+    ) -> PyResult<PyObject> {
         let _ = (device, non_blocking);
         let py = slf.py();
         let me = &slf.get().t;
@@ -536,17 +546,31 @@ impl PyTensor {
 
     // ------------------------------------------------------------ autograd
     #[pyo3(signature = (gradient=None, retain_graph=None, create_graph=false, inputs=None))]
-    fn backward(&self, py: Python<'_>, gradient: Option<&Bound<'_, PyAny>>, retain_graph: Option<bool>, create_graph: bool, inputs: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn backward(
+        &self,
+        py: Python<'_>,
+        gradient: Option<&Bound<'_, PyAny>>,
+        retain_graph: Option<bool>,
+        create_graph: bool,
+        inputs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let g = match gradient {
             Some(g) if !g.is_none() => operand(g)?,
             _ => {
                 if self.t.numel() != 1 {
-                    return Err(PyRuntimeError::new_err(format!("grad can be implicitly created only for scalar outputs (got shape {:?})", self.t.shape())));
+                    return Err(PyRuntimeError::new_err(format!(
+                        "grad can be implicitly created only for scalar outputs (got shape {:?})",
+                        self.t.shape()
+                    )));
                 }
                 Tensor::ones(self.t.shape(), self.t.dtype())
             }
         };
-        let g = if g.shape() != self.t.shape() && g.numel() == self.t.numel() && g.is_wrapped_scalar() { Tensor::full(self.t.shape(), g.item_f64().py()?, self.t.dtype()) } else { g };
+        let g = if g.shape() != self.t.shape() && g.numel() == self.t.numel() && g.is_wrapped_scalar() {
+            Tensor::full(self.t.shape(), g.item_f64().py()?, self.t.dtype())
+        } else {
+            g
+        };
         if inputs.is_some_and(|i| !i.is_none()) {
             let f = py.import("rbe.autograd")?.getattr("backward")?;
             let kw = PyDict::new(py);
@@ -561,7 +585,9 @@ impl PyTensor {
         // the interpreter is released during backward (Python autograd.Function
         // nodes take it back themselves)
         let t = self.t.clone();
-        let r = py.allow_threads(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| autograd::run_backward(&[t], &[g], retain, create_graph, None, false))));
+        let r = py.allow_threads(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| autograd::run_backward(&[t], &[g], retain, create_graph, None, false)))
+        });
         match r {
             Ok(res) => {
                 res.py()?;
@@ -572,20 +598,48 @@ impl PyTensor {
     }
 
     // ------------------------------------------------------------ arithmetic dunders
-    fn __add__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Add, &self.t, o, false) }
-    fn __radd__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Add, &self.t, o, true) }
-    fn __sub__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Sub, &self.t, o, false) }
-    fn __rsub__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Sub, &self.t, o, true) }
-    fn __mul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Mul, &self.t, o, false) }
-    fn __rmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Mul, &self.t, o, true) }
-    fn __truediv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Div, &self.t, o, false) }
-    fn __rtruediv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Div, &self.t, o, true) }
-    fn __floordiv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::FloorDiv, &self.t, o, false) }
-    fn __rfloordiv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::FloorDiv, &self.t, o, true) }
-    fn __mod__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Rem, &self.t, o, false) }
-    fn __rmod__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Rem, &self.t, o, true) }
-    fn __pow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, false) }
-    fn __rpow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, true) }
+    fn __add__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Add, &self.t, o, false)
+    }
+    fn __radd__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Add, &self.t, o, true)
+    }
+    fn __sub__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Sub, &self.t, o, false)
+    }
+    fn __rsub__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Sub, &self.t, o, true)
+    }
+    fn __mul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Mul, &self.t, o, false)
+    }
+    fn __rmul__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Mul, &self.t, o, true)
+    }
+    fn __truediv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Div, &self.t, o, false)
+    }
+    fn __rtruediv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Div, &self.t, o, true)
+    }
+    fn __floordiv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::FloorDiv, &self.t, o, false)
+    }
+    fn __rfloordiv__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::FloorDiv, &self.t, o, true)
+    }
+    fn __mod__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Rem, &self.t, o, false)
+    }
+    fn __rmod__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Rem, &self.t, o, true)
+    }
+    fn __pow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+        arith_op(Arith::Pow, &self.t, o, false)
+    }
+    fn __rpow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+        arith_op(Arith::Pow, &self.t, o, true)
+    }
     fn __matmul__(&self, py: Python<'_>, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let b = tensor_arg(o, "matmul")?;
         guard_nogil(py, matmul_work(&self.t, &b), || linalg::matmul(&self.t, &b))
@@ -594,9 +648,15 @@ impl PyTensor {
         let a = tensor_arg(o, "matmul")?;
         guard_nogil(py, matmul_work(&a, &self.t), || linalg::matmul(&a, &self.t))
     }
-    fn __neg__(&self) -> PyResult<PyTensor> { guard(|| Ok(un::neg(&self.t)?)) }
-    fn __pos__(slf: &Bound<'_, Self>) -> Py<Self> { slf.clone().unbind() }
-    fn __abs__(&self) -> PyResult<PyTensor> { guard(|| Ok(un::abs(&self.t)?)) }
+    fn __neg__(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::neg(&self.t)?))
+    }
+    fn __pos__(slf: &Bound<'_, Self>) -> Py<Self> {
+        slf.clone().unbind()
+    }
+    fn __abs__(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::abs(&self.t)?))
+    }
     fn __invert__(&self) -> PyResult<PyTensor> {
         match self.t.dtype() {
             DType::Bool => guard(|| Ok(bin::logical_not(&self.t)?)),
@@ -604,12 +664,24 @@ impl PyTensor {
             d => Err(PyTypeError::new_err(format!("~ (bitwise_not) is only supported for integer and bool tensors, got {}", d.name()))),
         }
     }
-    fn __and__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::And, &self.t, &operand(o)?)?)) }
-    fn __rand__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::And, &operand(o)?, &self.t)?)) }
-    fn __or__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Or, &self.t, &operand(o)?)?)) }
-    fn __ror__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Or, &operand(o)?, &self.t)?)) }
-    fn __xor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Xor, &self.t, &operand(o)?)?)) }
-    fn __rxor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::bitwise(Bitwise::Xor, &operand(o)?, &self.t)?)) }
+    fn __and__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::bitwise(Bitwise::And, &self.t, &operand(o)?)?))
+    }
+    fn __rand__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::bitwise(Bitwise::And, &operand(o)?, &self.t)?))
+    }
+    fn __or__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::bitwise(Bitwise::Or, &self.t, &operand(o)?)?))
+    }
+    fn __ror__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::bitwise(Bitwise::Or, &operand(o)?, &self.t)?))
+    }
+    fn __xor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::bitwise(Bitwise::Xor, &self.t, &operand(o)?)?))
+    }
+    fn __rxor__(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::bitwise(Bitwise::Xor, &operand(o)?, &self.t)?))
+    }
     fn __richcmp__(&self, o: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
         let py = o.py();
         let other = match operand(o) {
@@ -632,11 +704,21 @@ impl PyTensor {
         };
         Ok(Py::new(py, guard(|| Ok(bin::compare(c, &self.t, &other)?))?)?.into_any())
     }
-    fn __iadd__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> { bin::arith_(Arith::Add, &self.t, &operand(o)?).py() }
-    fn __isub__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> { bin::arith_(Arith::Sub, &self.t, &operand(o)?).py() }
-    fn __imul__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> { bin::arith_(Arith::Mul, &self.t, &operand(o)?).py() }
-    fn __itruediv__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> { bin::arith_(Arith::Div, &self.t, &operand(o)?).py() }
-    fn __ipow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<()> { bin::arith_(Arith::Pow, &self.t, &operand(o)?).py() }
+    fn __iadd__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> {
+        bin::arith_(Arith::Add, &self.t, &operand(o)?).py()
+    }
+    fn __isub__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> {
+        bin::arith_(Arith::Sub, &self.t, &operand(o)?).py()
+    }
+    fn __imul__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> {
+        bin::arith_(Arith::Mul, &self.t, &operand(o)?).py()
+    }
+    fn __itruediv__(&self, o: &Bound<'_, PyAny>) -> PyResult<()> {
+        bin::arith_(Arith::Div, &self.t, &operand(o)?).py()
+    }
+    fn __ipow__(&self, o: &Bound<'_, PyAny>, _m: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        bin::arith_(Arith::Pow, &self.t, &operand(o)?).py()
+    }
     fn __getitem__(&self, idx: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let items = parse_index(idx)?;
         guard(|| Ok(index::getitem(&self.t, &items)?))
@@ -658,7 +740,9 @@ impl PyTensor {
         let o = scaled(other, alpha)?;
         guard(|| Ok(bin::sub(&self.t, &o)?))
     }
-    fn mul(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Mul, &self.t, o, false) }
+    fn mul(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Mul, &self.t, o, false)
+    }
     #[pyo3(signature = (other, *, rounding_mode=None))]
     fn div(&self, other: &Bound<'_, PyAny>, rounding_mode: Option<&str>) -> PyResult<PyTensor> {
         let o = operand(other)?;
@@ -671,26 +755,62 @@ impl PyTensor {
                 let dt = rbe_core::ops::promote(&[&self.t, &o]);
                 guard(|| Ok(rbe_core::ops::as_dtype(&r, dt)?))
             }
-            Some(m) => Err(PyValueError::new_err(format!("div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{m}'"))),
+            Some(m) => {
+                Err(PyValueError::new_err(format!("div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{m}'")))
+            }
         }
     }
-    fn true_divide(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Div, &self.t, o, false) }
-    fn floor_divide(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::FloorDiv, &self.t, o, false) }
-    fn remainder(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Rem, &self.t, o, false) }
-    fn pow(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { arith_op(Arith::Pow, &self.t, o, false) }
-    fn maximum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::maximum(&self.t, &tensor_arg(o, "maximum")?)?)) }
-    fn minimum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::minimum(&self.t, &tensor_arg(o, "minimum")?)?)) }
-    fn atan2(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::arith(Arith::Atan2, &self.t, &tensor_arg(o, "atan2")?)?)) }
-    fn eq(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::eq(&self.t, &operand(o)?)?)) }
-    fn ne(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::ne(&self.t, &operand(o)?)?)) }
-    fn lt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::lt(&self.t, &operand(o)?)?)) }
-    fn le(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::le(&self.t, &operand(o)?)?)) }
-    fn gt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::gt(&self.t, &operand(o)?)?)) }
-    fn ge(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::ge(&self.t, &operand(o)?)?)) }
-    fn logical_and(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_and(&self.t, &operand(o)?)?)) }
-    fn logical_or(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_or(&self.t, &operand(o)?)?)) }
-    fn logical_xor(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_xor(&self.t, &operand(o)?)?)) }
-    fn logical_not(&self) -> PyResult<PyTensor> { guard(|| Ok(bin::logical_not(&self.t)?)) }
+    fn true_divide(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Div, &self.t, o, false)
+    }
+    fn floor_divide(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::FloorDiv, &self.t, o, false)
+    }
+    fn remainder(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Rem, &self.t, o, false)
+    }
+    fn pow(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        arith_op(Arith::Pow, &self.t, o, false)
+    }
+    fn maximum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::maximum(&self.t, &tensor_arg(o, "maximum")?)?))
+    }
+    fn minimum(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::minimum(&self.t, &tensor_arg(o, "minimum")?)?))
+    }
+    fn atan2(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::arith(Arith::Atan2, &self.t, &tensor_arg(o, "atan2")?)?))
+    }
+    fn eq(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::eq(&self.t, &operand(o)?)?))
+    }
+    fn ne(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::ne(&self.t, &operand(o)?)?))
+    }
+    fn lt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::lt(&self.t, &operand(o)?)?))
+    }
+    fn le(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::le(&self.t, &operand(o)?)?))
+    }
+    fn gt(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::gt(&self.t, &operand(o)?)?))
+    }
+    fn ge(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::ge(&self.t, &operand(o)?)?))
+    }
+    fn logical_and(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::logical_and(&self.t, &operand(o)?)?))
+    }
+    fn logical_or(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::logical_or(&self.t, &operand(o)?)?))
+    }
+    fn logical_xor(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::logical_xor(&self.t, &operand(o)?)?))
+    }
+    fn logical_not(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(bin::logical_not(&self.t)?))
+    }
     fn equal(&self, o: &Bound<'_, PyAny>) -> PyResult<bool> {
         let o = tensor_arg(o, "equal")?;
         if o.shape() != self.t.shape() {
@@ -711,48 +831,126 @@ impl PyTensor {
         let b = tensor_arg(o, "bmm")?;
         guard_nogil(py, matmul_work(&self.t, &b), || linalg::bmm(&self.t, &b))
     }
-    fn mv(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::mv(&self.t, &tensor_arg(o, "mv")?)?)) }
-    fn dot(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::dot(&self.t, &tensor_arg(o, "dot")?)?)) }
-    fn outer(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> { guard(|| Ok(linalg::outer(&self.t, &tensor_arg(o, "outer")?)?)) }
+    fn mv(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(linalg::mv(&self.t, &tensor_arg(o, "mv")?)?))
+    }
+    fn dot(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(linalg::dot(&self.t, &tensor_arg(o, "dot")?)?))
+    }
+    fn outer(&self, o: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        guard(|| Ok(linalg::outer(&self.t, &tensor_arg(o, "outer")?)?))
+    }
 
     // ------------------------------------------------------------ unary
-    fn neg(&self) -> PyResult<PyTensor> { guard(|| Ok(un::neg(&self.t)?)) }
-    fn negative(&self) -> PyResult<PyTensor> { guard(|| Ok(un::neg(&self.t)?)) }
-    fn abs(&self) -> PyResult<PyTensor> { guard(|| Ok(un::abs(&self.t)?)) }
-    fn sign(&self) -> PyResult<PyTensor> { guard(|| Ok(un::sign(&self.t)?)) }
-    fn exp(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Exp, &self.t)?)) }
-    fn expm1(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Expm1, &self.t)?)) }
-    fn log(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log, &self.t)?)) }
-    fn log1p(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log1p, &self.t)?)) }
-    fn log2(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log2, &self.t)?)) }
-    fn log10(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Log10, &self.t)?)) }
-    fn sqrt(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sqrt, &self.t)?)) }
-    fn rsqrt(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Rsqrt, &self.t)?)) }
-    fn square(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Square, &self.t)?)) }
-    fn reciprocal(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Reciprocal, &self.t)?)) }
-    fn sin(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sin, &self.t)?)) }
-    fn cos(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Cos, &self.t)?)) }
-    fn tan(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Tan, &self.t)?)) }
-    fn asin(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Asin, &self.t)?)) }
-    fn acos(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Acos, &self.t)?)) }
-    fn atan(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Atan, &self.t)?)) }
-    fn sinh(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sinh, &self.t)?)) }
-    fn cosh(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Cosh, &self.t)?)) }
-    fn tanh(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Tanh, &self.t)?)) }
-    fn sigmoid(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Sigmoid, &self.t)?)) }
-    fn relu(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Relu, &self.t)?)) }
-    fn erf(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Erf, &self.t)?)) }
-    fn erfc(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Erfc, &self.t)?)) }
-    fn floor(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Floor, &self.t)?)) }
-    fn ceil(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Ceil, &self.t)?)) }
-    fn round(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Round, &self.t)?)) }
-    fn trunc(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Trunc, &self.t)?)) }
-    fn frac(&self) -> PyResult<PyTensor> { guard(|| Ok(un::unary(Fun::Frac, &self.t)?)) }
+    fn neg(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::neg(&self.t)?))
+    }
+    fn negative(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::neg(&self.t)?))
+    }
+    fn abs(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::abs(&self.t)?))
+    }
+    fn sign(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::sign(&self.t)?))
+    }
+    fn exp(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Exp, &self.t)?))
+    }
+    fn expm1(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Expm1, &self.t)?))
+    }
+    fn log(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Log, &self.t)?))
+    }
+    fn log1p(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Log1p, &self.t)?))
+    }
+    fn log2(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Log2, &self.t)?))
+    }
+    fn log10(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Log10, &self.t)?))
+    }
+    fn sqrt(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Sqrt, &self.t)?))
+    }
+    fn rsqrt(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Rsqrt, &self.t)?))
+    }
+    fn square(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Square, &self.t)?))
+    }
+    fn reciprocal(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Reciprocal, &self.t)?))
+    }
+    fn sin(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Sin, &self.t)?))
+    }
+    fn cos(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Cos, &self.t)?))
+    }
+    fn tan(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Tan, &self.t)?))
+    }
+    fn asin(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Asin, &self.t)?))
+    }
+    fn acos(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Acos, &self.t)?))
+    }
+    fn atan(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Atan, &self.t)?))
+    }
+    fn sinh(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Sinh, &self.t)?))
+    }
+    fn cosh(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Cosh, &self.t)?))
+    }
+    fn tanh(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Tanh, &self.t)?))
+    }
+    fn sigmoid(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Sigmoid, &self.t)?))
+    }
+    fn relu(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Relu, &self.t)?))
+    }
+    fn erf(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Erf, &self.t)?))
+    }
+    fn erfc(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Erfc, &self.t)?))
+    }
+    fn floor(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Floor, &self.t)?))
+    }
+    fn ceil(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Ceil, &self.t)?))
+    }
+    fn round(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Round, &self.t)?))
+    }
+    fn trunc(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Trunc, &self.t)?))
+    }
+    fn frac(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::unary(Fun::Frac, &self.t)?))
+    }
     #[pyo3(signature = (eps=None))]
-    fn logit(&self, eps: Option<f64>) -> PyResult<PyTensor> { guard(|| Ok(un::logit(&self.t, eps)?)) }
-    fn isnan(&self) -> PyResult<PyTensor> { guard(|| Ok(un::isnan(&self.t)?)) }
-    fn isinf(&self) -> PyResult<PyTensor> { guard(|| Ok(un::isinf(&self.t)?)) }
-    fn isfinite(&self) -> PyResult<PyTensor> { guard(|| Ok(un::isfinite(&self.t)?)) }
+    fn logit(&self, eps: Option<f64>) -> PyResult<PyTensor> {
+        guard(|| Ok(un::logit(&self.t, eps)?))
+    }
+    fn isnan(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::isnan(&self.t)?))
+    }
+    fn isinf(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::isinf(&self.t)?))
+    }
+    fn isfinite(&self) -> PyResult<PyTensor> {
+        guard(|| Ok(un::isfinite(&self.t)?))
+    }
     #[pyo3(signature = (min=None, max=None))]
     fn clamp(&self, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         clamp_impl(&self.t, min, max)
@@ -956,7 +1154,13 @@ impl PyTensor {
         guard(|| Ok(index::scatter_add(&self.t, dim, &tensor_arg(index, "scatter_add")?, &tensor_arg(src, "scatter_add")?)?))
     }
     #[pyo3(signature = (dim, index, src=None, *, value=None))]
-    fn scatter(&self, dim: isize, index: &Bound<'_, PyAny>, src: Option<&Bound<'_, PyAny>>, value: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    fn scatter(
+        &self,
+        dim: isize,
+        index: &Bound<'_, PyAny>,
+        src: Option<&Bound<'_, PyAny>>,
+        value: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
         let idx = tensor_arg(index, "scatter")?;
         let s = scatter_src(&self.t, &idx, src, value)?;
         guard(|| Ok(index::scatter(&self.t, dim, &idx, &s)?))
@@ -965,7 +1169,13 @@ impl PyTensor {
         guard(|| Ok(index::index_select(&self.t, dim, &tensor_arg(index, "index_select")?)?))
     }
     #[pyo3(signature = (dim, index, source, *, alpha=None))]
-    fn index_add(&self, dim: isize, index: &Bound<'_, PyAny>, source: &Bound<'_, PyAny>, alpha: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    fn index_add(
+        &self,
+        dim: isize,
+        index: &Bound<'_, PyAny>,
+        source: &Bound<'_, PyAny>,
+        alpha: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
         let src = scaled(source, alpha)?;
         guard(|| Ok(index::index_add(&self.t, dim, &tensor_arg(index, "index_add")?, &src)?))
     }
@@ -1012,7 +1222,10 @@ impl PyTensor {
     fn fill_(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<Self>> {
         let v = operand(value)?;
         if v.numel() != 1 {
-            return Err(PyValueError::new_err(format!("fill_ only supports 0-dimension value tensor but got tensor with {} dimensions.", v.ndim())));
+            return Err(PyValueError::new_err(format!(
+                "fill_ only supports 0-dimension value tensor but got tensor with {} dimensions.",
+                v.ndim()
+            )));
         }
         if v.requires_grad() {
             bin::inplace(&slf.get().t, "fill_", |x| shape::expand(&rbe_core::ops::as_dtype(&v, x.dtype())?, x.shape())).py()?;
@@ -1027,7 +1240,9 @@ impl PyTensor {
         let (lo, hi) = (min.map(|m| m.clone().unbind()), max.map(|m| m.clone().unbind()));
         let py = slf.py();
         bin::inplace(me, "clamp_", |x| {
-            clamp_impl(x, lo.as_ref().map(|o| o.bind(py)), hi.as_ref().map(|o| o.bind(py))).map(|p| p.t).map_err(|e| rbe_core::Error::Value(e.to_string()))
+            clamp_impl(x, lo.as_ref().map(|o| o.bind(py)), hi.as_ref().map(|o| o.bind(py)))
+                .map(|p| p.t)
+                .map_err(|e| rbe_core::Error::Value(e.to_string()))
         })
         .py()?;
         Ok(slf.clone().unbind())
@@ -1054,7 +1269,13 @@ impl PyTensor {
         Ok(slf.clone().unbind())
     }
     #[pyo3(signature = (dim, index, source, *, alpha=None))]
-    fn index_add_(slf: &Bound<'_, Self>, dim: isize, index: &Bound<'_, PyAny>, source: &Bound<'_, PyAny>, alpha: Option<&Bound<'_, PyAny>>) -> PyResult<Py<Self>> {
+    fn index_add_(
+        slf: &Bound<'_, Self>,
+        dim: isize,
+        index: &Bound<'_, PyAny>,
+        source: &Bound<'_, PyAny>,
+        alpha: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Self>> {
         let src = scaled(source, alpha)?;
         let idx = tensor_arg(index, "index_add_")?;
         bin::inplace(&slf.get().t, "index_add_", |x| index::index_add(x, dim, &idx, &src)).py()?;
@@ -1066,12 +1287,24 @@ impl PyTensor {
         bin::inplace(&slf.get().t, "scatter_add_", |x| index::scatter_add(x, dim, &idx, &s)).py()?;
         Ok(slf.clone().unbind())
     }
-    fn exp_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> { unary_inplace(slf, Fun::Exp) }
-    fn log_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> { unary_inplace(slf, Fun::Log) }
-    fn sqrt_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> { unary_inplace(slf, Fun::Sqrt) }
-    fn sigmoid_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> { unary_inplace(slf, Fun::Sigmoid) }
-    fn tanh_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> { unary_inplace(slf, Fun::Tanh) }
-    fn relu_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> { unary_inplace(slf, Fun::Relu) }
+    fn exp_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        unary_inplace(slf, Fun::Exp)
+    }
+    fn log_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        unary_inplace(slf, Fun::Log)
+    }
+    fn sqrt_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        unary_inplace(slf, Fun::Sqrt)
+    }
+    fn sigmoid_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        unary_inplace(slf, Fun::Sigmoid)
+    }
+    fn tanh_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        unary_inplace(slf, Fun::Tanh)
+    }
+    fn relu_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        unary_inplace(slf, Fun::Relu)
+    }
     fn neg_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
         bin::inplace(&slf.get().t, "neg_", un::neg).py()?;
         Ok(slf.clone().unbind())

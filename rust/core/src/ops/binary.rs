@@ -135,7 +135,11 @@ fn int_kernel(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Arith::Min => map2::<i64, i64, i64>(a, b, |x, y| x.min(y)),
         Arith::FloorDiv => map2::<i64, i64, i64>(a, b, |x, y| {
             let q = x.wrapping_div(y);
-            if (x.wrapping_rem(y) != 0) && ((x < 0) != (y < 0)) { q - 1 } else { q }
+            if (x.wrapping_rem(y) != 0) && ((x < 0) != (y < 0)) {
+                q - 1
+            } else {
+                q
+            }
         }),
         Arith::Rem => map2::<i64, i64, i64>(a, b, |x, y| {
             let r = x.wrapping_rem(y);
@@ -164,10 +168,7 @@ pub fn arith(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (sa, sb) = (a.shape().to_vec(), b.shape().to_vec());
     match op {
         Arith::Add => attach(&out, "AddBackward0", &[a, b], false, move |ctx, g| {
-            Ok(vec![
-                if ctx.needs(0) { Some(sum_to(g, &sa)?) } else { None },
-                if ctx.needs(1) { Some(sum_to(g, &sb)?) } else { None },
-            ])
+            Ok(vec![if ctx.needs(0) { Some(sum_to(g, &sa)?) } else { None }, if ctx.needs(1) { Some(sum_to(g, &sb)?) } else { None }])
         }),
         Arith::Sub => attach(&out, "SubBackward0", &[a, b], false, move |ctx, g| {
             Ok(vec![
@@ -452,15 +453,11 @@ pub fn check_inplace(t: &Tensor) -> Result<()> {
         return Ok(());
     }
     if t.requires_grad() && t.is_leaf() {
-        return Err(crate::autograd_err!(
-            "a leaf Variable that requires grad is being used in an in-place operation."
-        ));
+        return Err(crate::autograd_err!("a leaf Variable that requires grad is being used in an in-place operation."));
     }
     if let Some(b) = t.view_base() {
         if b.requires_grad() && b.is_leaf() {
-            return Err(crate::autograd_err!(
-                "a view of a leaf Variable that requires grad is being used in an in-place operation."
-            ));
+            return Err(crate::autograd_err!("a view of a leaf Variable that requires grad is being used in an in-place operation."));
         }
     }
     Ok(())
@@ -468,11 +465,7 @@ pub fn check_inplace(t: &Tensor) -> Result<()> {
 
 fn check_result(t: &Tensor, out: &Tensor, what: &str) -> Result<()> {
     if out.shape() != t.shape() {
-        return Err(crate::shape_err!(
-            "{what}: output with shape {:?} doesn't match the broadcast shape {:?}",
-            t.shape(),
-            out.shape()
-        ));
+        return Err(crate::shape_err!("{what}: output with shape {:?} doesn't match the broadcast shape {:?}", t.shape(), out.shape()));
     }
     if !out.dtype().can_cast_to(t.dtype()) {
         return Err(dtype_err!(

@@ -230,7 +230,11 @@ pub fn index_add(x: &Tensor, dim: isize, idx: &Tensor, src: &Tensor) -> Result<T
         ));
     }
     if src.dtype() != x.dtype() {
-        return Err(dtype_err!("index_add_(): self ({}) and source ({}) must have the same scalar type", x.dtype().name(), src.dtype().name()));
+        return Err(dtype_err!(
+            "index_add_(): self ({}) and source ({}) must have the same scalar type",
+            x.dtype().name(),
+            src.dtype().name()
+        ));
     }
     check_bounds(idx, x.shape()[d], d)?;
     let out = crate::kernels::copy_contiguous(x);
@@ -357,10 +361,7 @@ pub fn getitem(x: &Tensor, items: &[IndexItem]) -> Result<Tensor> {
                 }
             }
             IndexItem::Tensor(t) if t.dtype() != DType::I64 => {
-                return Err(index_err!(
-                    "tensors used as indices must be long, int, byte or bool tensors (got {})",
-                    t.dtype().name()
-                ))
+                return Err(index_err!("tensors used as indices must be long, int, byte or bool tensors (got {})", t.dtype().name()))
             }
             IndexItem::Ellipsis => {
                 src_dim += x.ndim().saturating_sub(consumed_src);
@@ -437,7 +438,12 @@ fn advanced(y: &Tensor, adv: &[(usize, Tensor)]) -> Result<Tensor> {
     let mut bshape: Vec<usize> = Vec::new();
     for (_, t) in adv {
         bshape = broadcast_shapes(&bshape, t.shape())
-            .map_err(|_| index_err!("shape mismatch: indexing tensors could not be broadcast together with shapes {:?}", adv.iter().map(|(_, t)| t.shape().to_vec()).collect::<Vec<_>>()))?
+            .map_err(|_| {
+                index_err!(
+                    "shape mismatch: indexing tensors could not be broadcast together with shapes {:?}",
+                    adv.iter().map(|(_, t)| t.shape().to_vec()).collect::<Vec<_>>()
+                )
+            })?
             .to_vec();
     }
     let nd = y.ndim();
@@ -498,7 +504,11 @@ pub fn index_put(x: &Tensor, items: &[IndexItem], value: &Tensor) -> Result<Tens
     let pos = getitem(&pos_all, items)?;
     let v = super::as_dtype(value, x.dtype())?;
     let vb = expand(&v.detach(), pos.shape()).map_err(|_| {
-        shape_err!("shape mismatch: value tensor of shape {:?} cannot be broadcast to indexing result of shape {:?}", value.shape(), pos.shape())
+        shape_err!(
+            "shape mismatch: value tensor of shape {:?} cannot be broadcast to indexing result of shape {:?}",
+            value.shape(),
+            pos.shape()
+        )
     })?;
     let out = crate::kernels::copy_contiguous(x);
     let pv = pos.to_vec::<i64>();
@@ -515,11 +525,7 @@ pub fn index_put(x: &Tensor, items: &[IndexItem], value: &Tensor) -> Result<Tens
         let vshape = value.shape().to_vec();
         let vdt = value.dtype();
         attach(&out, "IndexPutBackward0", &[x, value], false, move |ctx, g| {
-            let gx = if ctx.needs(0) {
-                Some(index_put(g, &its, &Tensor::wrapped_scalar(0.0, g.dtype()))?)
-            } else {
-                None
-            };
+            let gx = if ctx.needs(0) { Some(index_put(g, &its, &Tensor::wrapped_scalar(0.0, g.dtype()))?) } else { None };
             let gv = if ctx.needs(1) {
                 let r = getitem(g, &its)?;
                 let r = if r.ndim() < vshape.len() { reshape(&r, &pad_left(r.shape(), vshape.len()))? } else { r };
@@ -548,7 +554,11 @@ pub fn setitem(x: &Tensor, items: &[IndexItem], value: &Tensor) -> Result<()> {
             let view = getitem(&x.detach(), items)?;
             super::binary::check_inplace(x)?;
             return crate::kernels::copy_into(&view, &value.detach()).map_err(|_| {
-                shape_err!("shape mismatch: value tensor of shape {:?} cannot be broadcast to indexing result of shape {:?}", value.shape(), view.shape())
+                shape_err!(
+                    "shape mismatch: value tensor of shape {:?} cannot be broadcast to indexing result of shape {:?}",
+                    value.shape(),
+                    view.shape()
+                )
             });
         }
     }

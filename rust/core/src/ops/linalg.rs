@@ -12,11 +12,7 @@ use crate::{dtype_err, shape_err};
 
 fn check_same_dtype(a: &Tensor, b: &Tensor, op: &str) -> Result<DType> {
     if a.dtype() != b.dtype() {
-        return Err(dtype_err!(
-            "{op}: expected m1 and m2 to have the same dtype, but got: {} != {}",
-            a.dtype().name(),
-            b.dtype().name()
-        ));
+        return Err(dtype_err!("{op}: expected m1 and m2 to have the same dtype, but got: {} != {}", a.dtype().name(), b.dtype().name()));
     }
     if a.dtype() == DType::Bool {
         return Err(dtype_err!("{op}: not implemented for 'Bool'"));
@@ -32,7 +28,12 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if k != k2 {
         return Err(shape_err!(
             "mat1 and mat2 shapes cannot be multiplied ({}x{} and {}x{}) (shapes {:?} and {:?})",
-            m, k, k2, n, a.shape(), b.shape()
+            m,
+            k,
+            k2,
+            n,
+            a.shape(),
+            b.shape()
         ));
     }
     let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
@@ -68,10 +69,19 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             for i in 0..nb {
                 unsafe {
                     <$T as crate::gemm::GemmElem>::gemm(
-                        m, n, k,
-                        po.add(i * m * n), n as isize, 1, false,
-                        pa.offset(offsets(&sa, i)), sa[nbd], sa[nbd + 1],
-                        pb.offset(offsets(&sb, i)), sb[nbd], sb[nbd + 1],
+                        m,
+                        n,
+                        k,
+                        po.add(i * m * n),
+                        n as isize,
+                        1,
+                        false,
+                        pa.offset(offsets(&sa, i)),
+                        sa[nbd],
+                        sa[nbd + 1],
+                        pb.offset(offsets(&sb, i)),
+                        sb[nbd],
+                        sb[nbd + 1],
                     );
                 }
             }
@@ -127,11 +137,7 @@ pub fn bmm_broadcast(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_same_dtype(a, b, "matmul")?;
     if a.ndim() == 0 || b.ndim() == 0 {
-        return Err(shape_err!(
-            "both arguments to matmul need to be at least 1D, but they are {}D and {}D",
-            a.ndim(),
-            b.ndim()
-        ));
+        return Err(shape_err!("both arguments to matmul need to be at least 1D, but they are {}D and {}D", a.ndim(), b.ndim()));
     }
     if a.ndim() == 1 && b.ndim() == 1 && a.shape()[0] != b.shape()[0] {
         return Err(shape_err!(
@@ -162,7 +168,13 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 pub fn mm(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.ndim() != 2 || b.ndim() != 2 {
-        return Err(shape_err!("mm: expected 2-D tensors, got {}-D and {}-D (shapes {:?} and {:?})", a.ndim(), b.ndim(), a.shape(), b.shape()));
+        return Err(shape_err!(
+            "mm: expected 2-D tensors, got {}-D and {}-D (shapes {:?} and {:?})",
+            a.ndim(),
+            b.ndim(),
+            a.shape(),
+            b.shape()
+        ));
     }
     matmul(a, b)
 }
@@ -219,7 +231,12 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let rows: usize = x.shape()[..x.ndim() - 1].iter().product();
         return Err(shape_err!(
             "mat1 and mat2 shapes cannot be multiplied ({}x{} and {}x{}) (input {:?}, weight {:?})",
-            rows, k, in_f, out_f, x.shape(), w.shape()
+            rows,
+            k,
+            in_f,
+            out_f,
+            x.shape(),
+            w.shape()
         ));
     }
     if let Some(b) = bias {
@@ -250,11 +267,20 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
             ($T:ty) => {{
                 unsafe {
                     <$T as crate::gemm::GemmElem>::gemm(
-                        rows, out_f, in_f,
-                        out.data_ptr::<$T>(), out_f as isize, 1, bias.is_some(),
-                        xc.data_ptr::<$T>(), in_f as isize, 1,
+                        rows,
+                        out_f,
+                        in_f,
+                        out.data_ptr::<$T>(),
+                        out_f as isize,
+                        1,
+                        bias.is_some(),
+                        xc.data_ptr::<$T>(),
+                        in_f as isize,
+                        1,
                         // w.T: element (l, j) = w[j, l]
-                        w.data_ptr::<$T>(), w.strides()[1], w.strides()[0],
+                        w.data_ptr::<$T>(),
+                        w.strides()[1],
+                        w.strides()[0],
                     );
                 }
             }};

@@ -115,7 +115,14 @@ fn ce_grad_kernel(z: &Tensor, a: &Tensor, lse: &Tensor, g: &Tensor) -> Result<Te
 
 /// Coefficients for class-index targets: (a of shape (R, C), sum of the
 /// weights of the counted rows). Ignored rows get zero coefficients.
-pub fn class_coefficients(target: &Tensor, c: usize, weight: Option<&Tensor>, ignore_index: i64, smoothing: f64, dtype: DType) -> Result<(Tensor, f64)> {
+pub fn class_coefficients(
+    target: &Tensor,
+    c: usize,
+    weight: Option<&Tensor>,
+    ignore_index: i64,
+    smoothing: f64,
+    dtype: DType,
+) -> Result<(Tensor, f64)> {
     if target.dtype() != DType::I64 {
         return Err(dtype_err!("expected scalar type Long but found {} for the class-index target", target.dtype().name()));
     }
@@ -123,7 +130,10 @@ pub fn class_coefficients(target: &Tensor, c: usize, weight: Option<&Tensor>, ig
     let w: Vec<f64> = match weight {
         Some(w) => {
             if w.ndim() != 1 || w.shape()[0] != c {
-                return Err(shape_err!("weight tensor should be defined either for all {c} classes or no classes but got weight tensor of shape: {:?}", w.shape()));
+                return Err(shape_err!(
+                    "weight tensor should be defined either for all {c} classes or no classes but got weight tensor of shape: {:?}",
+                    w.shape()
+                ));
             }
             w.to_vec::<f64>()
         }
@@ -155,7 +165,14 @@ pub fn class_coefficients(target: &Tensor, c: usize, weight: Option<&Tensor>, ig
 /// `cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)`
 /// with torch's semantics: class dim 1 (or 0 for a 1-D input), class-index
 /// (int64) or probability (float, same shape as input) targets.
-pub fn cross_entropy(x: &Tensor, target: &Tensor, weight: Option<&Tensor>, ignore_index: i64, reduction: Reduction, smoothing: f64) -> Result<Tensor> {
+pub fn cross_entropy(
+    x: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    ignore_index: i64,
+    reduction: Reduction,
+    smoothing: f64,
+) -> Result<Tensor> {
     if !x.dtype().is_float() {
         return Err(dtype_err!("cross_entropy: expected floating point logits, got {}", x.dtype().name()));
     }
@@ -176,7 +193,11 @@ pub fn cross_entropy(x: &Tensor, target: &Tensor, weight: Option<&Tensor>, ignor
             return Err(shape_err!("cross_entropy: soft targets must have the input's shape {:?}, got {:?}", x.shape(), target.shape()));
         }
         let t = reshape(&movedim(&super::as_dtype(target, x.dtype())?, &[cdim as isize], &[-1])?, &[rows, c])?;
-        let t = if smoothing > 0.0 { super::binary::add_scalar(&super::binary::mul_scalar(&t, 1.0 - smoothing)?, smoothing / c as f64)? } else { t };
+        let t = if smoothing > 0.0 {
+            super::binary::add_scalar(&super::binary::mul_scalar(&t, 1.0 - smoothing)?, smoothing / c as f64)?
+        } else {
+            t
+        };
         let a = match weight {
             Some(w) => mul(&t, &unsqueeze(&super::as_dtype(w, x.dtype())?, 0)?)?,
             None => t,

@@ -1,16 +1,16 @@
 //! Differentiable operations, one file per family. Each op keeps its forward
 //! kernel, its shape/dtype rule and its backward formula side by side.
 pub mod binary;
-pub mod unary;
-pub mod reduce;
-pub mod shape;
+pub mod creation;
 pub mod index;
 pub mod linalg;
-pub mod nn;
-pub mod creation;
 pub mod loss;
+pub mod nn;
 pub mod optim;
 pub mod rbe;
+pub mod reduce;
+pub mod shape;
+pub mod unary;
 
 use crate::dtype::{result_type, DType};
 use crate::tensor::Tensor;

@@ -82,7 +82,15 @@ pub struct AdamConfig {
 }
 
 /// Adam / AdamW. `steps[i]` is the step count of parameter i after this update.
-pub fn adam_step(params: &[Tensor], grads: &[Tensor], m: &[Tensor], v: &[Tensor], vmax: &[Option<Tensor>], steps: &[u64], cfg: AdamConfig) -> Result<()> {
+pub fn adam_step(
+    params: &[Tensor],
+    grads: &[Tensor],
+    m: &[Tensor],
+    v: &[Tensor],
+    vmax: &[Option<Tensor>],
+    steps: &[u64],
+    cfg: AdamConfig,
+) -> Result<()> {
     for (i, p) in params.iter().enumerate() {
         check(p, &[(&grads[i], "grad"), (&m[i], "exp_avg"), (&v[i], "exp_avg_sq")])?;
         if let Some(x) = &vmax[i] {
@@ -203,7 +211,15 @@ macro_rules! isa_dispatch {
     }};
 }
 
-fn adam_group<T: Real>(params: &[Tensor], grads: &[Tensor], m: &[Tensor], v: &[Tensor], vmax: &[Option<Tensor>], steps: &[u64], c: AdamConfig) {
+fn adam_group<T: Real>(
+    params: &[Tensor],
+    grads: &[Tensor],
+    m: &[Tensor],
+    v: &[Tensor],
+    vmax: &[Option<Tensor>],
+    steps: &[u64],
+    c: AdamConfig,
+) {
     let ks: Vec<AdamK<T>> = steps
         .iter()
         .map(|&step| {
@@ -234,7 +250,13 @@ fn adam_group<T: Real>(params: &[Tensor], grads: &[Tensor], m: &[Tensor], v: &[T
         })
         .collect();
     let lens: Vec<usize> = params.iter().map(|p| p.numel()).collect();
-    let wd = if c.weight_decay == 0.0 { 0u8 } else if c.decoupled { 2 } else { 1 };
+    let wd = if c.weight_decay == 0.0 {
+        0u8
+    } else if c.decoupled {
+        2
+    } else {
+        1
+    };
     for_chunks(&lens, |i, a, b| {
         let q = &ptrs[i];
         let n = b - a;
@@ -275,7 +297,14 @@ pub struct RmsConfig {
 }
 
 /// RMSprop (optionally centered, with momentum).
-pub fn rmsprop_step(params: &[Tensor], grads: &[Tensor], sq: &[Tensor], gavg: &[Option<Tensor>], bufs: &[Option<Tensor>], cfg: RmsConfig) -> Result<()> {
+pub fn rmsprop_step(
+    params: &[Tensor],
+    grads: &[Tensor],
+    sq: &[Tensor],
+    gavg: &[Option<Tensor>],
+    bufs: &[Option<Tensor>],
+    cfg: RmsConfig,
+) -> Result<()> {
     for (i, p) in params.iter().enumerate() {
         check(p, &[(&grads[i], "grad"), (&sq[i], "square_avg")])?;
         crate::dispatch_float!(p.dtype(), "rmsprop", T => rms_one::<T>(p, &grads[i], &sq[i], gavg[i].as_ref(), bufs[i].as_ref(), cfg));
@@ -290,7 +319,8 @@ fn rms_one<T: Real>(p: &Tensor, g: &Tensor, sq: &Tensor, gavg: Option<&Tensor>, 
     let sd = sq.data_mut::<T>();
     let mut ga = gavg.map(|t| t.data_mut::<T>());
     let mut bd = buf.map(|t| t.data_mut::<T>());
-    let (alpha, one_m_a, eps, lr, mom, wd) = (T::c(c.alpha), T::c(1.0 - c.alpha), T::c(c.eps), T::c(c.lr), T::c(c.momentum), T::c(c.weight_decay));
+    let (alpha, one_m_a, eps, lr, mom, wd) =
+        (T::c(c.alpha), T::c(1.0 - c.alpha), T::c(c.eps), T::c(c.lr), T::c(c.momentum), T::c(c.weight_decay));
     for k in 0..pd.len() {
         let mut gk = if c.maximize { -gd[k] } else { gd[k] };
         if c.weight_decay != 0.0 {

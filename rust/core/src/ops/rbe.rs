@@ -53,7 +53,11 @@ pub fn check_params(lay: &Layout, p: &RbeParams) -> Result<(usize, usize)> {
     if a.ndim() != 3 || a.shape()[0] != nb || a.shape()[2] != 4 {
         return Err(shape_err!(
             "rbe: atoms must have shape (n_blocks, J, 4) = ({nb}, J, 4) for a {}x{} matrix in {}x{} blocks, got {}",
-            lay.out, lay.inp, lay.br, lay.bc, fmt_shape(a.shape())
+            lay.out,
+            lay.inp,
+            lay.br,
+            lay.bc,
+            fmt_shape(a.shape())
         ));
     }
     let j = a.shape()[1];
@@ -290,8 +294,19 @@ fn dense_block<T: RbeFloat>(s: &Snap, b: usize, dense: &[usize], rows: usize, co
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn mm<T: GemmElem>(
-    m: usize, n: usize, k: usize, dst: *mut T, drs: usize, dcs: usize, acc: bool,
-    a: *const T, ars: usize, acs: usize, b: *const T, brs: usize, bcs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    drs: usize,
+    dcs: usize,
+    acc: bool,
+    a: *const T,
+    ars: usize,
+    acs: usize,
+    b: *const T,
+    brs: usize,
+    bcs: usize,
 ) {
     T::gemm(m, n, k, dst, drs as isize, dcs as isize, acc, a, ars as isize, acs as isize, b, brs as isize, bcs as isize);
 }
@@ -346,8 +361,16 @@ fn generate_raw<T: RbeFloat>(s: &Snap) -> Tensor {
 /// the tiled atoms in `dense` (their gamma included).
 #[allow(clippy::too_many_arguments)]
 fn dense_grads<T: RbeFloat>(
-    s: &Snap, b: usize, sin_atoms: &[usize], dense: &[usize], gm: &[T], ld: usize, rows: usize, cols: usize,
-    datoms: &mut [f64], dalpha: &mut [f64],
+    s: &Snap,
+    b: usize,
+    sin_atoms: &[usize],
+    dense: &[usize],
+    gm: &[T],
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    datoms: &mut [f64],
+    dalpha: &mut [f64],
 ) {
     let lay = &s.lay;
     let kk = 2.0 * lay.kappa;
@@ -490,7 +513,8 @@ pub fn rbe_generate(lay: &Layout, p: &RbeParams) -> Result<Tensor> {
             }
             let s = Snap::new(&lay, &params)?;
             let g = super::as_dtype(g, ts[0].dtype())?.contiguous();
-            let (da, dl, dr) = crate::dispatch_float!(ts[0].dtype(), "rbe_generate backward", T => generate_vjp_raw::<T>(&s, &g, ctx.needs(1)));
+            let (da, dl, dr) =
+                crate::dispatch_float!(ts[0].dtype(), "rbe_generate backward", T => generate_vjp_raw::<T>(&s, &g, ctx.needs(1)));
             let (da, dl, dr) = grads_to_tensors(&s, ts[0].dtype(), da, dl, dr)?;
             let mut v = vec![Some(da), ctx.needs(1).then_some(dl)];
             if ts.len() == 3 {
@@ -556,7 +580,10 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
     if x.ndim() == 0 || x.shape()[x.ndim() - 1] != lay.inp {
         return Err(shape_err!(
             "rbe_linear: input of shape {} does not end in in_features = {} (layer {}x{})",
-            fmt_shape(x.shape()), lay.inp, lay.out, lay.inp
+            fmt_shape(x.shape()),
+            lay.inp,
+            lay.out,
+            lay.inp
         ));
     }
     let lead = &x.shape()[..x.ndim() - 1];
@@ -686,7 +713,11 @@ impl<T: RbeFloat> SepAll<T> {
             let kk = 2.0 * lay.kappa;
             let field = |b: usize, t: usize, f: usize| -> f64 {
                 let a = slot[b * js + t];
-                if a == usize::MAX { 0.0 } else { s.atoms[(b * s.j + a) * 4 + f] }
+                if a == usize::MAX {
+                    0.0
+                } else {
+                    s.atoms[(b * s.j + a) * 4 + f]
+                }
             };
             // Row factors, one block row at a time, written row by row.
             for_each_index(nbr, nb * m * lay.br * 8, |r| {
@@ -857,10 +888,17 @@ impl<T: RbeFloat> std::ops::DerefMut for Scratch<T> {
 /// `sin(a_i + b_j) = sin a_i cos b_j + cos a_i sin b_j`.
 #[allow(clippy::too_many_arguments)]
 fn sep_grads(
-    s: &Snap, b: usize, atoms_of_slot: &[usize], rows: usize, cols: usize,
-    dr: impl Fn(usize, usize) -> f64, dc: impl Fn(usize, usize) -> f64,
-    rb: impl Fn(usize, usize) -> f64, cb: impl Fn(usize, usize) -> f64,
-    datoms: &mut [f64], dres: &mut [f64],
+    s: &Snap,
+    b: usize,
+    atoms_of_slot: &[usize],
+    rows: usize,
+    cols: usize,
+    dr: impl Fn(usize, usize) -> f64,
+    dc: impl Fn(usize, usize) -> f64,
+    rb: impl Fn(usize, usize) -> f64,
+    cb: impl Fn(usize, usize) -> f64,
+    datoms: &mut [f64],
+    dres: &mut [f64],
 ) {
     let lay = &s.lay;
     let kk = 2.0 * lay.kappa;
@@ -953,7 +991,13 @@ fn grad_buffers<T: RbeFloat>(s: &Snap, n: usize) -> (Tensor, Vec<f64>, Vec<f64>,
 
 #[allow(clippy::too_many_arguments)]
 fn linear_bwd_raw<T: RbeFloat>(
-    s: &Snap, cached: Option<&LinCache<T>>, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool,
+    s: &Snap,
+    cached: Option<&LinCache<T>>,
+    x: &Tensor,
+    g: &Tensor,
+    need_x: bool,
+    need_p: bool,
+    need_gamma: bool,
 ) -> LinearGrads {
     let lay = s.lay;
     let n = x.shape()[0];
@@ -1018,12 +1062,44 @@ fn linear_bwd_raw<T: RbeFloat>(
         for_each_index(nbr, n * lay.out * wr, |r| {
             let rows = lay.br.min(lay.out - r * lay.br);
             // Safety: block row r owns its dr slab.
-            unsafe { mm(rows, wr, n, drp.get().add(r * lay.br * wr), wr, 1, false, gd.as_ptr().add(r * lay.br), 1, lay.out, p2.as_ptr().add(r * wr), nbr * wr, 1) };
+            unsafe {
+                mm(
+                    rows,
+                    wr,
+                    n,
+                    drp.get().add(r * lay.br * wr),
+                    wr,
+                    1,
+                    false,
+                    gd.as_ptr().add(r * lay.br),
+                    1,
+                    lay.out,
+                    p2.as_ptr().add(r * wr),
+                    nbr * wr,
+                    1,
+                )
+            };
         });
         for_each_index(nbc, n * lay.inp * wc, |c| {
             let (_, _, c0, cols) = lay.block_extent(c);
             // Safety: block column c owns its dc slab.
-            unsafe { mm(cols, wc, n, dcp.get().add(c * lay.bc * wc), wc, 1, false, xd.as_ptr().add(c0), 1, lay.inp, q2.as_ptr().add(c * wc), nbc * wc, 1) };
+            unsafe {
+                mm(
+                    cols,
+                    wc,
+                    n,
+                    dcp.get().add(c * lay.bc * wc),
+                    wc,
+                    1,
+                    false,
+                    xd.as_ptr().add(c0),
+                    1,
+                    lay.inp,
+                    q2.as_ptr().add(c * wc),
+                    nbc * wc,
+                    1,
+                )
+            };
         });
         let (dr, dc, js, kk) = (&dr, &dc, f.js, 2.0 * lay.kappa);
         // A block row's slab is read row by row (sequential memory), with
@@ -1360,7 +1436,9 @@ fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool,
             if need_p && (!bufs.dense.is_empty() || !sin_for_gamma.is_empty()) {
                 gfull.clear();
                 gfull.resize(rows * cols, <T as GemmElem>::ZERO);
-                unsafe { mm(rows, cols, n, gfull.as_mut_ptr(), cols, 1, false, gd.as_ptr().add(r0), 1, lay.out, xd.as_ptr().add(c0), lay.inp, 1) };
+                unsafe {
+                    mm(rows, cols, n, gfull.as_mut_ptr(), cols, 1, false, gd.as_ptr().add(r0), 1, lay.out, xd.as_ptr().add(c0), lay.inp, 1)
+                };
                 dense_grads(s, b, sin_for_gamma, &bufs.dense, &gfull, cols, rows, cols, da, dl);
             }
         }

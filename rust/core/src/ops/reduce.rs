@@ -298,10 +298,11 @@ fn arg_extreme<T: Elem>(r: &[T], which: Extreme) -> usize {
         if b_nan {
             break;
         }
-        let better = a_nan || match which {
-            Extreme::Max => a > b,
-            Extreme::Min => a < b,
-        };
+        let better = a_nan
+            || match which {
+                Extreme::Max => a > b,
+                Extreme::Min => a < b,
+            };
         if better {
             best = i;
             if a_nan {
@@ -438,7 +439,9 @@ fn lse_backward_fused(x: &Tensor, y: &Tensor, g: &Tensor, dims: &[usize]) -> Res
     }
     let out = Tensor::empty(x.shape(), x.dtype());
     match x.dtype() {
-        DType::F32 => crate::simd::lse_backward_f32(x.data::<f32>(), yc.data::<f32>(), gc.data::<f32>(), outer, r, inner, out.data_mut::<f32>()),
+        DType::F32 => {
+            crate::simd::lse_backward_f32(x.data::<f32>(), yc.data::<f32>(), gc.data::<f32>(), outer, r, inner, out.data_mut::<f32>())
+        }
         _ => crate::simd::lse_backward_f64(x.data::<f64>(), yc.data::<f64>(), gc.data::<f64>(), outer, r, inner, out.data_mut::<f64>()),
     }
     Ok(Some(out))
@@ -503,4 +506,3 @@ pub fn any(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Tensor> 
     let b = super::as_dtype(x, DType::Bool)?;
     Ok(reduce_with::<bool, bool>(&b, &d, keepdim, |r| r.iter().any(|&v| v)))
 }
-

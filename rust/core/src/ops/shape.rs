@@ -281,7 +281,12 @@ pub fn unflatten(x: &Tensor, dim: isize, sizes: &[isize]) -> Result<Tensor> {
     }
     let d = norm_dim(dim, x.ndim())?;
     let inner = infer_shape(sizes, x.shape()[d]).map_err(|_| {
-        shape_err!("unflatten: Provided sizes {:?} don't multiply up to the size of dim {} ({}) in the input tensor", sizes, dim, x.shape()[d])
+        shape_err!(
+            "unflatten: Provided sizes {:?} don't multiply up to the size of dim {} ({}) in the input tensor",
+            sizes,
+            dim,
+            x.shape()[d]
+        )
     })?;
     let mut shape: Vec<usize> = x.shape()[..d].to_vec();
     shape.extend_from_slice(&inner);

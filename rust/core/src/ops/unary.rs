@@ -183,7 +183,13 @@ fn kernel(f: Fun, x: &Tensor) -> Result<Tensor> {
         Fun::Tan => float_map!(x, "tan", |v| v.tan()),
         Fun::Tanh => float_map!(x, "tanh", |v| v.tanh()),
         Fun::Sigmoid => float_map!(x, "sigmoid", |v| sigmoid_scalar(v)),
-        Fun::Relu => float_map!(x, "relu", |v| if v > 0.0 { v } else if v.is_nan() { v } else { 0.0 }),
+        Fun::Relu => float_map!(x, "relu", |v| if v > 0.0 {
+            v
+        } else if v.is_nan() {
+            v
+        } else {
+            0.0
+        }),
         Fun::Erf => float_map!(x, "erf", |v| Real::erf(v)),
         Fun::Erfc => float_map!(x, "erfc", |v| Real::erfc(v)),
         Fun::Ndtr => float_map!(x, "ndtr", |v| Real::ndtr(v)),
@@ -320,8 +326,14 @@ pub fn unary(f: Fun, x: &Tensor) -> Result<Tensor> {
         let sx = if ux { Some(SavedTensor::input(&xf)) } else { None };
         let sy = if uy { Some(SavedTensor::output(&out)) } else { None };
         attach(&out, name(f), &[&xf], true, move |ctx, g| {
-            let x = match &sx { Some(s) => s.get(ctx)?, None => Tensor::scalar(0f64) };
-            let y = match &sy { Some(s) => s.get(ctx)?, None => Tensor::scalar(0f64) };
+            let x = match &sx {
+                Some(s) => s.get(ctx)?,
+                None => Tensor::scalar(0f64),
+            };
+            let y = match &sy {
+                Some(s) => s.get(ctx)?,
+                None => Tensor::scalar(0f64),
+            };
             if f == Fun::Tanh && g.dtype() == y.dtype() {
                 return Ok(vec![Some(tanh_backward(g, &y)?)]);
             }
@@ -396,7 +408,11 @@ pub fn softplus(x: &Tensor, beta: f64, threshold: f64) -> Result<Tensor> {
     let out = float_map!(&x, "softplus", |v| {
         let bx = v * (beta as F);
         // stable for any magnitude: max(bx, 0) + log1p(exp(-|bx|))
-        if bx > (threshold as F) { v } else { (bx.max(0.0) + (-bx.abs()).exp().ln_1p()) / (beta as F) }
+        if bx > (threshold as F) {
+            v
+        } else {
+            (bx.max(0.0) + (-bx.abs()).exp().ln_1p()) / (beta as F)
+        }
     });
     if needs_grad(&[&x]) {
         let sx = SavedTensor::input(&x);

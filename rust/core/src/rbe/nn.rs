@@ -189,11 +189,7 @@ impl RbeLinear {
         let (br, bc) = cfg.block;
         let layout = Layout::new(out_features, in_features, br, bc, cfg.kappa)?;
         if cfg.residual > br * bc {
-            return Err(value_err!(
-                "RbeLinear: residual = {} exceeds the {} DCT coefficients of a {br}x{bc} block",
-                cfg.residual,
-                br * bc
-            ));
+            return Err(value_err!("RbeLinear: residual = {} exceeds the {} DCT coefficients of a {br}x{bc} block", cfg.residual, br * bc));
         }
         let (nb, j, k, dt) = (layout.n_blocks(), cfg.atoms, cfg.residual, cfg.dtype);
         let _ng = no_grad();
@@ -229,14 +225,7 @@ impl RbeLinear {
         } else {
             (None, None)
         };
-        Ok(RbeLinear {
-            layout,
-            atoms: leaf_param(atoms)?,
-            tracks,
-            res_vals,
-            res_idx,
-            bias: bias.map(leaf_param).transpose()?,
-        })
+        Ok(RbeLinear { layout, atoms: leaf_param(atoms)?, tracks, res_vals, res_idx, bias: bias.map(leaf_param).transpose()? })
     }
 
     /// The parameter tensors as the RBE ops take them.
@@ -424,7 +413,10 @@ pub fn mse_loss(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
 /// `.grad()` of every leaf requiring grad that it depends on, then free the graph.
 pub fn backward(loss: &Tensor) -> Result<()> {
     if loss.numel() != 1 {
-        return Err(autograd_err!("backward: grad can be implicitly created only for scalar outputs, got shape {}", fmt_shape(loss.shape())));
+        return Err(autograd_err!(
+            "backward: grad can be implicitly created only for scalar outputs, got shape {}",
+            fmt_shape(loss.shape())
+        ));
     }
     let seed = Tensor::ones(loss.shape(), loss.dtype());
     run_backward(std::slice::from_ref(loss), &[seed], false, false, None, false)?;
@@ -499,7 +491,8 @@ impl Adam {
     /// One update of every parameter that has a gradient (fused kernel).
     pub fn step(&mut self) -> Result<()> {
         self.check_hyper()?;
-        let (mut ps, mut gs, mut ms, mut vs, mut steps, mut which) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ps, mut gs, mut ms, mut vs, mut steps, mut which) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, (p, st)) in self.params.iter().zip(self.state.iter_mut()).enumerate() {
             let Some(g) = p.grad() else { continue };
             which.push(i);
@@ -605,7 +598,9 @@ mod tests {
         let (inp, out) = (256, 256);
         let layer = RbeLinear::new(inp, out, cfg).unwrap();
         // parameters require grad, the tracks do not
-        assert!(layer.atoms.requires_grad() && layer.res_vals.as_ref().unwrap().requires_grad() && layer.bias.as_ref().unwrap().requires_grad());
+        assert!(
+            layer.atoms.requires_grad() && layer.res_vals.as_ref().unwrap().requires_grad() && layer.bias.as_ref().unwrap().requires_grad()
+        );
         assert!(!layer.tracks.requires_grad());
         assert_eq!(layer.parameters().len(), 3);
         // Var(W) ~ 1/(3 in): 65536 entries, allow 10%
@@ -660,10 +655,8 @@ mod tests {
     fn train(steps: usize, seed: u64) -> Vec<f32> {
         let l1 = RbeConfig { block: (8, 8), atoms: 2, seed, ..RbeConfig::default() };
         let l2 = RbeConfig { block: (1, 8), atoms: 2, seed: seed + 1, ..RbeConfig::default() };
-        let model = Sequential::new()
-            .push(RbeLinear::new(8, 32, l1).unwrap())
-            .push(Activation::Tanh)
-            .push(RbeLinear::new(32, 1, l2).unwrap());
+        let model =
+            Sequential::new().push(RbeLinear::new(8, 32, l1).unwrap()).push(Activation::Tanh).push(RbeLinear::new(32, 1, l2).unwrap());
         let (x, y) = make_data(256, 1234);
         let mut opt = Adam::new(model.parameters(), 0.01).unwrap();
         let mut losses = Vec::with_capacity(steps);

@@ -110,11 +110,7 @@ pub fn phase_cos(q: u32) -> f64 {
 /// the result lies in `[-pi, pi)`.
 pub fn phase_of_register(q: u32) -> f64 {
     let q = q & PHASE_MASK;
-    let s = if q >= 1 << (PHASE_BITS - 1) {
-        q as i64 - (1 << PHASE_BITS)
-    } else {
-        q as i64
-    };
+    let s = if q >= 1 << (PHASE_BITS - 1) { q as i64 - (1 << PHASE_BITS) } else { q as i64 };
     s as f64 * (TAU / PHASE_SCALE)
 }
 
@@ -184,17 +180,10 @@ impl Packed128 {
     pub fn pack(atom: &Atom, chart: ChartChoice) -> Result<Packed128> {
         let q = register_of_phase(atom.phase)?;
         if !atom.amp.is_finite() {
-            return Err(value_err!(
-                "Packed128::pack: amplitude must be finite, got {}",
-                atom.amp
-            ));
+            return Err(value_err!("Packed128::pack: amplitude must be finite, got {}", atom.amp));
         }
         if !atom.px.is_finite() || !atom.py.is_finite() {
-            return Err(value_err!(
-                "Packed128::pack: point p must be finite, got (px, py) = ({}, {})",
-                atom.px,
-                atom.py
-            ));
+            return Err(value_err!("Packed128::pack: point p must be finite, got (px, py) = ({}, {})", atom.px, atom.py));
         }
         let (code, sign) = amp_code_of(atom.amp);
         let polar = || polar_of_point(atom.px, atom.py);
@@ -227,19 +216,14 @@ impl Packed128 {
         let (fx, fy) = (px as f32, py as f32);
         for (name, v, f) in [("px", px, fx), ("py", py, fy)] {
             if !f.is_finite() {
-                return Err(value_err!(
-                    "Packed128::pack: tangent-chart {name} = {v} does not fit in f32"
-                ));
+                return Err(value_err!("Packed128::pack: tangent-chart {name} = {v} does not fit in f32"));
             }
         }
         Ok(f32_pair(fx, fy))
     }
 
     fn lo_pair(&self) -> (f32, f32) {
-        (
-            f32::from_bits((self.lo >> 32) as u32),
-            f32::from_bits(self.lo as u32),
-        )
+        (f32::from_bits((self.lo >> 32) as u32), f32::from_bits(self.lo as u32))
     }
 
     fn ctx(&self) -> String {
@@ -260,13 +244,7 @@ impl Packed128 {
             }
             Chart::Tangent => (a as f64, b as f64),
         };
-        Ok(Atom {
-            amp: amp_of_code(self.amp_code(), self.amp_sign()),
-            phase: phase_of_register(self.phase_register()),
-            px,
-            py,
-            track,
-        })
+        Ok(Atom { amp: amp_of_code(self.amp_code(), self.amp_sign()), phase: phase_of_register(self.phase_register()), px, py, track })
     }
 
     /// Check every field: defined track, zero reserved bits, canonical zero
@@ -275,44 +253,24 @@ impl Packed128 {
         self.track()?;
         let reserved = self.hi & RESERVED_MASK;
         if reserved != 0 {
-            return Err(value_err!(
-                "Packed128: reserved bits 23:0 must be zero, got 0x{reserved:06x} {}",
-                self.ctx()
-            ));
+            return Err(value_err!("Packed128: reserved bits 23:0 must be zero, got 0x{reserved:06x} {}", self.ctx()));
         }
         if self.amp_code() == 0 && self.amp_sign() {
-            return Err(value_err!(
-                "Packed128: amplitude code 0 (A = 0) with sign bit 25 set is a non-canonical zero {}",
-                self.ctx()
-            ));
+            return Err(value_err!("Packed128: amplitude code 0 (A = 0) with sign bit 25 set is a non-canonical zero {}", self.ctx()));
         }
         let (a, b) = self.lo_pair();
         match self.chart() {
             Chart::Polar => {
                 let bad = if !a.is_finite() {
-                    Some(format!(
-                        "r must be finite, got {a} (bits 0x{:08x})",
-                        a.to_bits()
-                    ))
+                    Some(format!("r must be finite, got {a} (bits 0x{:08x})", a.to_bits()))
                 } else if a.is_sign_negative() {
-                    Some(format!(
-                        "r must be non-negative with a clear sign bit, got {a:?} (bits 0x{:08x})",
-                        a.to_bits()
-                    ))
+                    Some(format!("r must be non-negative with a clear sign bit, got {a:?} (bits 0x{:08x})", a.to_bits()))
                 } else if a >= 1.0 {
-                    Some(format!(
-                        "r must be < 1, got {a} (saturated radii need the tangent chart)"
-                    ))
+                    Some(format!("r must be < 1, got {a} (saturated radii need the tangent chart)"))
                 } else if !b.is_finite() || b.abs() > THETA_MAX {
-                    Some(format!(
-                        "theta must be finite and within [-{THETA_MAX}, {THETA_MAX}], got {b} (bits 0x{:08x})",
-                        b.to_bits()
-                    ))
+                    Some(format!("theta must be finite and within [-{THETA_MAX}, {THETA_MAX}], got {b} (bits 0x{:08x})", b.to_bits()))
                 } else if a == 0.0 && b.to_bits() != 0 {
-                    Some(format!(
-                        "r = 0 requires theta bits 0 (canonical), got theta bits 0x{:08x}",
-                        b.to_bits()
-                    ))
+                    Some(format!("r = 0 requires theta bits 0 (canonical), got theta bits 0x{:08x}", b.to_bits()))
                 } else {
                     None
                 };
@@ -340,10 +298,7 @@ impl Packed128 {
         match self.hi >> TRACK_SHIFT {
             0 => Ok(Track::Sin),
             1 => Ok(Track::Tanh),
-            t => Err(value_err!(
-                "Packed128: track bits 63:62 = 0b{t:02b} are reserved (00 SIN, 01 TANH) {}",
-                self.ctx()
-            )),
+            t => Err(value_err!("Packed128: track bits 63:62 = 0b{t:02b} are reserved (00 SIN, 01 TANH) {}", self.ctx())),
         }
     }
 
@@ -384,10 +339,9 @@ impl Packed128 {
         self.validate()?;
         match self.chart() {
             Chart::Polar => Ok(self.lo_pair()),
-            Chart::Tangent => Err(value_err!(
-                "Packed128::polar: record uses the tangent chart (flag bit 24 = 1), lo holds (px, py) {}",
-                self.ctx()
-            )),
+            Chart::Tangent => {
+                Err(value_err!("Packed128::polar: record uses the tangent chart (flag bit 24 = 1), lo holds (px, py) {}", self.ctx()))
+            }
         }
     }
 }
@@ -401,10 +355,7 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn step(&mut self) -> u32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (self.0 >> 32) as u32
         }
         fn u64(&mut self) -> u64 {
@@ -452,18 +403,8 @@ mod tests {
                 (m * d.cos(), m * d.sin())
             }
         };
-        let track = if g.below(2) == 0 {
-            Track::Sin
-        } else {
-            Track::Tanh
-        };
-        Atom {
-            amp,
-            phase: g.range(-4.0 * PI, 4.0 * PI),
-            px,
-            py,
-            track,
-        }
+        let track = if g.below(2) == 0 { Track::Sin } else { Track::Tanh };
+        Atom { amp, phase: g.range(-4.0 * PI, 4.0 * PI), px, py, track }
     }
 
     fn choice(g: &mut Lcg) -> ChartChoice {
@@ -540,10 +481,7 @@ mod tests {
             per_chart[rec.chart() as usize] += 1;
             assert_roundtrip(rec);
         }
-        assert!(
-            per_chart[0] + per_chart[1] >= 200_000 && per_chart.iter().all(|&n| n > 20_000),
-            "{per_chart:?}"
-        );
+        assert!(per_chart[0] + per_chart[1] >= 200_000 && per_chart.iter().all(|&n| n > 20_000), "{per_chart:?}");
     }
 
     #[test]
@@ -559,10 +497,7 @@ mod tests {
             assert_eq!(dec.track, atom.track);
             let d = (dec.phase - atom.phase).rem_euclid(TAU);
             let dphi = d.min(TAU - d);
-            assert!(
-                dphi <= PI / PHASE_SCALE + 1e-15,
-                "phase error {dphi:e} for {atom:?}"
-            );
+            assert!(dphi <= PI / PHASE_SCALE + 1e-15, "phase error {dphi:e} for {atom:?}");
             let a = atom.amp.abs();
             if a == 0.0 {
                 assert_eq!(dec.amp.to_bits(), 0);
@@ -582,22 +517,15 @@ mod tests {
                     let (r, _) = rec.polar().unwrap();
                     let rr = r as f64;
                     let tol = 2.0 * ulp_f32(r) / ((1.0 - rr) * (1.0 + rr)) + 1e-12 * m0;
-                    assert!(
-                        (m1 - m0).abs() <= tol,
-                        "|p| {m0} -> {m1} (r = {r}) for {atom:?}"
-                    );
+                    assert!((m1 - m0).abs() <= tol, "|p| {m0} -> {m1} (r = {r}) for {atom:?}");
                     if r > 0.0 {
-                        let dir = (atom.px * dec.py - atom.py * dec.px)
-                            .atan2(atom.px * dec.px + atom.py * dec.py);
+                        let dir = (atom.px * dec.py - atom.py * dec.px).atan2(atom.px * dec.px + atom.py * dec.py);
                         assert!(dir.abs() <= 2e-7, "direction error {dir:e} for {atom:?}");
                     }
                 }
                 Chart::Tangent => {
                     for (x0, x1) in [(atom.px, dec.px), (atom.py, dec.py)] {
-                        assert!(
-                            (x1 - x0).abs() <= 0.5 * ulp_f32(x1 as f32).max(1e-45),
-                            "{x0} -> {x1}"
-                        );
+                        assert!((x1 - x0).abs() <= 0.5 * ulp_f32(x1 as f32).max(1e-45), "{x0} -> {x1}");
                     }
                 }
             }
@@ -636,53 +564,22 @@ mod tests {
                 }
             }
         }
-        assert!(
-            valid >= 50_000 && invalid >= 50_000,
-            "valid {valid}, invalid {invalid}"
-        );
+        assert!(valid >= 50_000 && invalid >= 50_000, "valid {valid}, invalid {invalid}");
     }
 
     #[test]
     fn validation_rejects_reserved_and_noncanonical_records() {
-        let good = Packed128::pack(
-            &Atom {
-                amp: -1.5,
-                phase: 0.3,
-                px: 0.2,
-                py: -0.4,
-                track: Track::Tanh,
-            },
-            ChartChoice::Polar,
-        )
-        .unwrap();
+        let good = Packed128::pack(&Atom { amp: -1.5, phase: 0.3, px: 0.2, py: -0.4, track: Track::Tanh }, ChartChoice::Polar).unwrap();
         good.validate().unwrap();
-        let tangent = Packed128 {
-            hi: good.hi | 1 << CHART_SHIFT,
-            lo: f32_pair(1.0, 2.0),
-        };
+        let tangent = Packed128 { hi: good.hi | 1 << CHART_SHIFT, lo: f32_pair(1.0, 2.0) };
         tangent.validate().unwrap();
-        let set_lo = |rec: Packed128, a: f32, b: f32| Packed128 {
-            hi: rec.hi,
-            lo: f32_pair(a, b),
-        };
+        let set_lo = |rec: Packed128, a: f32, b: f32| Packed128 { hi: rec.hi, lo: f32_pair(a, b) };
         let mut bad = vec![
-            Packed128 {
-                hi: good.hi | 1 << 63,
-                lo: good.lo,
-            }, // track 11
-            Packed128 {
-                hi: (good.hi & !(3 << 62)) | 2 << 62,
-                lo: good.lo,
-            }, // track 10
-            Packed128 {
-                hi: good.hi & !(0xFFFF << AMP_SHIFT),
-                lo: good.lo,
-            }, // code 0, sign 1
+            Packed128 { hi: good.hi | 1 << 63, lo: good.lo },                // track 11
+            Packed128 { hi: (good.hi & !(3 << 62)) | 2 << 62, lo: good.lo }, // track 10
+            Packed128 { hi: good.hi & !(0xFFFF << AMP_SHIFT), lo: good.lo }, // code 0, sign 1
         ];
-        bad.extend((0..24).map(|b| Packed128 {
-            hi: good.hi | 1 << b,
-            lo: good.lo,
-        }));
+        bad.extend((0..24).map(|b| Packed128 { hi: good.hi | 1 << b, lo: good.lo }));
         for (r, t) in [
             (f32::NAN, 0.5),
             (f32::INFINITY, 0.5),
@@ -699,11 +596,7 @@ mod tests {
         ] {
             bad.push(set_lo(good, r, t));
         }
-        for (x, y) in [
-            (f32::NAN, 1.0),
-            (1.0, f32::INFINITY),
-            (f32::NEG_INFINITY, 0.0),
-        ] {
+        for (x, y) in [(f32::NAN, 1.0), (1.0, f32::INFINITY), (f32::NEG_INFINITY, 0.0)] {
             bad.push(set_lo(tangent, x, y));
         }
         for rec in bad {
@@ -711,78 +604,34 @@ mod tests {
             assert!(e.to_string().contains("record hi=0x"), "{e}");
             assert!(rec.unpack().is_err() && rec.polar().is_err());
         }
-        let msg = Packed128 { hi: 1, lo: 0 }
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.starts_with("Packed128: reserved bits 23:0 must be zero, got 0x000001"),
-            "{msg}"
-        );
+        let msg = Packed128 { hi: 1, lo: 0 }.validate().unwrap_err().to_string();
+        assert!(msg.starts_with("Packed128: reserved bits 23:0 must be zero, got 0x000001"), "{msg}");
         assert!(tangent.polar().is_err());
     }
 
     #[test]
     fn pack_rejects_bad_inputs_and_picks_charts() {
-        let base = Atom {
-            amp: 1.0,
-            phase: 0.0,
-            px: 0.5,
-            py: 0.5,
-            track: Track::Sin,
-        };
+        let base = Atom { amp: 1.0, phase: 0.0, px: 0.5, py: 0.5, track: Track::Sin };
         for a in [
-            Atom {
-                amp: f64::NAN,
-                ..base
-            },
-            Atom {
-                amp: f64::INFINITY,
-                ..base
-            },
-            Atom {
-                phase: f64::NAN,
-                ..base
-            },
-            Atom {
-                px: f64::INFINITY,
-                ..base
-            },
-            Atom {
-                py: f64::NAN,
-                ..base
-            },
+            Atom { amp: f64::NAN, ..base },
+            Atom { amp: f64::INFINITY, ..base },
+            Atom { phase: f64::NAN, ..base },
+            Atom { px: f64::INFINITY, ..base },
+            Atom { py: f64::NAN, ..base },
         ] {
             for c in [ChartChoice::Polar, ChartChoice::Tangent, ChartChoice::Auto] {
                 assert!(Packed128::pack(&a, c).is_err(), "{a:?} {c:?}");
             }
         }
-        let far = Atom {
-            px: 12.0,
-            py: 0.0,
-            ..base
-        };
-        let e = Packed128::pack(&far, ChartChoice::Polar)
-            .unwrap_err()
-            .to_string();
+        let far = Atom { px: 12.0, py: 0.0, ..base };
+        let e = Packed128::pack(&far, ChartChoice::Polar).unwrap_err().to_string();
         assert!(e.contains("tangent chart"), "{e}");
-        assert_eq!(
-            Packed128::pack(&far, ChartChoice::Auto).unwrap().chart(),
-            Chart::Tangent
-        );
-        assert_eq!(
-            Packed128::pack(&base, ChartChoice::Auto).unwrap().chart(),
-            Chart::Polar
-        );
+        assert_eq!(Packed128::pack(&far, ChartChoice::Auto).unwrap().chart(), Chart::Tangent);
+        assert_eq!(Packed128::pack(&base, ChartChoice::Auto).unwrap().chart(), Chart::Polar);
         let huge = Atom { px: 1e39, ..base };
         assert!(Packed128::pack(&huge, ChartChoice::Tangent).is_err());
         assert!(Packed128::pack(&huge, ChartChoice::Auto).is_err());
-        let zero = Atom {
-            amp: -0.0,
-            px: 0.0,
-            py: -0.0,
-            ..base
-        };
+        let zero = Atom { amp: -0.0, px: 0.0, py: -0.0, ..base };
         let rec = Packed128::pack(&zero, ChartChoice::Polar).unwrap();
         assert_eq!(rec, Packed128::default());
         assert_eq!(rec.polar().unwrap(), (0.0, 0.0));
@@ -790,13 +639,7 @@ mod tests {
 
     #[test]
     fn accessors_and_with_phase_register() {
-        let atom = Atom {
-            amp: -2.0,
-            phase: -PI,
-            px: -1.0,
-            py: 0.0,
-            track: Track::Tanh,
-        };
+        let atom = Atom { amp: -2.0, phase: -PI, px: -1.0, py: 0.0, track: Track::Tanh };
         let rec = Packed128::pack(&atom, ChartChoice::Polar).unwrap();
         assert_eq!(rec.track().unwrap(), Track::Tanh);
         assert_eq!(rec.chart(), Chart::Polar);
@@ -806,10 +649,7 @@ mod tests {
         assert_eq!((r, theta), (1f64.tanh() as f32, THETA_MAX));
         let moved = rec.with_phase_register((1 << 19) + QUARTER_TURN + (1 << 20));
         assert_eq!(moved.phase_register(), 3 << 18);
-        assert_eq!(
-            (moved.hi ^ rec.hi) & !((PHASE_MASK as u64) << PHASE_SHIFT),
-            0
-        );
+        assert_eq!((moved.hi ^ rec.hi) & !((PHASE_MASK as u64) << PHASE_SHIFT), 0);
         assert_eq!(moved.lo, rec.lo);
         assert_eq!(moved.unpack().unwrap().phase, -PI / 2.0);
     }
