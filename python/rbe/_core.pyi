@@ -821,7 +821,7 @@ def rmsprop_step(
     momentum_buffers: Sequence[Optional[Tensor]], lr: _float, alpha: _float, eps: _float, weight_decay: _float,
     momentum: _float, centered: _bool, maximize: _bool,
 ) -> None: ...
-def attach_py_function(output: Tensor, inputs: Sequence[Tensor], backward: Any, name: _str) -> None:
+def attach_py_function(outputs: Sequence[Tensor], inputs: Sequence[Tensor], backward: Any, name: _str, materialize_grads: _bool = ...) -> None:
     """Record ``output`` as made from ``inputs`` by a Python function with the given backward."""
     ...
 def memory_allocated() -> _int:

@@ -90,30 +90,22 @@ class Function(metaclass=_FunctionMeta):
         outs = tuple(fixed)
         if not (_core.is_grad_enabled() and any(a.requires_grad for a in inputs)):
             return outs[0] if single else outs
-        tensor_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Tensor) and o.is_floating_point() and id(o) not in ctx._non_differentiable]
+        tensor_outs = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point() and id(o) not in ctx._non_differentiable]
+        if not tensor_outs:
+            return outs[0] if single else outs
         n_args = len(args)
+        name = cls.__name__
 
-        def make_backward(k):
-            def backward_fn(grad):
-                grads = []
-                for j, (kk, o) in enumerate(tensor_outs):
-                    if kk == k:
-                        grads.append(grad)
-                    elif ctx.materialize_grads:
-                        grads.append(_core.zeros(list(o.shape), o.dtype, False))
-                    else:
-                        grads.append(None)
-                res = cls.backward(ctx, *grads)
-                if not isinstance(res, tuple):
-                    res = (res,)
-                if len(res) != n_args:
-                    raise RuntimeError(f"function {cls.__name__}.backward returned an incorrect number of gradients (expected {n_args}, got {len(res)})")
-                return tuple(res[i] for i in tensor_pos)
+        def backward_fn(*grads):
+            # one call per backward pass, with the gradient of every differentiable output
+            res = cls.backward(ctx, *grads)
+            if not isinstance(res, tuple):
+                res = (res,)
+            if len(res) != n_args:
+                raise RuntimeError(f"function {name}.backward returned an incorrect number of gradients (expected {n_args}, got {len(res)})")
+            return tuple(res[i] for i in tensor_pos)
 
-            return backward_fn
-
-        for k, o in tensor_outs:
-            _core.attach_py_function(o, inputs, make_backward(k), cls._backward_name)
+        _core.attach_py_function(tensor_outs, inputs, backward_fn, cls._backward_name, ctx.materialize_grads)
         return outs[0] if single else outs
 
 

@@ -67,7 +67,7 @@ fn release_node(n: Arc<Node>) {
 impl Drop for Node {
     fn drop(&mut self) {
         for e in std::mem::take(&mut self.edges).into_iter().flatten() {
-            release_node(e);
+            release_node(e.node);
         }
     }
 }
@@ -84,6 +84,8 @@ impl Drop for Meta {
 pub struct Meta {
     pub(crate) grad: Option<Tensor>,
     pub(crate) grad_fn: Option<Arc<Node>>,
+    /// Which output of `grad_fn` this tensor is (0 for single-output nodes).
+    pub(crate) output_nr: u32,
     pub(crate) accumulator: Option<Arc<Node>>,
     pub(crate) retains_grad: bool,
     /// For views: the tensor whose storage this view aliases, when that
@@ -92,20 +94,36 @@ pub struct Meta {
 }
 
 pub type BackwardFn = Box<dyn Fn(&BwCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+/// The backward of a node with several outputs: one call receives the
+/// gradient of every output (`None`, or zeros when the node materialises
+/// them, for outputs that no gradient reached).
+pub type MultiBackwardFn = Box<dyn Fn(&BwCtx, &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 enum NodeKind {
     Op(Mutex<Option<BackwardFn>>),
+    Multi { f: Mutex<Option<MultiBackwardFn>>, materialize: bool },
     Leaf(Weak<TensorImpl>),
+}
+
+/// Where a gradient flows: output `nr` of `node`.
+#[derive(Clone)]
+pub struct Edge {
+    pub node: Arc<Node>,
+    pub nr: u32,
 }
 
 pub struct Node {
     seq: u64,
     name: &'static str,
-    edges: SmallVec<[Option<Arc<Node>>; 2]>,
+    edges: SmallVec<[Option<Edge>; 2]>,
     input_meta: SmallVec<[(Shape, DType); 2]>,
+    /// Shapes and dtypes of the outputs of a multi-output node (empty for
+    /// single-output nodes, whose one gradient is always present when they run).
+    output_meta: SmallVec<[(Shape, DType); 1]>,
     kind: NodeKind,
     releasable: bool,
-    retain: Mutex<Option<Weak<TensorImpl>>>,
+    /// Non-leaf outputs that called `retain_grad`, with their output number.
+    retain: Mutex<SmallVec<[(u32, Weak<TensorImpl>); 1]>>,
     mark: AtomicU64,
     slot: AtomicUsize,
     /// For `SliceBackward0`: (dim, start, step) of the slice, so that a
@@ -124,8 +142,12 @@ impl Node {
     pub fn is_leaf_accumulator(&self) -> bool {
         matches!(self.kind, NodeKind::Leaf(_))
     }
-    pub fn next_functions(&self) -> &[Option<Arc<Node>>] {
+    pub fn next_functions(&self) -> &[Option<Edge>] {
         &self.edges
+    }
+    /// Number of outputs (1 but for nodes made by `attach_multi`).
+    pub fn num_outputs(&self) -> usize {
+        self.output_meta.len().max(1)
     }
 }
 
@@ -148,18 +170,23 @@ impl BwCtx<'_> {
 pub struct SavedTensor {
     t: Tensor,
     version: u64,
-    is_output: bool,
+    /// `Some(k)` when this is output `k` of the node that saves it.
+    output: Option<u32>,
 }
 
 impl SavedTensor {
     /// Save an input of the op.
     pub fn input(t: &Tensor) -> SavedTensor {
-        SavedTensor { t: t.clone(), version: t.version(), is_output: false }
+        SavedTensor { t: t.clone(), version: t.version(), output: None }
     }
     /// Save the op's own output (kept without its history to avoid a cycle;
     /// the history is re-attached when unpacked).
     pub fn output(t: &Tensor) -> SavedTensor {
-        SavedTensor { t: t.detach(), version: t.version(), is_output: true }
+        SavedTensor::output_nr(t, 0)
+    }
+    /// Save output `nr` of a multi-output op (see `output`).
+    pub fn output_nr(t: &Tensor, nr: u32) -> SavedTensor {
+        SavedTensor { t: t.detach(), version: t.version(), output: Some(nr) }
     }
     pub fn get(&self, ctx: &BwCtx) -> Result<Tensor> {
         let v = self.t.version();
@@ -168,17 +195,21 @@ impl SavedTensor {
                 "one of the variables needed for gradient computation has been modified by an inplace operation: [rbe.{} {:?}], which is {} of {}, is at version {}; expected version {} instead. Hint: do the operation out of place, or clone() the tensor before modifying it.",
                 self.t.dtype().name(),
                 self.t.shape(),
-                if self.is_output { "output 0" } else { "an input" },
+                match self.output {
+                    Some(k) => format!("output {k}"),
+                    None => "an input".to_string(),
+                },
                 ctx.node.name,
                 v,
                 self.version
             ));
         }
-        if self.is_output {
+        if let Some(nr) = self.output {
             let t = self.t.detach();
             {
                 let mut m = t.0.meta.lock();
                 m.grad_fn = Some(ctx.node.clone());
+                m.output_nr = nr;
             }
             t.set_requires_grad_flag(true);
             Ok(t)
@@ -194,14 +225,14 @@ pub fn needs_grad(inputs: &[&Tensor]) -> bool {
     is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
 }
 
-/// The node a gradient for `t` flows into: its grad_fn, or its leaf accumulator.
-pub fn grad_edge(t: &Tensor) -> Option<Arc<Node>> {
+/// The node output a gradient for `t` flows into: its grad_fn, or its leaf accumulator.
+pub fn grad_edge(t: &Tensor) -> Option<Edge> {
     if !t.requires_grad() {
         return None;
     }
     let mut m = t.0.meta.lock();
     if let Some(f) = &m.grad_fn {
-        return Some(f.clone());
+        return Some(Edge { node: f.clone(), nr: m.output_nr });
     }
     if m.accumulator.is_none() {
         m.accumulator = Some(Arc::new(Node {
@@ -209,15 +240,16 @@ pub fn grad_edge(t: &Tensor) -> Option<Arc<Node>> {
             name: "AccumulateGrad",
             edges: SmallVec::new(),
             input_meta: SmallVec::new(),
+            output_meta: SmallVec::new(),
             kind: NodeKind::Leaf(Arc::downgrade(&t.0)),
             releasable: false,
-            retain: Mutex::new(None),
+            retain: Mutex::new(SmallVec::new()),
             mark: AtomicU64::new(0),
             slot: AtomicUsize::new(0),
             slice: None,
         }));
     }
-    m.accumulator.clone()
+    m.accumulator.clone().map(|node| Edge { node, nr: 0 })
 }
 
 /// Record `out` as produced by an op on `inputs` with backward `f`.
@@ -233,15 +265,71 @@ where
         name,
         edges: inputs.iter().map(|t| grad_edge(t)).collect(),
         input_meta: inputs.iter().map(|t| (Shape::from(t.shape()), t.dtype())).collect(),
+        output_meta: SmallVec::new(),
         kind: NodeKind::Op(Mutex::new(Some(Box::new(f)))),
         releasable: saves,
-        retain: Mutex::new(None),
+        retain: Mutex::new(SmallVec::new()),
         mark: AtomicU64::new(0),
         slot: AtomicUsize::new(0),
         slice: None,
     });
-    out.0.meta.lock().grad_fn = Some(node);
+    set_history(out, node, 0);
+}
+
+fn set_history(out: &Tensor, node: Arc<Node>, nr: u32) {
+    {
+        let mut m = out.0.meta.lock();
+        m.grad_fn = Some(node);
+        m.output_nr = nr;
+    }
     out.set_requires_grad_flag(true);
+}
+
+/// Record `outputs` as the outputs of one node on `inputs` with backward `f`.
+///
+/// `f(ctx, grads)` is called once per backward pass with one entry per
+/// output: its gradient, or for an output no gradient reached, zeros of its
+/// shape when `materialize` is true and `None` otherwise (torch's
+/// `materialize_grads`). It returns one optional gradient per input. An output
+/// may be saved for backward with `SavedTensor::output_nr(out, k)`.
+pub fn attach_multi<F>(outputs: &[&Tensor], name: &'static str, inputs: &[&Tensor], saves: bool, materialize: bool, f: F) -> Result<()>
+where
+    F: Fn(&BwCtx, &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+{
+    if outputs.is_empty() {
+        return Err(autograd_err!("attach_multi: {name} has no outputs"));
+    }
+    if outputs.len() > u32::MAX as usize {
+        return Err(autograd_err!("attach_multi: {name} has too many outputs ({})", outputs.len()));
+    }
+    if let Some(k) = outputs.iter().position(|o| !o.dtype().is_float()) {
+        return Err(autograd_err!(
+            "attach_multi: output {k} of {name} has dtype {}; only floating point outputs can require gradients",
+            outputs[k].dtype().name()
+        ));
+    }
+    for (a, o) in outputs.iter().enumerate() {
+        if outputs[..a].iter().any(|p| p.same(o)) {
+            return Err(autograd_err!("attach_multi: output {a} of {name} is the same tensor as an earlier output"));
+        }
+    }
+    let node = Arc::new(Node {
+        seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        name,
+        edges: inputs.iter().map(|t| grad_edge(t)).collect(),
+        input_meta: inputs.iter().map(|t| (Shape::from(t.shape()), t.dtype())).collect(),
+        output_meta: outputs.iter().map(|t| (Shape::from(t.shape()), t.dtype())).collect(),
+        kind: NodeKind::Multi { f: Mutex::new(Some(Box::new(f))), materialize },
+        releasable: saves,
+        retain: Mutex::new(SmallVec::new()),
+        mark: AtomicU64::new(0),
+        slot: AtomicUsize::new(0),
+        slice: None,
+    });
+    for (k, o) in outputs.iter().enumerate() {
+        set_history(o, node.clone(), k as u32);
+    }
+    Ok(())
 }
 
 /// `attach` for a slice view of `input` along `dim` (see `Node::slice`).
@@ -281,9 +369,16 @@ fn accumulate_slice(slot: &mut Option<Tensor>, g: &Tensor, shape: &[usize], dt: 
 
 /// Make `t` take the history of `out` (after an in-place op wrote `out`'s values into `t`).
 pub(crate) fn rebase_history(t: &Tensor, out: &Tensor) {
-    let f = out.grad_fn();
+    let (f, nr) = {
+        let m = out.0.meta.lock();
+        (m.grad_fn.clone(), m.output_nr)
+    };
     let req = out.requires_grad();
-    t.0.meta.lock().grad_fn = f;
+    {
+        let mut m = t.0.meta.lock();
+        m.grad_fn = f;
+        m.output_nr = nr;
+    }
     t.set_requires_grad_flag(req);
 }
 
@@ -291,15 +386,15 @@ pub fn retain_grad(t: &Tensor) -> Result<()> {
     if !t.requires_grad() {
         return Err(autograd_err!("can't retain_grad on Tensor that has requires_grad=False"));
     }
-    let f = {
+    let (f, nr) = {
         let mut m = t.0.meta.lock();
-        if m.grad_fn.is_none() {
-            return Ok(());
-        }
+        let Some(f) = m.grad_fn.clone() else { return Ok(()) };
         m.retains_grad = true;
-        m.grad_fn.clone().unwrap()
+        (f, m.output_nr)
     };
-    *f.retain.lock() = Some(Arc::downgrade(&t.0));
+    let mut r = f.retain.lock();
+    r.retain(|(k, w)| *k != nr && w.strong_count() > 0);
+    r.push((nr, Arc::downgrade(&t.0)));
     Ok(())
 }
 
@@ -362,13 +457,16 @@ pub fn run_backward(
     inputs: Option<&[Tensor]>,
     allow_unused: bool,
 ) -> Result<Vec<Option<Tensor>>> {
+    if roots.len() != root_grads.len() {
+        return Err(autograd_err!("backward: got {} tensors but {} gradients", roots.len(), root_grads.len()));
+    }
     let _mode = GradModeGuard::new(create_graph);
     let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
     let mut order: Vec<Arc<Node>> = Vec::new();
     let mut stack: Vec<Arc<Node>> = Vec::new();
-    let mut root_nodes = Vec::with_capacity(roots.len());
+    let mut root_edges = Vec::with_capacity(roots.len());
     for (i, r) in roots.iter().enumerate() {
-        let n = grad_edge(r).ok_or_else(|| autograd_err!("element {i} of tensors does not require grad and does not have a grad_fn"))?;
+        let e = grad_edge(r).ok_or_else(|| autograd_err!("element {i} of tensors does not require grad and does not have a grad_fn"))?;
         if r.shape() != root_grads[i].shape() {
             return Err(shape_err!(
                 "Mismatch in shape: grad_output[{i}] has a shape of {:?} and output[{i}] has a shape of {:?}.",
@@ -376,15 +474,15 @@ pub fn run_backward(
                 r.shape()
             ));
         }
-        root_nodes.push(n.clone());
-        stack.push(n);
+        stack.push(e.node.clone());
+        root_edges.push(e);
     }
-    let mut input_nodes = Vec::new();
+    let mut input_edges = Vec::new();
     if let Some(inps) = inputs {
         for (i, t) in inps.iter().enumerate() {
-            let n = grad_edge(t).ok_or_else(|| autograd_err!("One of the differentiated Tensors (index {i}) does not require grad"))?;
-            input_nodes.push(n.clone());
-            stack.push(n);
+            let e = grad_edge(t).ok_or_else(|| autograd_err!("One of the differentiated Tensors (index {i}) does not require grad"))?;
+            stack.push(e.node.clone());
+            input_edges.push(e);
         }
     }
     while let Some(n) = stack.pop() {
@@ -392,8 +490,8 @@ pub fn run_backward(
             continue;
         }
         for e in n.edges.iter().flatten() {
-            if e.mark.load(Ordering::Relaxed) != epoch {
-                stack.push(e.clone());
+            if e.node.mark.load(Ordering::Relaxed) != epoch {
+                stack.push(e.node.clone());
             }
         }
         order.push(n);
@@ -404,6 +502,13 @@ pub fn run_backward(
         n.slot.store(i, Ordering::Relaxed);
     }
     let n_nodes = order.len();
+    // The gradient of output `k` of the node in slot `i` lives at `base[i] + k`.
+    let mut base = Vec::with_capacity(n_nodes);
+    let mut n_grads = 0usize;
+    for n in &order {
+        base.push(n_grads);
+        n_grads += n.num_outputs();
+    }
     // A backward run inside a backward function (checkpointing) may reuse the
     // slot fields of shared nodes; `slot_of` checks and falls back to a map.
     let mut fallback: Option<std::collections::HashMap<*const Node, usize>> = None;
@@ -417,95 +522,117 @@ pub fn run_backward(
     };
     // Which nodes must run: with `inputs`, only those leading to an input.
     let mut needed = vec![inputs.is_none(); n_nodes];
-    let mut capture: Vec<Vec<usize>> = vec![Vec::new(); n_nodes];
-    for (k, n) in input_nodes.iter().enumerate() {
-        let s = slot_of(n, &order);
-        capture[s].push(k);
+    // For each node, the (input index, output number) pairs whose gradient is returned.
+    let mut capture: Vec<SmallVec<[(usize, u32); 1]>> = vec![SmallVec::new(); n_nodes];
+    for (k, e) in input_edges.iter().enumerate() {
+        let s = slot_of(&e.node, &order);
+        capture[s].push((k, e.nr));
         needed[s] = true;
     }
     if inputs.is_some() {
         for i in (0..n_nodes).rev() {
-            if !needed[i] && order[i].edges.iter().flatten().any(|e| needed[slot_of(e, &order)]) {
+            if !needed[i] && order[i].edges.iter().flatten().any(|e| needed[slot_of(&e.node, &order)]) {
                 needed[i] = true;
             }
         }
     }
-    let mut grads: Vec<Option<Tensor>> = vec![None; n_nodes];
-    for (r, g) in root_nodes.iter().zip(root_grads) {
-        let s = slot_of(r, &order);
+    let mut grads: Vec<Option<Tensor>> = vec![None; n_grads];
+    for (e, g) in root_edges.iter().zip(root_grads) {
+        let s = base[slot_of(&e.node, &order)] + e.nr as usize;
         let g = if create_graph { g.clone() } else { g.detach() };
         accumulate_into(&mut grads[s], g, create_graph)?;
     }
-    let mut results: Vec<Option<Tensor>> = vec![None; input_nodes.len()];
+    let mut results: Vec<Option<Tensor>> = vec![None; input_edges.len()];
     let mut edge_needed: Vec<bool> = Vec::new();
+    let mut multi: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
     for i in 0..n_nodes {
         let node = &order[i];
-        let Some(g) = grads[i].take() else { continue };
-        if !needed[i] {
+        let b = base[i];
+        let nout = node.num_outputs();
+        if grads[b..b + nout].iter().all(|g| g.is_none()) {
             continue;
         }
-        for &k in &capture[i] {
-            results[k] = Some(g.clone());
+        if !needed[i] {
+            for g in &mut grads[b..b + nout] {
+                *g = None;
+            }
+            continue;
         }
-        if let Some(w) = node.retain.lock().as_ref().and_then(|w| w.upgrade()) {
-            let t = Tensor(w);
-            accumulate_leaf_grad(&t, g.clone(), create_graph)?;
+        for &(k, nr) in &capture[i] {
+            results[k] = grads[b + nr as usize].clone();
         }
-        match &node.kind {
+        let retained: SmallVec<[(u32, Tensor); 1]> =
+            node.retain.lock().iter().filter_map(|(nr, w)| w.upgrade().map(|t| (*nr, Tensor(t)))).collect();
+        for (nr, t) in retained {
+            if let Some(g) = &grads[b + nr as usize] {
+                accumulate_leaf_grad(&t, g.clone(), create_graph)?;
+            }
+        }
+        let out_grads = match &node.kind {
             NodeKind::Leaf(w) => {
+                let g = grads[b].take();
                 if inputs.is_none() {
-                    if let Some(t) = w.upgrade() {
+                    if let (Some(t), Some(g)) = (w.upgrade(), g) {
                         accumulate_leaf_grad(&Tensor(t), g, create_graph)?;
                     }
                 }
+                continue;
             }
             NodeKind::Op(f) => {
+                let g = grads[b].take().expect("checked above: a single-output node has its gradient");
                 if let (Some(spec), false, Some(Some(e))) = (node.slice, create_graph, node.edges.first()) {
-                    let s = slot_of(e, &order);
+                    let s = slot_of(&e.node, &order);
                     let (shape, dt) = &node.input_meta[0];
-                    if needed[s] && g.ndim() == shape.len() && accumulate_slice(&mut grads[s], &g, shape, *dt, spec)? {
+                    if needed[s] && g.ndim() == shape.len() && accumulate_slice(&mut grads[base[s] + e.nr as usize], &g, shape, *dt, spec)?
+                    {
                         continue;
                     }
                 }
-                let func = f.lock().take();
-                let Some(func) = func else {
-                    return Err(autograd_err!(
-                        "Trying to backward through the graph a second time (or directly access saved tensors after they have already been freed). Saved intermediate values of the graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the graph a second time or if you need to access saved tensors after calling backward. (node {})",
-                        node.name
-                    ));
-                };
-                edge_needed.clear();
-                edge_needed.extend(node.edges.iter().map(|e| match e {
-                    Some(e) => needed[slot_of(e, &order)],
-                    None => false,
-                }));
+                let func = take_backward(f, node)?;
+                set_edge_needed(&mut edge_needed, node, &needed, &mut |e| slot_of(e, &order));
                 let ctx = BwCtx { node, needed: &edge_needed };
                 let res = func(&ctx, &g);
-                if retain_graph || !node.releasable {
-                    *f.lock() = Some(func);
-                } else {
-                    drop(func);
-                }
-                let out_grads = res?;
-                for (j, e) in node.edges.iter().enumerate() {
-                    let (Some(e), Some(Some(gi))) = (e, out_grads.get(j)) else { continue };
-                    if !edge_needed[j] {
-                        continue;
-                    }
-                    let (shape, dt) = &node.input_meta[j];
-                    if gi.shape() != &shape[..] {
-                        return Err(shape_err!(
-                            "Function {} returned an invalid gradient at index {j} - got {:?} but expected shape compatible with {:?}",
-                            node.name,
-                            gi.shape(),
-                            shape
-                        ));
-                    }
-                    let gi = if gi.dtype() != *dt { crate::ops::unary::to_dtype(gi, *dt)? } else { gi.clone() };
-                    let s = slot_of(e, &order);
-                    accumulate_into(&mut grads[s], gi, create_graph)?;
-                }
+                restore_backward(f, func, node, retain_graph);
+                res?
             }
+            NodeKind::Multi { f, materialize } => {
+                multi.clear();
+                for (k, g) in grads[b..b + nout].iter_mut().enumerate() {
+                    let g = g.take();
+                    multi.push(match g {
+                        None if *materialize => {
+                            let (shape, dt) = &node.output_meta[k];
+                            Some(Tensor::zeros(shape, *dt))
+                        }
+                        g => g,
+                    });
+                }
+                let func = take_backward(f, node)?;
+                set_edge_needed(&mut edge_needed, node, &needed, &mut |e| slot_of(e, &order));
+                let ctx = BwCtx { node, needed: &edge_needed };
+                let res = func(&ctx, &multi);
+                restore_backward(f, func, node, retain_graph);
+                multi.clear();
+                res?
+            }
+        };
+        for (j, e) in node.edges.iter().enumerate() {
+            let (Some(e), Some(Some(gi))) = (e, out_grads.get(j)) else { continue };
+            if !edge_needed[j] {
+                continue;
+            }
+            let (shape, dt) = &node.input_meta[j];
+            if gi.shape() != &shape[..] {
+                return Err(shape_err!(
+                    "Function {} returned an invalid gradient at index {j} - got {:?} but expected shape compatible with {:?}",
+                    node.name,
+                    gi.shape(),
+                    shape
+                ));
+            }
+            let gi = if gi.dtype() != *dt { crate::ops::unary::to_dtype(gi, *dt)? } else { gi.clone() };
+            let s = base[slot_of(&e.node, &order)] + e.nr as usize;
+            accumulate_into(&mut grads[s], gi, create_graph)?;
         }
     }
     if inputs.is_some() && !allow_unused {
@@ -516,4 +643,29 @@ pub fn run_backward(
         }
     }
     Ok(results)
+}
+
+/// Take a node's backward function out of its slot for the duration of the call.
+fn take_backward<F>(slot: &Mutex<Option<F>>, node: &Node) -> Result<F> {
+    slot.lock().take().ok_or_else(|| {
+        autograd_err!(
+            "Trying to backward through the graph a second time (or directly access saved tensors after they have already been freed). Saved intermediate values of the graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the graph a second time or if you need to access saved tensors after calling backward. (node {})",
+            node.name
+        )
+    })
+}
+
+/// Put the backward function back, unless this pass frees the node's saved values.
+fn restore_backward<F>(slot: &Mutex<Option<F>>, func: F, node: &Node, retain_graph: bool) {
+    if retain_graph || !node.releasable {
+        *slot.lock() = Some(func);
+    }
+}
+
+fn set_edge_needed(out: &mut Vec<bool>, node: &Node, needed: &[bool], slot_of: &mut dyn FnMut(&Arc<Node>) -> usize) {
+    out.clear();
+    out.extend(node.edges.iter().map(|e| match e {
+        Some(e) => needed[slot_of(&e.node)],
+        None => false,
+    }));
 }

@@ -283,6 +283,10 @@ impl Tensor {
     pub fn grad_fn(&self) -> Option<Arc<Node>> {
         self.0.meta.lock().grad_fn.clone()
     }
+    /// Which output of `grad_fn()` this tensor is (0 for single-output ops and leaves).
+    pub fn output_nr(&self) -> u32 {
+        self.0.meta.lock().output_nr
+    }
     pub fn is_leaf(&self) -> bool {
         self.0.meta.lock().grad_fn.is_none()
     }
@@ -326,6 +330,7 @@ impl Tensor {
         {
             let mut m = self.0.meta.lock();
             m.grad_fn = None;
+            m.output_nr = 0;
             m.view_base = None;
         }
         self.set_requires_grad_flag(false);

@@ -2,18 +2,98 @@
 use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyTuple, PyType};
 use rbe_core::{DType, Error, Tensor};
 
 use crate::tensor::PyTensor;
 
+/// The classes of `rbe.errors`, looked up once.
+struct ErrorClasses {
+    shape: Py<PyType>,
+    dtype: Py<PyType>,
+    index: Py<PyType>,
+    autograd: Py<PyType>,
+    argument: Py<PyType>,
+    unsupported: Py<PyType>,
+    memory: Py<PyType>,
+}
+
+static ERROR_CLASSES: GILOnceCell<ErrorClasses> = GILOnceCell::new();
+
+fn error_classes(py: Python<'_>) -> PyResult<&ErrorClasses> {
+    ERROR_CLASSES.get_or_try_init(py, || {
+        let m = py.import("rbe.errors")?;
+        let get = |name: &str| -> PyResult<Py<PyType>> { Ok(m.getattr(name)?.downcast_into::<PyType>()?.unbind()) };
+        Ok(ErrorClasses {
+            shape: get("ShapeError")?,
+            dtype: get("DTypeError")?,
+            index: get("RbeIndexError")?,
+            autograd: get("AutogradError")?,
+            argument: get("ArgumentError")?,
+            unsupported: get("UnsupportedError")?,
+            memory: get("OutOfMemoryError")?,
+        })
+    })
+}
+
+/// A core error as a Python exception of the `rbe.errors` hierarchy; an
+/// error raised by Python code the core called back into comes back as it was.
 pub fn to_py_err(e: Error) -> PyErr {
-    match e {
-        Error::Shape(m) | Error::Value(m) => PyValueError::new_err(m),
-        Error::DType(m) => PyTypeError::new_err(m),
-        Error::Index(m) => PyIndexError::new_err(m),
-        Error::Autograd(m) | Error::Unsupported(m) => PyRuntimeError::new_err(m),
-    }
+    Python::with_gil(|py| {
+        let (class, msg) = match e {
+            Error::External(inner) => {
+                if let Some(pe) = (&*inner as &(dyn std::error::Error + 'static)).downcast_ref::<PyErr>() {
+                    return pe.clone_ref(py);
+                }
+                return PyRuntimeError::new_err(inner.to_string());
+            }
+            Error::Shape(m) => (ErrKind::Shape, m),
+            Error::DType(m) => (ErrKind::DType, m),
+            Error::Index(m) => (ErrKind::Index, m),
+            Error::Autograd(m) => (ErrKind::Autograd, m),
+            Error::Value(m) => (ErrKind::Argument, m),
+            Error::Unsupported(m) => (ErrKind::Unsupported, m),
+            Error::Memory(m) => (ErrKind::Memory, m),
+        };
+        match error_classes(py) {
+            Ok(c) => {
+                let ty = match class {
+                    ErrKind::Shape => &c.shape,
+                    ErrKind::DType => &c.dtype,
+                    ErrKind::Index => &c.index,
+                    ErrKind::Autograd => &c.autograd,
+                    ErrKind::Argument => &c.argument,
+                    ErrKind::Unsupported => &c.unsupported,
+                    ErrKind::Memory => &c.memory,
+                };
+                PyErr::from_type(ty.bind(py).clone(), msg)
+            }
+            // rbe.errors could not be imported (interpreter shutting down): builtin classes.
+            Err(_) => match class {
+                ErrKind::Shape | ErrKind::Argument => PyValueError::new_err(msg),
+                ErrKind::DType => PyTypeError::new_err(msg),
+                ErrKind::Index => PyIndexError::new_err(msg),
+                ErrKind::Memory => pyo3::exceptions::PyMemoryError::new_err(msg),
+                ErrKind::Autograd | ErrKind::Unsupported => PyRuntimeError::new_err(msg),
+            },
+        }
+    })
+}
+
+#[derive(Clone, Copy)]
+enum ErrKind {
+    Shape,
+    DType,
+    Index,
+    Autograd,
+    Argument,
+    Unsupported,
+    Memory,
+}
+
+/// A Python exception raised by a callback, carried through the core unchanged.
+pub fn py_to_core_err(e: PyErr) -> Error {
+    Error::external(e)
 }
 
 /// A panic caught at the boundary, as a Python exception (MemoryError for allocation failures).
@@ -26,7 +106,7 @@ pub fn panic_to_py(p: Box<dyn std::any::Any + Send>) -> PyErr {
         "unknown internal error".to_string()
     };
     if msg.starts_with("out of memory") {
-        pyo3::exceptions::PyMemoryError::new_err(msg)
+        to_py_err(Error::Memory(msg))
     } else {
         PyRuntimeError::new_err(format!("internal error in rbe (please report): {msg}"))
     }

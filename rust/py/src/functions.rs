@@ -432,7 +432,7 @@ fn run_backward(
             }
             _ => {
                 if o.numel() != 1 {
-                    return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    return Err(to_py_err(rbe_core::autograd_err!(
                         "grad can be implicitly created only for scalar outputs (output {i} has shape {:?})",
                         o.shape()
                     )));
@@ -669,23 +669,42 @@ fn static_name(name: &str) -> &'static str {
     leaked
 }
 
-/// Record `output` as computed from `inputs` by a Python function whose
-/// backward is `backward(grad) -> tuple of (Tensor | None)`, one per input.
+/// Record `outputs` as computed from `inputs` by one Python function whose
+/// backward is `backward(*grads) -> tuple of (Tensor | None)`, one per input.
+/// An exception raised by `backward` reaches the caller of `backward()` as it was.
 #[pyfunction]
-fn attach_py_function(output: &Bound<'_, PyAny>, inputs: Vec<Bound<'_, PyAny>>, backward: &Bound<'_, PyAny>, name: &str) -> PyResult<()> {
-    let out = tensor_arg(output, "Function")?;
+#[pyo3(signature = (outputs, inputs, backward, name, materialize_grads=true))]
+fn attach_py_function(
+    outputs: Vec<Bound<'_, PyAny>>,
+    inputs: Vec<Bound<'_, PyAny>>,
+    backward: &Bound<'_, PyAny>,
+    name: &str,
+    materialize_grads: bool,
+) -> PyResult<()> {
+    let outs = tensors(&outputs, "Function")?;
     let ins = tensors(&inputs, "Function")?;
     let refs: Vec<&Tensor> = ins.iter().collect();
-    if !autograd::needs_grad(&refs) {
+    if !autograd::needs_grad(&refs) || outs.is_empty() {
         return Ok(());
     }
     let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
     let f: Py<PyAny> = backward.clone().unbind();
     let n_in = ins.len();
-    autograd::attach(&out, static_name(name), &refs, true, move |_ctx, g| {
+    let out_refs: Vec<&Tensor> = outs.iter().collect();
+    // One node for all outputs: `backward` runs once per pass and receives a
+    // tuple with the gradient of every output (zeros or None where unused).
+    autograd::attach_multi(&out_refs, static_name(name), &refs, true, materialize_grads, move |_ctx, gs| {
         Python::with_gil(|py| -> rbe_core::Result<Vec<Option<Tensor>>> {
-            let err = |e: PyErr| rbe_core::Error::Autograd(format!("error in the backward of a custom Function: {e}"));
-            let r = f.call1(py, (Py::new(py, pt(g.clone())).map_err(err)?,)).map_err(err)?;
+            let ext = crate::conv::py_to_core_err;
+            let mut args = Vec::with_capacity(gs.len());
+            for g in gs {
+                args.push(match g {
+                    Some(g) => Py::new(py, pt(g.clone())).map_err(ext)?.into_any(),
+                    None => py.None(),
+                });
+            }
+            let args = PyTuple::new(py, args).map_err(ext)?;
+            let r = f.call1(py, args).map_err(ext)?;
             let r = r.bind(py);
             let items: Vec<Bound<'_, PyAny>> = if let Ok(t) = r.downcast::<PyTuple>() { t.iter().collect() } else { vec![r.clone()] };
             if items.len() < n_in {
@@ -718,8 +737,8 @@ fn attach_py_function(output: &Bound<'_, PyAny>, inputs: Vec<Bound<'_, PyAny>>, 
             }
             Ok(out)
         })
-    });
-    Ok(())
+    })
+    .py()
 }
 
 #[pyfunction]

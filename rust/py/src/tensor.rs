@@ -90,11 +90,11 @@ impl PyNode {
             .next_functions()
             .iter()
             .map(|e| {
-                let node: PyObject = match e {
-                    Some(n) => Py::new(py, PyNode { n: n.clone() }).unwrap().into_any(),
-                    None => py.None(),
+                let (node, nr): (PyObject, i64) = match e {
+                    Some(e) => (Py::new(py, PyNode { n: e.node.clone() }).unwrap().into_any(), e.nr as i64),
+                    None => (py.None(), 0),
                 };
-                PyTuple::new(py, [node, 0i64.into_pyobject(py).unwrap().into_any().unbind()]).unwrap().into_any().unbind()
+                PyTuple::new(py, [node, nr.into_pyobject(py).unwrap().into_any().unbind()]).unwrap().into_any().unbind()
             })
             .collect();
         Ok(PyTuple::new(py, items)?.unbind())
@@ -558,7 +558,7 @@ impl PyTensor {
             Some(g) if !g.is_none() => operand(g)?,
             _ => {
                 if self.t.numel() != 1 {
-                    return Err(PyRuntimeError::new_err(format!(
+                    return Err(to_py_err(rbe_core::autograd_err!(
                         "grad can be implicitly created only for scalar outputs (got shape {:?})",
                         self.t.shape()
                     )));
