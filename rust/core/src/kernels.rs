@@ -4,7 +4,7 @@ use crate::dtype::DType;
 use crate::elem::Elem;
 use crate::error::Result;
 use crate::shape_err;
-use crate::tensor::{contiguous_strides, numel_of, Shape, Strides, Tensor};
+use crate::tensor::{contiguous_strides, numel_of, FreshTensor, Shape, Strides, Tensor};
 use smallvec::SmallVec;
 
 /// NumPy broadcasting of two shapes.
@@ -213,11 +213,11 @@ pub fn add_in_place<T: Copy + std::ops::Add<Output = T>>(o: &mut [T], g: &[T]) {
 
 /// out[i] = f(a[i]) with a contiguous output of dtype `O`.
 pub fn map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Tensor {
-    let out = Tensor::empty(a.shape(), O::DTYPE);
-    let o = out.data_mut::<O>();
+    let mut out = FreshTensor::<O>::uninit(a.shape()).unwrap_or_else(|e| panic!("{e}"));
+    let o = out.as_mut_slice();
     if a.is_contiguous() {
         loop1(o, a.data::<A>(), f);
-        return out;
+        return out.into_tensor();
     }
     let pa = a.data_ptr::<A>();
     let mut i = 0usize;
@@ -228,34 +228,34 @@ pub fn map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Tensor {
         }
         i += n;
     });
-    out
+    out.into_tensor()
 }
 
 /// out = f(a, b) with NumPy broadcasting; contiguous output of dtype `O`.
 pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) -> O) -> Result<Tensor> {
     let shape = broadcast_shapes(a.shape(), b.shape())?;
-    let out = Tensor::empty(&shape, O::DTYPE);
-    let o = out.data_mut::<O>();
+    let mut out = FreshTensor::<O>::uninit(&shape)?;
+    let o = out.as_mut_slice();
     if a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous() {
         loop2(o, a.data::<A>(), b.data::<B>(), f);
-        return Ok(out);
+        return Ok(out.into_tensor());
     }
     if b.numel() == 1 && a.is_contiguous() && a.shape() == &shape[..] {
         let s = unsafe { *b.data_ptr::<B>() };
         loop2s(o, a.data::<A>(), s, f);
-        return Ok(out);
+        return Ok(out.into_tensor());
     }
     if a.numel() == 1 && b.is_contiguous() && b.shape() == &shape[..] {
         let s = unsafe { *a.data_ptr::<A>() };
         loop2f(o, s, b.data::<B>(), f);
-        return Ok(out);
+        return Ok(out.into_tensor());
     }
     let sa = broadcast_strides(a, &shape)?;
     let sb = broadcast_strides(b, &shape)?;
     let (pa, pb) = (a.data_ptr::<A>(), b.data_ptr::<B>());
     // Safety: broadcast offsets stay inside each view; `o` has one slot per element.
     unsafe { rows2(&shape, &sa, &sb, pa, pb, o, f) };
-    Ok(out)
+    Ok(out.into_tensor())
 }
 
 /// The broadcasting loop of `map2`, row by row, compiled per vector ISA as a
@@ -355,8 +355,8 @@ unsafe fn rows2<A: Elem, B: Elem, O: Elem, F: Fn(A, B) -> O>(
 /// out = f(a, b, c) with broadcasting (used by `where`, fused backward kernels).
 pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tensor, f: impl Fn(A, B, C) -> O) -> Result<Tensor> {
     let shape = broadcast_shapes(&broadcast_shapes(a.shape(), b.shape())?, c.shape())?;
-    let out = Tensor::empty(&shape, O::DTYPE);
-    let o = out.data_mut::<O>();
+    let mut out = FreshTensor::<O>::uninit(&shape)?;
+    let o = out.as_mut_slice();
     if a.shape() == &shape[..]
         && b.shape() == &shape[..]
         && c.shape() == &shape[..]
@@ -365,7 +365,7 @@ pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tens
         && c.is_contiguous()
     {
         loop3(o, a.data::<A>(), b.data::<B>(), c.data::<C>(), f);
-        return Ok(out);
+        return Ok(out.into_tensor());
     }
     let sa = broadcast_strides(a, &shape)?;
     let sb = broadcast_strides(b, &shape)?;
@@ -381,7 +381,7 @@ pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tens
         }
         i += n;
     });
-    Ok(out)
+    Ok(out.into_tensor())
 }
 
 /// A contiguous copy converted to `dt`.

@@ -200,8 +200,14 @@ impl Storage {
     }
 
     fn alloc(nbytes: usize, zero: bool) -> Storage {
+        Storage::try_alloc(nbytes, zero).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Owned storage of `nbytes` bytes (zero-filled when `zero`), or an
+    /// out-of-memory error when the system refuses the allocation.
+    pub fn try_alloc(nbytes: usize, zero: bool) -> crate::Result<Storage> {
         if nbytes == 0 {
-            return Storage::empty_storage();
+            return Ok(Storage::empty_storage());
         }
         let now = ALLOCATED.fetch_add(nbytes, Ordering::Relaxed) + nbytes;
         PEAK.fetch_max(now, Ordering::Relaxed);
@@ -224,27 +230,28 @@ impl Storage {
                     CACHED.fetch_sub(size, Ordering::Relaxed);
                     let ptr = ptr as *mut u8;
                     if zero {
-                        // Safety: the buffer has at least nbytes bytes.
+                        // SAFETY: a pooled buffer of this class has at least nbytes bytes.
                         unsafe { std::ptr::write_bytes(ptr, 0, nbytes) };
                     }
                     (ptr, Owner::Pooled(class, thread_tag()))
                 }
-                None => (Storage::fresh(nbytes, size, zero), Owner::Pooled(class, thread_tag())),
+                None => (Storage::fresh(nbytes, size, zero)?, Owner::Pooled(class, thread_tag())),
             }
         } else {
-            let ptr = Storage::fresh(nbytes, nbytes, zero);
-            (ptr, Owner::Alloc(Layout::from_size_align(nbytes, ALIGN).unwrap()))
+            let ptr = Storage::fresh(nbytes, nbytes, zero)?;
+            // `fresh` built this layout successfully, so it is valid.
+            (ptr, Owner::Alloc(Layout::from_size_align(nbytes, ALIGN).expect("layout checked in fresh")))
         };
-        Storage { ptr, nbytes, owner, version: AtomicU64::new(0), writable: true }
+        Ok(Storage { ptr, nbytes, owner, version: AtomicU64::new(0), writable: true })
     }
 
-    fn fresh(nbytes: usize, size: usize, zero: bool) -> *mut u8 {
+    fn fresh(nbytes: usize, size: usize, zero: bool) -> crate::Result<*mut u8> {
         MISSES.fetch_add(1, Ordering::Relaxed);
-        let layout = Layout::from_size_align(size, ALIGN).unwrap_or_else(|_| {
+        let Ok(layout) = Layout::from_size_align(size, ALIGN) else {
             ALLOCATED.fetch_sub(nbytes, Ordering::Relaxed);
-            panic!("out of memory: cannot allocate {nbytes} bytes")
-        });
-        // Safety: layout has non-zero size.
+            return Err(crate::memory_err!("out of memory: cannot allocate {nbytes} bytes"));
+        };
+        // SAFETY: layout has non-zero size (nbytes > 0 and size >= nbytes).
         let ptr = unsafe {
             if zero {
                 alloc_zeroed(layout)
@@ -254,14 +261,13 @@ impl Storage {
         };
         if ptr.is_null() {
             ALLOCATED.fetch_sub(nbytes, Ordering::Relaxed);
-            // A panic (not an abort): the bindings turn it into a Python exception.
-            panic!("out of memory: cannot allocate {nbytes} bytes");
+            return Err(crate::memory_err!("out of memory: cannot allocate {nbytes} bytes"));
         }
         if !zero && poison() {
-            // Safety: fresh buffer of `size` bytes.
+            // SAFETY: fresh buffer of `size` bytes.
             unsafe { std::ptr::write_bytes(ptr, 0xFF, size) };
         }
-        ptr
+        Ok(ptr)
     }
 
     /// Storage over memory owned by someone else.

@@ -87,12 +87,18 @@ impl Tensor {
         }))
     }
 
-    fn nbytes_of(shape: &[usize], dtype: DType) -> usize {
+    /// Bytes of a contiguous tensor of `shape` and `dtype`, or an error when
+    /// that does not fit in memory at all.
+    pub fn checked_nbytes(shape: &[usize], dtype: DType) -> Result<usize> {
         shape
             .iter()
             .try_fold(dtype.size(), |a, &b| a.checked_mul(b))
             .filter(|&n| n <= isize::MAX as usize)
-            .unwrap_or_else(|| panic!("out of memory: a tensor of shape {:?} and dtype {} is too large", shape, dtype.name()))
+            .ok_or_else(|| crate::memory_err!("out of memory: a tensor of shape {:?} and dtype {} is too large", shape, dtype.name()))
+    }
+
+    fn nbytes_of(shape: &[usize], dtype: DType) -> usize {
+        Tensor::checked_nbytes(shape, dtype).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Contiguous tensor with unspecified contents (a pooled buffer is reused
@@ -105,16 +111,25 @@ impl Tensor {
         let st = Arc::new(Storage::zeroed(Tensor::nbytes_of(shape, dtype)));
         Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype)
     }
+    /// `empty` that reports an allocation that cannot be served as an error.
+    pub fn try_empty(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let st = Arc::new(Storage::try_alloc(Tensor::checked_nbytes(shape, dtype)?, false)?);
+        Ok(Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype))
+    }
+    /// `zeros` that reports an allocation that cannot be served as an error.
+    pub fn try_zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let st = Arc::new(Storage::try_alloc(Tensor::checked_nbytes(shape, dtype)?, true)?);
+        Ok(Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype))
+    }
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
         if value == 0.0 {
             return Tensor::zeros(shape, dtype);
         }
-        let t = Tensor::empty(shape, dtype);
         crate::dispatch_all!(dtype, T => {
-            let v = T::from_f64(value);
-            t.data_mut::<T>().iter_mut().for_each(|x| *x = v);
-        });
-        t
+            let mut t = FreshTensor::<T>::uninit(shape).unwrap_or_else(|e| panic!("{e}"));
+            t.fill(T::from_f64(value));
+            t.into_tensor()
+        })
     }
     pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
         Tensor::full(shape, 1.0, dtype)
@@ -219,11 +234,20 @@ impl Tensor {
         // Safety: contiguous view of numel elements inside the storage.
         unsafe { std::slice::from_raw_parts(self.data_ptr::<T>(), self.numel()) }
     }
-    /// Mutable elements of a contiguous tensor (aliasing is the caller's business, as in torch).
+    /// Mutable elements of a contiguous tensor, for in-place kernels
+    /// (optimiser steps, gradient accumulation into a buffer one owns).
+    /// A fresh output is written through [`FreshTensor`] instead, which is safe.
+    ///
+    /// # Safety
+    /// For as long as the slice lives, no other reference (another tensor
+    /// sharing the storage, a NumPy view, another thread) may read or write
+    /// these elements. In-place kernels uphold this the way torch's do: the
+    /// caller owns the tensor for the duration of the op.
     #[allow(clippy::mut_from_ref)]
-    pub fn data_mut<T: Elem>(&self) -> &mut [T] {
+    pub unsafe fn data_mut<T: Elem>(&self) -> &mut [T] {
         assert!(self.is_contiguous() && T::DTYPE == self.dtype(), "data_mut(): needs a contiguous tensor of the right dtype");
-        // Safety: as above.
+        // SAFETY: a contiguous view of numel elements of T inside the storage
+        // (checked above); exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.data_ptr::<T>(), self.numel()) }
     }
     /// Elements in row-major logical order, converted to `T`'s dtype if needed.
@@ -341,6 +365,87 @@ impl Tensor {
     }
     pub fn retains_grad(&self) -> bool {
         self.0.meta.lock().retains_grad
+    }
+}
+
+/// A freshly allocated contiguous tensor of element type `T` that nothing
+/// else references yet: the safe way for a kernel to write its output.
+///
+/// ```
+/// use rbe_core::tensor::FreshTensor;
+/// let mut out = FreshTensor::<f64>::zeros(&[2, 3]).unwrap();
+/// out[4] = 1.5;
+/// let t = out.into_tensor();
+/// assert_eq!(t.to_vec::<f64>(), vec![0.0, 0.0, 0.0, 0.0, 1.5, 0.0]);
+/// ```
+pub struct FreshTensor<T: Elem> {
+    t: Tensor,
+    _elem: std::marker::PhantomData<T>,
+}
+
+impl<T: Elem> FreshTensor<T> {
+    /// Contents unspecified (a pooled buffer keeps its old bytes): write
+    /// every element that will be read.
+    pub fn uninit(shape: &[usize]) -> Result<FreshTensor<T>> {
+        Ok(FreshTensor { t: Tensor::try_empty(shape, T::DTYPE)?, _elem: std::marker::PhantomData })
+    }
+    /// All elements zero.
+    pub fn zeros(shape: &[usize]) -> Result<FreshTensor<T>> {
+        Ok(FreshTensor { t: Tensor::try_zeros(shape, T::DTYPE)?, _elem: std::marker::PhantomData })
+    }
+    /// The elements, row-major.
+    pub fn as_slice(&self) -> &[T] {
+        self.t.data::<T>()
+    }
+    /// The elements, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: `self.t` was allocated by this FreshTensor and never handed
+        // out, so no other reference to its storage exists; `&mut self`
+        // makes this borrow the only one.
+        unsafe { self.t.data_mut::<T>() }
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.t.shape()
+    }
+    /// The finished tensor (no autograd history).
+    pub fn into_tensor(self) -> Tensor {
+        self.t
+    }
+    /// A tensor whose every element `fill` writes (it receives uninitialised
+    /// contents, row-major).
+    pub fn build(shape: &[usize], fill: impl FnOnce(&mut [T])) -> Result<Tensor> {
+        let mut t = FreshTensor::<T>::uninit(shape)?;
+        fill(&mut t);
+        Ok(t.into_tensor())
+    }
+    /// A zero-filled tensor that `fill` then updates.
+    pub fn build_zeroed(shape: &[usize], fill: impl FnOnce(&mut [T])) -> Result<Tensor> {
+        let mut t = FreshTensor::<T>::zeros(shape)?;
+        fill(&mut t);
+        Ok(t.into_tensor())
+    }
+    /// A fresh contiguous copy of `src` (same dtype), to be modified before it is shared.
+    pub fn copy_of(src: &Tensor) -> Result<FreshTensor<T>> {
+        if src.dtype() != T::DTYPE {
+            return Err(dtype_err!("copy_of: expected a {} tensor, got {}", T::DTYPE.name(), src.dtype().name()));
+        }
+        let mut t = FreshTensor::<T>::uninit(src.shape())?;
+        let c = src.contiguous();
+        t.copy_from_slice(c.data::<T>());
+        Ok(t)
+    }
+}
+
+impl<T: Elem> std::ops::Deref for FreshTensor<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T: Elem> std::ops::DerefMut for FreshTensor<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.as_mut_slice()
     }
 }
 

@@ -320,8 +320,10 @@ pub fn add_scalar(a: &Tensor, s: f64) -> Result<Tensor> {
 pub fn add_assign_raw(old: &Tensor, g: &Tensor) -> Result<()> {
     crate::dispatch_float!(old.dtype(), "add_", T => {
         let g = as_dtype(g, old.dtype())?;
-        if old.is_contiguous() && g.is_contiguous() && old.shape() == g.shape() {
-            crate::kernels::add_in_place(old.data_mut::<T>(), g.data::<T>());
+        if old.is_contiguous() && g.is_contiguous() && old.shape() == g.shape() && !std::sync::Arc::ptr_eq(old.storage(), g.storage()) {
+            // SAFETY: both contiguous of dtype T over distinct storages; the
+            // caller (gradient accumulation) owns `old` for the duration.
+            crate::kernels::add_in_place(unsafe { old.data_mut::<T>() }, g.data::<T>());
             old.storage().bump_version();
         } else {
             let s = add(&old.detach(), &g.detach())?;

@@ -4,7 +4,7 @@ use crate::dtype::DType;
 use crate::elem::Elem;
 use crate::error::Result;
 use crate::random::Generator;
-use crate::tensor::Tensor;
+use crate::tensor::{FreshTensor, Tensor};
 use crate::{dtype_err, value_err};
 use parking_lot::Mutex;
 
@@ -31,40 +31,39 @@ pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
         return Err(value_err!("arange: upper bound and larger bound inconsistent with step sign"));
     }
     let n = ((end - start) / step).ceil().max(0.0) as usize;
-    let t = Tensor::empty(&[n], dtype);
-    crate::dispatch_all!(dtype, T => {
-        let d = t.data_mut::<T>();
+    let t = crate::dispatch_all!(dtype, T => {
+        let mut d = FreshTensor::<T>::uninit(&[n])?;
         for (i, v) in d.iter_mut().enumerate() {
             *v = if dtype == DType::I64 { T::from_i64(start as i64 + (i as i64) * step as i64) } else { T::from_f64(start + i as f64 * step) };
         }
+        d.into_tensor()
     });
     Ok(t)
 }
 
 pub fn linspace(start: f64, end: f64, steps: usize, dtype: DType) -> Result<Tensor> {
-    let t = Tensor::empty(&[steps], dtype);
     let step = if steps > 1 { (end - start) / (steps - 1) as f64 } else { 0.0 };
     let half = steps / 2;
-    crate::dispatch_all!(dtype, T => {
-        let d = t.data_mut::<T>();
+    let t = crate::dispatch_all!(dtype, T => {
+        let mut d = FreshTensor::<T>::uninit(&[steps])?;
         for (i, v) in d.iter_mut().enumerate() {
             // symmetric evaluation as torch does, so both ends are exact
             let x = if steps == 1 { start } else if i < half { start + step * i as f64 } else { end - step * (steps - 1 - i) as f64 };
             *v = T::from_f64(x);
         }
+        d.into_tensor()
     });
     Ok(t)
 }
 
 pub fn eye(n: usize, m: usize, dtype: DType) -> Tensor {
-    let t = Tensor::zeros(&[n, m], dtype);
     crate::dispatch_all!(dtype, T => {
-        let d = t.data_mut::<T>();
+        let mut d = FreshTensor::<T>::zeros(&[n, m]).unwrap_or_else(|e| panic!("{e}"));
         for i in 0..n.min(m) {
             d[i * m + i] = T::from_i64(1);
         }
-    });
-    t
+        d.into_tensor()
+    })
 }
 
 fn gen_or_default<R>(g: Option<&Mutex<Generator>>, f: impl FnOnce(&mut Generator) -> R) -> R {
@@ -82,13 +81,19 @@ pub fn rand(shape: &[usize], low: f64, high: f64, dtype: DType, g: Option<&Mutex
     if dtype == DType::F32 && !((low as f32).is_finite() && (high as f32).is_finite()) {
         return Err(value_err!("uniform_: bounds [{low}, {high}) are outside the range of float32"));
     }
-    let t = Tensor::empty(shape, dtype);
-    match dtype {
-        DType::F32 => gen_or_default(g, |g| g.fill_uniform_f32(t.data_mut::<f32>(), low as f32, high as f32)),
-        DType::F64 => gen_or_default(g, |g| g.fill_uniform_f64(t.data_mut::<f64>(), low, high)),
+    Ok(match dtype {
+        DType::F32 => {
+            let mut t = FreshTensor::<f32>::uninit(shape)?;
+            gen_or_default(g, |g| g.fill_uniform_f32(&mut t, low as f32, high as f32));
+            t.into_tensor()
+        }
+        DType::F64 => {
+            let mut t = FreshTensor::<f64>::uninit(shape)?;
+            gen_or_default(g, |g| g.fill_uniform_f64(&mut t, low, high));
+            t.into_tensor()
+        }
         d => return Err(dtype_err!("rand: expected a floating point dtype, got {}", d.name())),
-    }
-    Ok(t)
+    })
 }
 
 /// Normal(mean, std).
@@ -96,13 +101,19 @@ pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, g: Option<&Mute
     if !(std >= 0.0) {
         return Err(value_err!("normal expects std >= 0.0, but found std {std}"));
     }
-    let t = Tensor::empty(shape, dtype);
-    match dtype {
-        DType::F32 => gen_or_default(g, |g| g.fill_normal_f32(t.data_mut::<f32>(), mean as f32, std as f32)),
-        DType::F64 => gen_or_default(g, |g| g.fill_normal_f64(t.data_mut::<f64>(), mean, std)),
+    Ok(match dtype {
+        DType::F32 => {
+            let mut t = FreshTensor::<f32>::uninit(shape)?;
+            gen_or_default(g, |g| g.fill_normal_f32(&mut t, mean as f32, std as f32));
+            t.into_tensor()
+        }
+        DType::F64 => {
+            let mut t = FreshTensor::<f64>::uninit(shape)?;
+            gen_or_default(g, |g| g.fill_normal_f64(&mut t, mean, std));
+            t.into_tensor()
+        }
         d => return Err(dtype_err!("randn: expected a floating point dtype, got {}", d.name())),
-    }
-    Ok(t)
+    })
 }
 
 /// Integers uniform on [low, high).

@@ -8,7 +8,7 @@ use crate::autograd::{attach, needs_grad};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::kernels::{broadcast_shapes, strided_rows};
-use crate::tensor::{norm_dim, Tensor};
+use crate::tensor::{norm_dim, FreshTensor, Tensor};
 use crate::{dispatch_all, dtype_err, index_err, shape_err};
 
 fn check_index_tensor(idx: &Tensor, what: &str) -> Result<()> {
@@ -60,9 +60,9 @@ pub fn gather(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
     check_bounds(idx, x.shape()[d], d)?;
     let xs = strides_except(x, d, idx.shape(), "gather")?;
     let sd = x.strides()[d];
-    let out = Tensor::empty(idx.shape(), x.dtype());
-    dispatch_all!(x.dtype(), T => {
-        let o = out.data_mut::<T>();
+    let out = dispatch_all!(x.dtype(), T => {
+        let mut out = FreshTensor::<T>::uninit(idx.shape())?;
+        let o = out.as_mut_slice();
         let (px, pi) = (x.data_ptr::<T>(), idx.data_ptr::<i64>());
         let mut k = 0;
         strided_rows(idx.shape(), [idx.strides(), &xs], [0, 0], |off, n, st| {
@@ -74,6 +74,7 @@ pub fn gather(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
                 k += 1;
             }
         });
+        out.into_tensor()
     });
     if needs_grad(&[x]) {
         let shape = x.shape().to_vec();
@@ -184,14 +185,14 @@ pub fn index_select(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
     let iv = idx.to_vec::<i64>();
     let mut shape = x.shape().to_vec();
     shape[d] = iv.len();
-    let out = Tensor::empty(&shape, x.dtype());
     let outer: usize = x.shape()[..d].iter().product();
     let inner: usize = x.shape()[d + 1..].iter().product();
     let xc = x.contiguous();
     let n = x.shape()[d];
-    dispatch_all!(x.dtype(), T => {
+    let out = dispatch_all!(x.dtype(), T => {
         let src = xc.data::<T>();
-        let dst = out.data_mut::<T>();
+        let mut out = FreshTensor::<T>::uninit(&shape)?;
+        let dst = out.as_mut_slice();
         for o in 0..outer {
             for (k, &i) in iv.iter().enumerate() {
                 let s = (o * n + i as usize) * inner;
@@ -199,6 +200,7 @@ pub fn index_select(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
                 dst[t..t + inner].copy_from_slice(&src[s..s + inner]);
             }
         }
+        out.into_tensor()
     });
     if needs_grad(&[x]) {
         let shape = x.shape().to_vec();
@@ -237,14 +239,14 @@ pub fn index_add(x: &Tensor, dim: isize, idx: &Tensor, src: &Tensor) -> Result<T
         ));
     }
     check_bounds(idx, x.shape()[d], d)?;
-    let out = crate::kernels::copy_contiguous(x);
     let sc = src.contiguous();
     let outer: usize = x.shape()[..d].iter().product();
     let inner: usize = x.shape()[d + 1..].iter().product();
     let n = x.shape()[d];
-    dispatch_all!(x.dtype(), T => {
+    let out = dispatch_all!(x.dtype(), T => {
         let s = sc.data::<T>();
-        let o = out.data_mut::<T>();
+        let mut out = FreshTensor::<T>::copy_of(x)?;
+        let o = out.as_mut_slice();
         for a in 0..outer {
             for (k, &i) in iv.iter().enumerate() {
                 let t = (a * n + i as usize) * inner;
@@ -254,6 +256,7 @@ pub fn index_add(x: &Tensor, dim: isize, idx: &Tensor, src: &Tensor) -> Result<T
                 }
             }
         }
+        out.into_tensor()
     });
     if needs_grad(&[x, src]) {
         let idx = idx.clone();
@@ -510,15 +513,15 @@ pub fn index_put(x: &Tensor, items: &[IndexItem], value: &Tensor) -> Result<Tens
             pos.shape()
         )
     })?;
-    let out = crate::kernels::copy_contiguous(x);
     let pv = pos.to_vec::<i64>();
     let vv = vb.contiguous();
-    dispatch_all!(x.dtype(), T => {
-        let o = out.data_mut::<T>();
+    let out = dispatch_all!(x.dtype(), T => {
+        let mut out = FreshTensor::<T>::copy_of(x)?;
         let src = vv.data::<T>();
         for (&p, &s) in pv.iter().zip(src) {
-            o[p as usize] = s;
+            out[p as usize] = s;
         }
+        out.into_tensor()
     });
     if needs_grad(&[x, value]) {
         let its = items.to_vec();

@@ -92,7 +92,8 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         DType::F64 => run!(f64),
         DType::I64 => {
             let (pa, pb) = (a.data_ptr::<i64>(), b.data_ptr::<i64>());
-            let o = out.data_mut::<i64>();
+            // SAFETY: `out` was allocated above by this function and is not shared yet.
+            let o = unsafe { out.data_mut::<i64>() };
             for bi in 0..nb {
                 let (oa, ob) = (offsets(&sa, bi), offsets(&sb, bi));
                 for i in 0..m {

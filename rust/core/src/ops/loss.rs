@@ -12,7 +12,7 @@ use super::shape::{movedim, reshape, unsqueeze};
 use crate::autograd::{attach, is_grad_enabled, needs_grad, SavedTensor};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{FreshTensor, Tensor};
 use crate::{dtype_err, index_err, shape_err, value_err};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,13 +38,12 @@ pub fn ce_rows(z: &Tensor, a: &Tensor) -> Result<Tensor> {
     let (r, c) = (z.shape()[0], z.shape()[1]);
     let zc = z.contiguous();
     let ac = a.contiguous();
-    let out = Tensor::empty(&[r], z.dtype());
-    let lse = Tensor::empty(&[r], z.dtype());
-    crate::dispatch_float!(z.dtype(), "cross_entropy", T => {
+    let (out, lse) = crate::dispatch_float!(z.dtype(), "cross_entropy", T => {
+        let mut out = FreshTensor::<T>::uninit(&[r])?;
+        let mut lse = FreshTensor::<T>::uninit(&[r])?;
         let zd = zc.data::<T>();
         let ad = ac.data::<T>();
-        let o = out.data_mut::<T>();
-        let l = lse.data_mut::<T>();
+        let (o, l) = (out.as_mut_slice(), lse.as_mut_slice());
         for i in 0..r {
             let zr = &zd[i * c..(i + 1) * c];
             let ar = &ad[i * c..(i + 1) * c];
@@ -61,6 +60,7 @@ pub fn ce_rows(z: &Tensor, a: &Tensor) -> Result<Tensor> {
             l[i] = ls as T;
             o[i] = if sa == 0.0 { 0.0 } else { (ls * sa - dot) as T };
         }
+        (out.into_tensor(), lse.into_tensor())
     });
     if needs_grad(&[z, a]) {
         let (sz, sa) = (SavedTensor::input(z), SavedTensor::input(a));
@@ -98,10 +98,10 @@ pub fn ce_rows(z: &Tensor, a: &Tensor) -> Result<Tensor> {
 fn ce_grad_kernel(z: &Tensor, a: &Tensor, lse: &Tensor, g: &Tensor) -> Result<Tensor> {
     let (r, c) = (z.shape()[0], z.shape()[1]);
     let (zc, ac, gc) = (z.contiguous(), a.contiguous(), g.contiguous());
-    let out = Tensor::empty(&[r, c], z.dtype());
-    crate::dispatch_float!(z.dtype(), "cross_entropy", T => {
+    let out = crate::dispatch_float!(z.dtype(), "cross_entropy", T => {
         let (zd, ad, ld, gd) = (zc.data::<T>(), ac.data::<T>(), lse.data::<T>(), gc.data::<T>());
-        let o = out.data_mut::<T>();
+        let mut out = FreshTensor::<T>::uninit(&[r, c])?;
+        let o = out.as_mut_slice();
         for i in 0..r {
             let sa: T = ad[i * c..(i + 1) * c].iter().copied().sum();
             for k in 0..c {
@@ -109,6 +109,7 @@ fn ce_grad_kernel(z: &Tensor, a: &Tensor, lse: &Tensor, g: &Tensor) -> Result<Te
                 o[i * c + k] = gd[i] * (p * sa - ad[i * c + k]);
             }
         }
+        out.into_tensor()
     });
     Ok(out)
 }

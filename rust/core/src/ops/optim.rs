@@ -13,7 +13,16 @@ fn check(p: &Tensor, others: &[(&Tensor, &str)]) -> Result<()> {
     if !p.is_contiguous() {
         return Err(shape_err!("optimizer: parameters must be contiguous (got strides {:?})", p.strides()));
     }
-    for (t, what) in others {
+    for (k, (t, what)) in others.iter().enumerate() {
+        // the kernels write the parameter and the state buffers through
+        // mutable slices, so no two of them may share memory
+        let shares = |a: &Tensor, b: &Tensor| std::sync::Arc::ptr_eq(a.storage(), b.storage()) && a.numel() > 0;
+        if shares(t, p) || others[..k].iter().any(|(u, _)| shares(t, u)) {
+            return Err(crate::value_err!(
+                "optimizer: {what} shares memory with the parameter or another state tensor of shape {:?}",
+                p.shape()
+            ));
+        }
         if t.shape() != p.shape() || t.dtype() != p.dtype() || !t.is_contiguous() {
             return Err(shape_err!(
                 "optimizer: {what} has shape {:?} / dtype {}, expected a contiguous tensor of shape {:?} / dtype {}",
@@ -51,10 +60,13 @@ pub fn sgd_step(params: &[Tensor], grads: &[Tensor], bufs: &[Option<Tensor>], fi
 }
 
 fn sgd_one<T: Real>(p: &Tensor, g: &Tensor, buf: Option<&Tensor>, first: bool, c: SgdConfig) {
-    let pd = p.data_mut::<T>();
+    // SAFETY: `check` ensured p, g and buf are contiguous tensors of dtype T
+    // over pairwise distinct storages; the optimiser owns them during the step.
+    let pd = unsafe { p.data_mut::<T>() };
     let gd = g.data::<T>();
     let (lr, mom, damp, wd) = (T::c(c.lr), T::c(c.momentum), T::c(c.dampening), T::c(c.weight_decay));
-    let mut bd = buf.map(|b| b.data_mut::<T>());
+    // SAFETY: as above.
+    let mut bd = buf.map(|b| unsafe { b.data_mut::<T>() });
     for k in 0..pd.len() {
         let mut d = if c.maximize { -gd[k] } else { gd[k] };
         if c.weight_decay != 0.0 {
@@ -314,11 +326,15 @@ pub fn rmsprop_step(
 }
 
 fn rms_one<T: Real>(p: &Tensor, g: &Tensor, sq: &Tensor, gavg: Option<&Tensor>, buf: Option<&Tensor>, c: RmsConfig) {
-    let pd = p.data_mut::<T>();
+    // SAFETY: `check` ensured p, g, sq, gavg and buf are contiguous tensors
+    // of dtype T over pairwise distinct storages; the optimiser owns them
+    // during the step.
+    let (pd, sd) = unsafe { (p.data_mut::<T>(), sq.data_mut::<T>()) };
     let gd = g.data::<T>();
-    let sd = sq.data_mut::<T>();
-    let mut ga = gavg.map(|t| t.data_mut::<T>());
-    let mut bd = buf.map(|t| t.data_mut::<T>());
+    // SAFETY: as above.
+    let mut ga = gavg.map(|t| unsafe { t.data_mut::<T>() });
+    // SAFETY: as above.
+    let mut bd = buf.map(|t| unsafe { t.data_mut::<T>() });
     let (alpha, one_m_a, eps, lr, mom, wd) =
         (T::c(c.alpha), T::c(1.0 - c.alpha), T::c(c.eps), T::c(c.lr), T::c(c.momentum), T::c(c.weight_decay));
     for k in 0..pd.len() {

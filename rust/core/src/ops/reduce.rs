@@ -7,7 +7,7 @@ use crate::autograd::{attach, needs_grad, SavedTensor};
 use crate::dtype::DType;
 use crate::elem::Elem;
 use crate::error::Result;
-use crate::tensor::{norm_dim, numel_of, Tensor};
+use crate::tensor::{norm_dim, numel_of, FreshTensor, Tensor};
 use crate::{dispatch_all, dtype_err, value_err};
 
 /// Normalise `dims` (None = all); sorted, deduplicated.
@@ -84,8 +84,8 @@ fn middle_layout(x: &Tensor, dims: &[usize]) -> Option<(usize, usize, usize)> {
 fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: impl Fn(&[T]) -> O) -> Tensor {
     let (g, r) = grouped(x, dims);
     let oshape = out_shape(x.shape(), dims, keepdim);
-    let out = Tensor::empty(&oshape, O::DTYPE);
-    let o = out.data_mut::<O>();
+    let mut out = FreshTensor::<O>::uninit(&oshape).unwrap_or_else(|e| panic!("{e}"));
+    let o = out.as_mut_slice();
     let d = g.data::<T>();
     if r == 0 {
         for y in o.iter_mut() {
@@ -96,29 +96,29 @@ fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: i
             *y = f(run);
         }
     }
-    out
+    out.into_tensor()
 }
 
 fn sum_raw(x: &Tensor, dims: &[usize], keepdim: bool) -> Tensor {
     if let Some((outer, r, inner)) = middle_layout(x, dims) {
         if x.dtype().is_float() {
-            let out = Tensor::empty(&out_shape(x.shape(), dims, keepdim), x.dtype());
-            match x.dtype() {
-                DType::F32 => crate::simd::sum_middle_f32(x.data::<f32>(), outer, r, inner, out.data_mut::<f32>()),
-                _ => crate::simd::sum_middle_f64(x.data::<f64>(), outer, r, inner, out.data_mut::<f64>()),
-            }
-            return out;
+            let os = out_shape(x.shape(), dims, keepdim);
+            let out = match x.dtype() {
+                DType::F32 => FreshTensor::<f32>::build(&os, |o| crate::simd::sum_middle_f32(x.data::<f32>(), outer, r, inner, o)),
+                _ => FreshTensor::<f64>::build(&os, |o| crate::simd::sum_middle_f64(x.data::<f64>(), outer, r, inner, o)),
+            };
+            return out.unwrap_or_else(|e| panic!("{e}"));
         }
     }
     if x.dtype().is_float() {
         let (g, r) = grouped(x, dims);
         if r > 0 {
-            let out = Tensor::empty(&out_shape(x.shape(), dims, keepdim), x.dtype());
-            match x.dtype() {
-                DType::F32 => crate::simd::sum_runs_f32(g.data::<f32>(), r, out.data_mut::<f32>()),
-                _ => crate::simd::sum_runs_f64(g.data::<f64>(), r, out.data_mut::<f64>()),
-            }
-            return out;
+            let os = out_shape(x.shape(), dims, keepdim);
+            let out = match x.dtype() {
+                DType::F32 => FreshTensor::<f32>::build(&os, |o| crate::simd::sum_runs_f32(g.data::<f32>(), r, o)),
+                _ => FreshTensor::<f64>::build(&os, |o| crate::simd::sum_runs_f64(g.data::<f64>(), r, o)),
+            };
+            return out.unwrap_or_else(|e| panic!("{e}"));
         }
     }
     match x.dtype() {
@@ -254,10 +254,10 @@ fn prod_of_others(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let mut perm: Vec<usize> = (0..nd).filter(|d| !dims.contains(d)).collect();
     perm.extend_from_slice(dims);
     let (g, r) = grouped(x, dims);
-    let res = Tensor::empty(g.shape(), x.dtype());
-    crate::dispatch_float!(x.dtype(), "prod", T => {
+    let res = crate::dispatch_float!(x.dtype(), "prod", T => {
         let src = g.data::<T>();
-        let dst = res.data_mut::<T>();
+        let mut res = FreshTensor::<T>::uninit(g.shape())?;
+        let dst = res.as_mut_slice();
         if r > 0 {
             for (o, run) in dst.chunks_exact_mut(r).zip(src.chunks_exact(r)) {
                 for i in 0..r {
@@ -269,6 +269,7 @@ fn prod_of_others(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
                 }
             }
         }
+        res.into_tensor()
     });
     // res has the permuted layout: shape = x.shape permuted by `perm`
     let pshape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
@@ -386,23 +387,22 @@ pub fn logsumexp(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Te
         return Err(dtype_err!("logsumexp: expected a floating point tensor, got {}", x.dtype().name()));
     }
     let oshape = out_shape(x.shape(), &d, keepdim);
-    let out = Tensor::empty(&oshape, x.dtype());
-    if let Some((outer, r, inner)) = middle_layout(&x, &d) {
+    let out = if let Some((outer, r, inner)) = middle_layout(&x, &d) {
         match x.dtype() {
-            DType::F32 => crate::simd::lse_middle_f32(x.data::<f32>(), outer, r, inner, out.data_mut::<f32>()),
-            _ => crate::simd::lse_middle_f64(x.data::<f64>(), outer, r, inner, out.data_mut::<f64>()),
+            DType::F32 => FreshTensor::<f32>::build(&oshape, |o| crate::simd::lse_middle_f32(x.data::<f32>(), outer, r, inner, o))?,
+            _ => FreshTensor::<f64>::build(&oshape, |o| crate::simd::lse_middle_f64(x.data::<f64>(), outer, r, inner, o))?,
         }
     } else {
         let (g, r) = grouped(&x, &d);
         if r == 0 {
-            super::unary::fill_raw(&out, f64::NEG_INFINITY);
+            Tensor::full(&oshape, f64::NEG_INFINITY, x.dtype())
         } else {
             match x.dtype() {
-                DType::F32 => crate::simd::lse_runs_f32(g.data::<f32>(), r, out.data_mut::<f32>()),
-                _ => crate::simd::lse_runs_f64(g.data::<f64>(), r, out.data_mut::<f64>()),
+                DType::F32 => FreshTensor::<f32>::build(&oshape, |o| crate::simd::lse_runs_f32(g.data::<f32>(), r, o))?,
+                _ => FreshTensor::<f64>::build(&oshape, |o| crate::simd::lse_runs_f64(g.data::<f64>(), r, o))?,
             }
         }
-    }
+    };
     if needs_grad(&[&x]) {
         let sx = SavedTensor::input(&x);
         let so = SavedTensor::output(&out);
@@ -437,13 +437,14 @@ fn lse_backward_fused(x: &Tensor, y: &Tensor, g: &Tensor, dims: &[usize]) -> Res
     if yc.numel() != outer * inner || gc.numel() != outer * inner {
         return Ok(None);
     }
-    let out = Tensor::empty(x.shape(), x.dtype());
-    match x.dtype() {
-        DType::F32 => {
-            crate::simd::lse_backward_f32(x.data::<f32>(), yc.data::<f32>(), gc.data::<f32>(), outer, r, inner, out.data_mut::<f32>())
-        }
-        _ => crate::simd::lse_backward_f64(x.data::<f64>(), yc.data::<f64>(), gc.data::<f64>(), outer, r, inner, out.data_mut::<f64>()),
-    }
+    let out = match x.dtype() {
+        DType::F32 => FreshTensor::<f32>::build(x.shape(), |o| {
+            crate::simd::lse_backward_f32(x.data::<f32>(), yc.data::<f32>(), gc.data::<f32>(), outer, r, inner, o)
+        })?,
+        _ => FreshTensor::<f64>::build(x.shape(), |o| {
+            crate::simd::lse_backward_f64(x.data::<f64>(), yc.data::<f64>(), gc.data::<f64>(), outer, r, inner, o)
+        })?,
+    };
     Ok(Some(out))
 }
 
@@ -460,10 +461,10 @@ pub fn cumsum(x: &Tensor, dim: isize, reverse: bool) -> Result<Tensor> {
     perm.push(d as isize);
     let xp = permute(&x.detach(), &perm)?.contiguous();
     let n = x.shape()[d];
-    let out_p = Tensor::empty(xp.shape(), x.dtype());
-    crate::dispatch_num!(x.dtype(), "cumsum", T => {
+    let out_p = crate::dispatch_num!(x.dtype(), "cumsum", T => {
         let src = xp.data::<T>();
-        let dst = out_p.data_mut::<T>();
+        let mut out_p = FreshTensor::<T>::uninit(xp.shape())?;
+        let dst = out_p.as_mut_slice();
         if n > 0 {
             for (o, r) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
                 let mut acc = T::default();
@@ -474,6 +475,7 @@ pub fn cumsum(x: &Tensor, dim: isize, reverse: bool) -> Result<Tensor> {
                 }
             }
         }
+        out_p.into_tensor()
     });
     let mut inv = vec![0isize; nd];
     for (i, &p) in perm.iter().enumerate() {

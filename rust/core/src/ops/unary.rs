@@ -6,7 +6,7 @@ use crate::dtype::DType;
 use crate::elem::{Elem, Real};
 use crate::error::Result;
 use crate::kernels::map1;
-use crate::tensor::Tensor;
+use crate::tensor::{FreshTensor, Tensor};
 use crate::{dispatch_all, dtype_err};
 
 /// Apply a float-only elementwise kernel written once for both float types.
@@ -155,19 +155,15 @@ pub enum Fun {
 fn kernel(f: Fun, x: &Tensor) -> Result<Tensor> {
     if f == Fun::Tanh && x.dtype() == DType::F32 {
         let xc = x.contiguous();
-        let out = Tensor::empty(x.shape(), x.dtype());
-        crate::simd::tanh_slice_f32(xc.data::<f32>(), out.data_mut::<f32>());
-        return Ok(out);
+        return FreshTensor::<f32>::build(x.shape(), |o| crate::simd::tanh_slice_f32(xc.data::<f32>(), o));
     }
     if f == Fun::Exp {
         let xc = x.contiguous();
-        let out = Tensor::empty(x.shape(), x.dtype());
-        match x.dtype() {
-            DType::F32 => crate::simd::exp_slice_f32(xc.data::<f32>(), out.data_mut::<f32>()),
-            DType::F64 => crate::simd::exp_slice_f64(xc.data::<f64>(), out.data_mut::<f64>()),
-            d => return Err(dtype_err!("exp: expected a floating point tensor (float32 or float64), got {}", d.name())),
-        }
-        return Ok(out);
+        return match x.dtype() {
+            DType::F32 => FreshTensor::<f32>::build(x.shape(), |o| crate::simd::exp_slice_f32(xc.data::<f32>(), o)),
+            DType::F64 => FreshTensor::<f64>::build(x.shape(), |o| crate::simd::exp_slice_f64(xc.data::<f64>(), o)),
+            d => Err(dtype_err!("exp: expected a floating point tensor (float32 or float64), got {}", d.name())),
+        };
     }
     Ok(match f {
         Fun::Exp => float_map!(x, "exp", |v| v.exp()),

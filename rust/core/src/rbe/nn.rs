@@ -554,7 +554,7 @@ mod tests {
             let rv = layer.res_vals.as_ref().unwrap();
             let nb = layer.layout.n_blocks();
             let vals: Vec<f32> = (0..nb * 2).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
-            rv.data_mut::<f32>().copy_from_slice(&vals);
+            crate::kernels::copy_into(rv, &Tensor::from_vec(vals, rv.shape()).unwrap()).unwrap();
         }
         assert_eq!(layer.layout.grid(), (4, 5));
         assert_eq!(layer.tracks.to_vec_f64()[..3], [0.0, 1.0, 0.0]);
