@@ -4,7 +4,7 @@ use crate::conv::*;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use rbe_core::ops::unary::{self as un};
+use rbe_core::ops::unary as un;
 use rbe_core::{DType, Tensor};
 
 #[pymethods]

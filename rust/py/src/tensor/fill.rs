@@ -4,8 +4,8 @@ use crate::conv::*;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rbe_core::autograd;
-use rbe_core::ops::binary::{self as bin};
-use rbe_core::ops::unary::{self as un};
+use rbe_core::ops::binary as bin;
+use rbe_core::ops::unary as un;
 use rbe_core::ops::{creation, shape};
 use rbe_core::{DType, Tensor};
 

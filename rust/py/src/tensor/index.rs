@@ -4,7 +4,7 @@ use crate::conv::*;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySlice, PyTuple};
-use rbe_core::ops::binary::{self as bin};
+use rbe_core::ops::binary as bin;
 use rbe_core::ops::index::IndexItem;
 use rbe_core::ops::{index, shape};
 use rbe_core::{DType, Tensor};

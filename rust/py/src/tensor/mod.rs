@@ -17,7 +17,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyTuple;
-use rbe_core::ops::binary::{self as bin};
+use rbe_core::ops::binary as bin;
 use rbe_core::Tensor;
 
 /// A multi-dimensional array with autograd support (float32/float64/int64/bool, CPU).
@@ -222,6 +222,7 @@ impl PyTensor {
     }
 }
 
+/// `other * alpha` (just `other` without alpha), for `add`/`sub`/`index_add` and their in-place forms.
 fn scaled(other: &Bound<'_, PyAny>, alpha: Option<&Bound<'_, PyAny>>) -> PyResult<Tensor> {
     let o = operand(other)?;
     match alpha {

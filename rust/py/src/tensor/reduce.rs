@@ -3,10 +3,10 @@ use super::{guard, pt, py_helper, PyTensor};
 use crate::conv::*;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use rbe_core::ops::binary::{self as bin};
+use rbe_core::ops::binary as bin;
 use rbe_core::ops::nn;
 use rbe_core::ops::reduce::{self as red, Extreme};
-use rbe_core::ops::unary::{self as un};
+use rbe_core::ops::unary as un;
 use rbe_core::Tensor;
 
 #[pymethods]

@@ -2,7 +2,7 @@
 use super::{guard, PyTensor};
 use crate::conv::*;
 use pyo3::prelude::*;
-use rbe_core::ops::binary::{self as bin};
+use rbe_core::ops::binary as bin;
 use rbe_core::ops::unary::{self as un, Fun};
 use rbe_core::{DType, Tensor};
 
