@@ -553,22 +553,101 @@ def unbind(input, dim=0):
     return input.unbind(dim)
 
 
-# Methods that double as functions taking the tensor first (``rbe.exp(x)``).
-_METHOD_FUNCTIONS = """
-abs neg negative sign exp log log1p log2 log10 sqrt rsqrt reciprocal sin cos tan asin acos atan sinh cosh tanh
-floor ceil round trunc frac isnan isinf isfinite
-add sub mul div true_divide floor_divide remainder pow maximum minimum atan2 eq ne lt le gt ge
-logical_and logical_or logical_xor logical_not
-matmul mm bmm mv dot outer
-sum mean prod var std amax amin argmax argmin logsumexp cumsum all any nonzero
-transpose swapaxes movedim unsqueeze narrow select
-gather scatter scatter_add index_select index_add masked_fill masked_select nonzero
-t clone detach
-""".split()
-for _name in _METHOD_FUNCTIONS:
-    if hasattr(Tensor, _name) and _name not in globals():
-        globals()[_name] = getattr(Tensor, _name)
-del _name
+# Methods that double as functions taking the tensor first (``rbe.exp(x)``): the
+# very method objects of Tensor (``rbe.exp is Tensor.exp``), spelled out so that
+# type checkers see them. They shadow the builtins abs/pow/round/sum/all/any in
+# this module: use ``_builtins`` here for those.
+# elementwise
+abs = Tensor.abs
+neg = Tensor.neg
+negative = Tensor.negative
+sign = Tensor.sign
+exp = Tensor.exp
+log = Tensor.log
+log1p = Tensor.log1p
+log2 = Tensor.log2
+log10 = Tensor.log10
+sqrt = Tensor.sqrt
+rsqrt = Tensor.rsqrt
+reciprocal = Tensor.reciprocal
+sin = Tensor.sin
+cos = Tensor.cos
+tan = Tensor.tan
+asin = Tensor.asin
+acos = Tensor.acos
+atan = Tensor.atan
+sinh = Tensor.sinh
+cosh = Tensor.cosh
+tanh = Tensor.tanh
+floor = Tensor.floor
+ceil = Tensor.ceil
+round = Tensor.round
+trunc = Tensor.trunc
+frac = Tensor.frac
+isnan = Tensor.isnan
+isinf = Tensor.isinf
+isfinite = Tensor.isfinite
+# binary ops and comparisons
+add = Tensor.add
+sub = Tensor.sub
+mul = Tensor.mul
+div = Tensor.div
+true_divide = Tensor.true_divide
+floor_divide = Tensor.floor_divide
+remainder = Tensor.remainder
+pow = Tensor.pow
+maximum = Tensor.maximum
+minimum = Tensor.minimum
+atan2 = Tensor.atan2
+eq = Tensor.eq
+ne = Tensor.ne
+lt = Tensor.lt
+le = Tensor.le
+gt = Tensor.gt
+ge = Tensor.ge
+logical_and = Tensor.logical_and
+logical_or = Tensor.logical_or
+logical_xor = Tensor.logical_xor
+logical_not = Tensor.logical_not
+# matrix products
+matmul = Tensor.matmul
+mm = Tensor.mm
+bmm = Tensor.bmm
+mv = Tensor.mv
+dot = Tensor.dot
+outer = Tensor.outer
+# reductions
+sum = Tensor.sum
+mean = Tensor.mean
+prod = Tensor.prod
+var = Tensor.var
+std = Tensor.std
+amax = Tensor.amax
+amin = Tensor.amin
+argmax = Tensor.argmax
+argmin = Tensor.argmin
+logsumexp = Tensor.logsumexp
+cumsum = Tensor.cumsum
+all = Tensor.all
+any = Tensor.any
+nonzero = Tensor.nonzero
+# shape and indexing
+transpose = Tensor.transpose
+swapaxes = Tensor.swapaxes
+movedim = Tensor.movedim
+unsqueeze = Tensor.unsqueeze
+narrow = Tensor.narrow
+select = Tensor.select
+gather = Tensor.gather
+scatter = Tensor.scatter
+scatter_add = Tensor.scatter_add
+index_select = Tensor.index_select
+index_add = Tensor.index_add
+masked_fill = Tensor.masked_fill
+masked_select = Tensor.masked_select
+t = Tensor.t
+clone = Tensor.clone
+detach = Tensor.detach
 
 multiply = mul
 subtract = sub
@@ -694,6 +773,6 @@ def _dlpack_device(self):
     return (1, 0)  # kDLCPU, device 0
 
 
-Tensor.__dlpack__ = _dlpack
-Tensor.__dlpack_device__ = _dlpack_device
+setattr(Tensor, "__dlpack__", _dlpack)
+setattr(Tensor, "__dlpack_device__", _dlpack_device)
 from ._core import memory_allocated, max_memory_allocated, reset_peak_memory_stats, memory_stats, empty_cache, set_pool_limit  # noqa: E402,F401

@@ -1,8 +1,9 @@
 """Type stub for ``rbe._core``, the PyO3 extension module of rbe (see rust/py/src/).
 
 Keep in sync with the ``#[pyclass]`` / ``#[pymethods]`` / ``#[pyfunction]`` items of
-rust/py/src/{lib,conv,tensor,functions}.rs and with the methods that
-``rbe/__init__.py`` attaches to ``Tensor`` at import time.
+rust/py/src/{lib,conv,functions,rbe}.rs and rust/py/src/tensor/*.rs, and with the methods
+that ``rbe/__init__.py`` attaches to ``Tensor`` at import time. CI checks it against the
+built module: ``python -m mypy.stubtest rbe._core --allowlist .ci/stubtest-allowlist.txt``.
 """
 from __future__ import annotations
 
@@ -29,51 +30,72 @@ from typing_extensions import disjoint_base
 from rbe import device as _Device
 from rbe._size import Size
 
-# PyO3 fills __all__ in registration order.
+# PyO3 fills __all__ in the order of the declaration in rust/py/src/lib.rs: the exports,
+# then what #[pymodule_init] adds (the dtypes, the RBE bindings of rbe.rs, __version__).
 __all__ = [
-    "Tensor",
     "dtype",
     "Generator",
+    "Node",
+    "Tensor",
+    "arange",
+    "bernoulli",
+    "eye",
+    "full",
+    "linspace",
+    "rand",
+    "randint",
+    "randn",
+    "randperm",
+    "zeros",
+    "get_rng_state",
+    "initial_seed",
+    "manual_seed",
+    "set_rng_state",
+    "get_default_dtype",
+    "is_grad_enabled",
+    "set_default_dtype",
+    "set_grad_enabled",
+    "broadcast_shapes",
+    "cat",
+    "from_numpy",
+    "stack",
+    "where_",
+    "dropout",
+    "elu",
+    "gelu",
+    "leaky_relu",
+    "linear",
+    "log_ndtr",
+    "ndtr",
+    "ndtr_ratio",
+    "pad_constant",
+    "silu",
+    "softplus",
+    "attach_py_function",
+    "run_backward",
+    "adam_step",
+    "class_coefficients",
+    "cross_entropy",
+    "rmsprop_step",
+    "sgd_step",
+    "empty_cache",
+    "max_memory_allocated",
+    "memory_allocated",
+    "memory_stats",
+    "reset_peak_memory_stats",
+    "set_pool_limit",
+    "get_num_threads",
+    "set_num_threads",
     "bool",
     "int64",
     "float32",
     "float64",
-    "Node",
-    "zeros",
-    "full",
-    "eye",
-    "arange",
-    "linspace",
-    "rand",
-    "randn",
-    "randint",
-    "randperm",
-    "bernoulli",
-    "manual_seed",
-    "initial_seed",
-    "get_rng_state",
-    "set_rng_state",
-    "set_default_dtype",
-    "get_default_dtype",
-    "is_grad_enabled",
-    "set_grad_enabled",
-    "from_numpy",
-    "cat",
-    "stack",
-    "where_",
-    "leaky_relu",
-    "elu",
-    "gelu",
-    "silu",
-    "softplus",
-    "ndtr",
-    "log_ndtr",
-    "ndtr_ratio",
-    "linear",
-    "pad_constant",
-    "dropout",
-    "broadcast_shapes",
-    "run_backward",
+    "rbe_generate",
+    "rbe_linear",
+    "rbe_default_kappa",
+    "rbe_pack",
+    "rbe_unpack",
+    "rbe_phase_sin_cos",
     "__version__",
 ]
 
@@ -482,9 +504,8 @@ class Tensor:
         """A view with a new shape (one dim may be -1)."""
     def view_as(self, other: Tensor) -> Tensor: ...
     def reshape_as(self, other: Tensor) -> Tensor: ...
-    # end_dim defaults to -1 (PyO3's __text_signature__ renders the negative default as `...`).
-    def flatten(self, start_dim: _int = 0, end_dim: _int = ...) -> Tensor:
-        """Merge dims ``start_dim..=end_dim`` into one (``end_dim`` defaults to -1)."""
+    def flatten(self, start_dim: _int = 0, end_dim: _int = -1) -> Tensor:
+        """Merge dims ``start_dim..=end_dim`` into one."""
     def unflatten(self, dim: _int, sizes: Sequence[_int]) -> Tensor: ...
     def transpose(self, dim0: _int, dim1: _int) -> Tensor:
         """Swap two dims (a view)."""
@@ -609,6 +630,17 @@ class Tensor:
     def __reduce__(self) -> Tuple[Any, ...]: ...
     def __format__(self, spec: _str) -> _str: ...
     def __deepcopy__(self, memo: Dict[_int, Any]) -> Tensor: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: Optional[Tuple[_int, _int]] = None,
+        dl_device: Optional[Tuple[_int, _int]] = None,
+        copy: Optional[_bool] = None,
+    ) -> Any:
+        """A DLPack capsule of this tensor's memory (via NumPy; not for tensors that require grad)."""
+    def __dlpack_device__(self) -> Tuple[_int, _int]:
+        """``(1, 0)``: kDLCPU, device 0."""
 
 # ---------------------------------------------------------------- module attributes
 float32: dtype
@@ -822,7 +854,7 @@ def rmsprop_step(
     momentum: _float, centered: _bool, maximize: _bool,
 ) -> None: ...
 def attach_py_function(outputs: Sequence[Tensor], inputs: Sequence[Tensor], backward: Any, name: _str, materialize_grads: _bool = ...) -> None:
-    """Record ``output`` as made from ``inputs`` by a Python function with the given backward."""
+    """Record ``outputs`` as made from ``inputs`` by one Python function; ``backward(*grads)`` runs once per pass."""
     ...
 def memory_allocated() -> _int:
     """Bytes currently held by tensor memory that rbe allocated."""

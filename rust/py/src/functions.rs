@@ -2,7 +2,7 @@
 //! interop, grad mode, the autograd engine entry point, and ops that are not
 //! methods (cat, stack, where, nn functions, special functions).
 use crate::conv::*;
-use crate::tensor::{guard, pt, PyNode, PyTensor};
+use crate::tensor::{guard, pt, PyTensor};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -76,13 +76,18 @@ fn finish(f: impl FnOnce() -> Result<Tensor, crate::tensor::GuardErr>, requires_
 
 #[pyfunction]
 #[pyo3(signature = (shape, dtype=None, requires_grad=false))]
-fn zeros(shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+pub(crate) fn zeros(shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
     finish(|| Ok(Tensor::zeros(&to_usize_shape(&shape)?, dt_or_default(dtype)?)), requires_grad)
 }
 
 #[pyfunction]
 #[pyo3(signature = (shape, fill_value, dtype=None, requires_grad=false))]
-fn full(shape: Vec<isize>, fill_value: &Bound<'_, PyAny>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+pub(crate) fn full(
+    shape: Vec<isize>,
+    fill_value: &Bound<'_, PyAny>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
     let v = scalar_operand(fill_value)?;
     let dt = match opt_dtype(dtype)? {
         Some(d) => d,
@@ -97,13 +102,13 @@ fn full(shape: Vec<isize>, fill_value: &Bound<'_, PyAny>, dtype: Option<&Bound<'
 
 #[pyfunction]
 #[pyo3(signature = (n, m=None, dtype=None, requires_grad=false))]
-fn eye(n: usize, m: Option<usize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+pub(crate) fn eye(n: usize, m: Option<usize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
     finish(|| Ok(creation::eye(n, m.unwrap_or(n), dt_or_default(dtype)?)), requires_grad)
 }
 
 #[pyfunction]
 #[pyo3(signature = (start, end, step, dtype=None, requires_grad=false))]
-fn arange(
+pub(crate) fn arange(
     start: &Bound<'_, PyAny>,
     end: &Bound<'_, PyAny>,
     step: &Bound<'_, PyAny>,
@@ -124,7 +129,7 @@ fn arange(
 
 #[pyfunction]
 #[pyo3(signature = (start, end, steps, dtype=None, requires_grad=false))]
-fn linspace(start: f64, end: f64, steps: i64, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
+pub(crate) fn linspace(start: f64, end: f64, steps: i64, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
     if steps < 0 {
         return Err(PyValueError::new_err("linspace: number of steps must be non-negative"));
     }
@@ -133,7 +138,7 @@ fn linspace(start: f64, end: f64, steps: i64, dtype: Option<&Bound<'_, PyAny>>, 
 
 #[pyfunction]
 #[pyo3(signature = (shape, low=0.0, high=1.0, dtype=None, generator=None, requires_grad=false))]
-fn rand(
+pub(crate) fn rand(
     shape: Vec<isize>,
     low: f64,
     high: f64,
@@ -148,7 +153,7 @@ fn rand(
 
 #[pyfunction]
 #[pyo3(signature = (shape, mean=0.0, std=1.0, dtype=None, generator=None, requires_grad=false))]
-fn randn(
+pub(crate) fn randn(
     shape: Vec<isize>,
     mean: f64,
     std: f64,
@@ -163,7 +168,7 @@ fn randn(
 
 #[pyfunction]
 #[pyo3(signature = (low, high, shape, dtype=None, generator=None))]
-fn randint(
+pub(crate) fn randint(
     low: i64,
     high: i64,
     shape: Vec<isize>,
@@ -177,13 +182,13 @@ fn randint(
 
 #[pyfunction]
 #[pyo3(signature = (n, generator=None))]
-fn randperm(n: usize, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+pub(crate) fn randperm(n: usize, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
     guard(|| Ok(with_gen(generator, |g| creation::randperm(n, g))?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, generator=None))]
-fn bernoulli(input: &Bound<'_, PyAny>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+pub(crate) fn bernoulli(input: &Bound<'_, PyAny>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
     // elementwise probabilities: u < p
     let p = tensor_arg(input, "bernoulli")?;
     let u = with_gen(generator, |g| creation::rand(p.shape(), 0.0, 1.0, if p.dtype() == DType::F64 { DType::F64 } else { DType::F32 }, g))?;
@@ -192,44 +197,44 @@ fn bernoulli(input: &Bound<'_, PyAny>, generator: Option<&Bound<'_, PyAny>>) -> 
 }
 
 #[pyfunction]
-fn manual_seed(seed: i128) {
+pub(crate) fn manual_seed(seed: i128) {
     creation::manual_seed(seed as u64);
 }
 
 #[pyfunction]
-fn initial_seed() -> u64 {
+pub(crate) fn initial_seed() -> u64 {
     creation::with_default_generator(|g| g.seed())
 }
 
 #[pyfunction]
-fn get_rng_state() -> (u64, u64) {
+pub(crate) fn get_rng_state() -> (u64, u64) {
     creation::with_default_generator(|g| g.get_state())
 }
 
 #[pyfunction]
-fn set_rng_state(state: (u64, u64)) {
+pub(crate) fn set_rng_state(state: (u64, u64)) {
     creation::with_default_generator(|g| g.set_state(state.0, state.1))
 }
 
 #[pyfunction]
-fn set_default_dtype(dtype: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn set_default_dtype(dtype: &Bound<'_, PyAny>) -> PyResult<()> {
     let dt = parse_dtype(dtype)?;
     rbe_core::set_default_dtype(dt).map_err(|e| PyTypeError::new_err(e.to_string()))
 }
 
 #[pyfunction]
-fn get_default_dtype(py: Python<'_>) -> Py<PyDType> {
+pub(crate) fn get_default_dtype(py: Python<'_>) -> Py<PyDType> {
     dtype_obj(py, rbe_core::default_dtype())
 }
 
 #[pyfunction]
-fn is_grad_enabled() -> bool {
+pub(crate) fn is_grad_enabled() -> bool {
     autograd::is_grad_enabled()
 }
 
 /// Set grad mode for this thread; returns the previous mode.
 #[pyfunction]
-fn set_grad_enabled(mode: bool) -> bool {
+pub(crate) fn set_grad_enabled(mode: bool) -> bool {
     autograd::set_grad_enabled(mode)
 }
 
@@ -237,7 +242,7 @@ struct PyOwner(#[allow(dead_code)] Py<PyAny>);
 
 /// A tensor sharing memory with a NumPy array (any strides, including negative ones).
 #[pyfunction]
-fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+pub(crate) fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let np = arr.py().import("numpy")?;
     if !arr.is_instance(&np.getattr("ndarray")?)? {
         return Err(PyTypeError::new_err(format!("expected np.ndarray (got {})", arr.get_type().name()?)));
@@ -301,39 +306,39 @@ fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
 
 #[pyfunction]
 #[pyo3(signature = (tensors, dim=0))]
-fn cat(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
+pub(crate) fn cat(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
     let ts: Vec<Tensor> = tensors.iter().map(|t| tensor_arg(t, "cat")).collect::<PyResult<_>>()?;
     guard(|| Ok(shape::cat(&ts, dim)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (tensors, dim=0))]
-fn stack(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
+pub(crate) fn stack(tensors: Vec<Bound<'_, PyAny>>, dim: isize) -> PyResult<PyTensor> {
     let ts: Vec<Tensor> = tensors.iter().map(|t| tensor_arg(t, "stack")).collect::<PyResult<_>>()?;
     guard(|| Ok(shape::stack(&ts, dim)?))
 }
 
 #[pyfunction]
 #[pyo3(name = "where_")]
-fn where_fn(condition: &Bound<'_, PyAny>, input: &Bound<'_, PyAny>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+pub(crate) fn where_fn(condition: &Bound<'_, PyAny>, input: &Bound<'_, PyAny>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     guard(|| Ok(bin::where_(&tensor_arg(condition, "where")?, &operand(input)?, &operand(other)?)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, negative_slope=0.01))]
-fn leaky_relu(input: &Bound<'_, PyAny>, negative_slope: f64) -> PyResult<PyTensor> {
+pub(crate) fn leaky_relu(input: &Bound<'_, PyAny>, negative_slope: f64) -> PyResult<PyTensor> {
     guard(|| Ok(un::leaky_relu(&tensor_arg(input, "leaky_relu")?, negative_slope)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, alpha=1.0))]
-fn elu(input: &Bound<'_, PyAny>, alpha: f64) -> PyResult<PyTensor> {
+pub(crate) fn elu(input: &Bound<'_, PyAny>, alpha: f64) -> PyResult<PyTensor> {
     guard(|| Ok(un::elu(&tensor_arg(input, "elu")?, alpha)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, approximate="none"))]
-fn gelu(input: &Bound<'_, PyAny>, approximate: &str) -> PyResult<PyTensor> {
+pub(crate) fn gelu(input: &Bound<'_, PyAny>, approximate: &str) -> PyResult<PyTensor> {
     let tanh = match approximate {
         "none" => false,
         "tanh" => true,
@@ -343,34 +348,34 @@ fn gelu(input: &Bound<'_, PyAny>, approximate: &str) -> PyResult<PyTensor> {
 }
 
 #[pyfunction]
-fn silu(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+pub(crate) fn silu(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     guard(|| Ok(un::unary(Fun::Silu, &tensor_arg(input, "silu")?)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, beta=1.0, threshold=20.0))]
-fn softplus(input: &Bound<'_, PyAny>, beta: f64, threshold: f64) -> PyResult<PyTensor> {
+pub(crate) fn softplus(input: &Bound<'_, PyAny>, beta: f64, threshold: f64) -> PyResult<PyTensor> {
     guard(|| Ok(un::softplus(&tensor_arg(input, "softplus")?, beta, threshold)?))
 }
 
 #[pyfunction]
-fn ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+pub(crate) fn ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     guard(|| Ok(un::unary(Fun::Ndtr, &tensor_arg(input, "ndtr")?)?))
 }
 
 #[pyfunction]
-fn log_ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+pub(crate) fn log_ndtr(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     guard(|| Ok(un::unary(Fun::LogNdtr, &tensor_arg(input, "log_ndtr")?)?))
 }
 
 #[pyfunction]
-fn ndtr_ratio(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+pub(crate) fn ndtr_ratio(input: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     guard(|| Ok(un::unary(Fun::NdtrRatio, &tensor_arg(input, "ndtr_ratio")?)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, weight, bias=None))]
-fn linear(input: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, bias: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+pub(crate) fn linear(input: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, bias: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
     let b = match bias {
         Some(b) if !b.is_none() => Some(tensor_arg(b, "linear")?),
         _ => None,
@@ -383,19 +388,19 @@ fn linear(input: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, bias: Option<&Bou
 
 #[pyfunction]
 #[pyo3(signature = (input, pad, value=0.0))]
-fn pad_constant(input: &Bound<'_, PyAny>, pad: Vec<isize>, value: f64) -> PyResult<PyTensor> {
+pub(crate) fn pad_constant(input: &Bound<'_, PyAny>, pad: Vec<isize>, value: f64) -> PyResult<PyTensor> {
     guard(|| Ok(nn::pad_constant(&tensor_arg(input, "pad")?, &pad, value)?))
 }
 
 #[pyfunction]
 #[pyo3(signature = (input, p=0.5, training=true, generator=None))]
-fn dropout(input: &Bound<'_, PyAny>, p: f64, training: bool, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+pub(crate) fn dropout(input: &Bound<'_, PyAny>, p: f64, training: bool, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
     let x = tensor_arg(input, "dropout")?;
     guard(|| Ok(with_gen(generator, |g| creation::dropout(&x, p, training, g))?))
 }
 
 #[pyfunction]
-fn broadcast_shapes(py: Python<'_>, shapes: Vec<Vec<usize>>) -> PyResult<Py<PyTuple>> {
+pub(crate) fn broadcast_shapes(py: Python<'_>, shapes: Vec<Vec<usize>>) -> PyResult<Py<PyTuple>> {
     let mut out: Vec<usize> = Vec::new();
     for s in &shapes {
         out = rbe_core::kernels::broadcast_shapes(&out, s).py()?.to_vec();
@@ -406,7 +411,7 @@ fn broadcast_shapes(py: Python<'_>, shapes: Vec<Vec<usize>>) -> PyResult<Py<PyTu
 /// The engine entry point behind `backward` and `autograd.grad`.
 #[pyfunction]
 #[pyo3(signature = (outputs, grad_outputs, retain_graph, create_graph, inputs=None, allow_unused=false))]
-fn run_backward(
+pub(crate) fn run_backward(
     py: Python<'_>,
     outputs: Vec<Bound<'_, PyAny>>,
     grad_outputs: Vec<Option<Bound<'_, PyAny>>>,
@@ -466,46 +471,6 @@ fn run_backward(
     Ok(PyTuple::new(py, items)?.into_any().unbind())
 }
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyNode>()?;
-    m.add_function(wrap_pyfunction!(zeros, m)?)?;
-    m.add_function(wrap_pyfunction!(full, m)?)?;
-    m.add_function(wrap_pyfunction!(eye, m)?)?;
-    m.add_function(wrap_pyfunction!(arange, m)?)?;
-    m.add_function(wrap_pyfunction!(linspace, m)?)?;
-    m.add_function(wrap_pyfunction!(rand, m)?)?;
-    m.add_function(wrap_pyfunction!(randn, m)?)?;
-    m.add_function(wrap_pyfunction!(randint, m)?)?;
-    m.add_function(wrap_pyfunction!(randperm, m)?)?;
-    m.add_function(wrap_pyfunction!(bernoulli, m)?)?;
-    m.add_function(wrap_pyfunction!(manual_seed, m)?)?;
-    m.add_function(wrap_pyfunction!(initial_seed, m)?)?;
-    m.add_function(wrap_pyfunction!(get_rng_state, m)?)?;
-    m.add_function(wrap_pyfunction!(set_rng_state, m)?)?;
-    m.add_function(wrap_pyfunction!(set_default_dtype, m)?)?;
-    m.add_function(wrap_pyfunction!(get_default_dtype, m)?)?;
-    m.add_function(wrap_pyfunction!(is_grad_enabled, m)?)?;
-    m.add_function(wrap_pyfunction!(set_grad_enabled, m)?)?;
-    m.add_function(wrap_pyfunction!(from_numpy, m)?)?;
-    m.add_function(wrap_pyfunction!(cat, m)?)?;
-    m.add_function(wrap_pyfunction!(stack, m)?)?;
-    m.add_function(wrap_pyfunction!(where_fn, m)?)?;
-    m.add_function(wrap_pyfunction!(leaky_relu, m)?)?;
-    m.add_function(wrap_pyfunction!(elu, m)?)?;
-    m.add_function(wrap_pyfunction!(gelu, m)?)?;
-    m.add_function(wrap_pyfunction!(silu, m)?)?;
-    m.add_function(wrap_pyfunction!(softplus, m)?)?;
-    m.add_function(wrap_pyfunction!(ndtr, m)?)?;
-    m.add_function(wrap_pyfunction!(log_ndtr, m)?)?;
-    m.add_function(wrap_pyfunction!(ndtr_ratio, m)?)?;
-    m.add_function(wrap_pyfunction!(linear, m)?)?;
-    m.add_function(wrap_pyfunction!(pad_constant, m)?)?;
-    m.add_function(wrap_pyfunction!(dropout, m)?)?;
-    m.add_function(wrap_pyfunction!(broadcast_shapes, m)?)?;
-    m.add_function(wrap_pyfunction!(run_backward, m)?)?;
-    Ok(())
-}
-
 fn tensors(v: &[Bound<'_, PyAny>], what: &str) -> PyResult<Vec<Tensor>> {
     v.iter().map(|t| tensor_arg(t, what)).collect()
 }
@@ -537,8 +502,12 @@ fn same_len(n: usize, lens: &[(usize, &str)]) -> PyResult<()> {
 
 /// Cross-entropy over logits in one fused op (see `rbe.nn.functional.cross_entropy`).
 #[pyfunction]
-#[pyo3(signature = (input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0))]
-fn cross_entropy(
+// text_signature: pyo3 renders the negative default as `...`
+#[pyo3(
+    signature = (input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0),
+    text_signature = "(input, target, weight=None, ignore_index=-100, reduction=\"mean\", label_smoothing=0.0)"
+)]
+pub(crate) fn cross_entropy(
     input: &Bound<'_, PyAny>,
     target: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
@@ -556,7 +525,7 @@ fn cross_entropy(
 /// (coefficients (R, C), normaliser) of class-index targets, for nll_loss.
 #[pyfunction]
 #[pyo3(signature = (target, num_classes, weight, ignore_index, label_smoothing, dtype))]
-fn class_coefficients(
+pub(crate) fn class_coefficients(
     py: Python<'_>,
     target: &Bound<'_, PyAny>,
     num_classes: usize,
@@ -575,7 +544,7 @@ fn class_coefficients(
 #[pyfunction]
 #[pyo3(signature = (params, grads, bufs, first, lr, momentum, dampening, weight_decay, nesterov, maximize))]
 #[allow(clippy::too_many_arguments)]
-fn sgd_step(
+pub(crate) fn sgd_step(
     params: Vec<Bound<'_, PyAny>>,
     grads: Vec<Bound<'_, PyAny>>,
     bufs: Vec<Option<Bound<'_, PyAny>>>,
@@ -596,7 +565,7 @@ fn sgd_step(
 #[pyfunction]
 #[pyo3(signature = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled))]
 #[allow(clippy::too_many_arguments)]
-fn adam_step(
+pub(crate) fn adam_step(
     params: Vec<Bound<'_, PyAny>>,
     grads: Vec<Bound<'_, PyAny>>,
     exp_avgs: Vec<Bound<'_, PyAny>>,
@@ -627,7 +596,7 @@ fn adam_step(
 #[pyfunction]
 #[pyo3(signature = (params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum, centered, maximize))]
 #[allow(clippy::too_many_arguments)]
-fn rmsprop_step(
+pub(crate) fn rmsprop_step(
     params: Vec<Bound<'_, PyAny>>,
     grads: Vec<Bound<'_, PyAny>>,
     square_avgs: Vec<Bound<'_, PyAny>>,
@@ -648,15 +617,6 @@ fn rmsprop_step(
     rbe_core::ops::optim::rmsprop_step(&p, &g, &s, &ga, &b, cfg).py()
 }
 
-pub fn register_training(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(cross_entropy, m)?)?;
-    m.add_function(wrap_pyfunction!(class_coefficients, m)?)?;
-    m.add_function(wrap_pyfunction!(sgd_step, m)?)?;
-    m.add_function(wrap_pyfunction!(adam_step, m)?)?;
-    m.add_function(wrap_pyfunction!(rmsprop_step, m)?)?;
-    Ok(())
-}
-
 static NODE_NAMES: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
 
 fn static_name(name: &str) -> &'static str {
@@ -674,7 +634,7 @@ fn static_name(name: &str) -> &'static str {
 /// An exception raised by `backward` reaches the caller of `backward()` as it was.
 #[pyfunction]
 #[pyo3(signature = (outputs, inputs, backward, name, materialize_grads=true))]
-fn attach_py_function(
+pub(crate) fn attach_py_function(
     outputs: Vec<Bound<'_, PyAny>>,
     inputs: Vec<Bound<'_, PyAny>>,
     backward: &Bound<'_, PyAny>,
@@ -742,23 +702,23 @@ fn attach_py_function(
 }
 
 #[pyfunction]
-fn memory_allocated() -> usize {
+pub(crate) fn memory_allocated() -> usize {
     rbe_core::storage::allocated_bytes()
 }
 
 #[pyfunction]
-fn max_memory_allocated() -> usize {
+pub(crate) fn max_memory_allocated() -> usize {
     rbe_core::storage::peak_bytes()
 }
 
 #[pyfunction]
-fn reset_peak_memory_stats() {
+pub(crate) fn reset_peak_memory_stats() {
     rbe_core::storage::reset_peak()
 }
 
 /// Counters of the tensor buffer pool, as a dict.
 #[pyfunction]
-fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+pub(crate) fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     let s = rbe_core::storage::pool_stats();
     let d = pyo3::types::PyDict::new(py);
     d.set_item("allocated_bytes", s.allocated)?;
@@ -772,13 +732,13 @@ fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
 
 /// Returns this thread's cached tensor buffers to the system.
 #[pyfunction]
-fn empty_cache() {
+pub(crate) fn empty_cache() {
     rbe_core::storage::empty_cache()
 }
 
 /// Most bytes of freed buffers one thread's pool keeps for reuse.
 #[pyfunction]
-fn set_pool_limit(nbytes: i64) -> PyResult<()> {
+pub(crate) fn set_pool_limit(nbytes: i64) -> PyResult<()> {
     if nbytes <= 0 {
         return Err(PyValueError::new_err(format!("set_pool_limit expects a positive number of bytes, got {nbytes}")));
     }
@@ -786,20 +746,9 @@ fn set_pool_limit(nbytes: i64) -> PyResult<()> {
     Ok(())
 }
 
-pub fn register_extra(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
-    m.add_function(wrap_pyfunction!(empty_cache, m)?)?;
-    m.add_function(wrap_pyfunction!(set_pool_limit, m)?)?;
-    m.add_function(wrap_pyfunction!(attach_py_function, m)?)?;
-    m.add_function(wrap_pyfunction!(memory_allocated, m)?)?;
-    m.add_function(wrap_pyfunction!(max_memory_allocated, m)?)?;
-    m.add_function(wrap_pyfunction!(reset_peak_memory_stats, m)?)?;
-    Ok(())
-}
-
 /// Threads used by parallel kernels (results do not depend on it).
 #[pyfunction]
-fn set_num_threads(n: i64) -> PyResult<()> {
+pub(crate) fn set_num_threads(n: i64) -> PyResult<()> {
     if n <= 0 || n > 1024 {
         return Err(PyValueError::new_err(format!("set_num_threads expects an integer between 1 and 1024, got {n}")));
     }
@@ -807,12 +756,6 @@ fn set_num_threads(n: i64) -> PyResult<()> {
 }
 
 #[pyfunction]
-fn get_num_threads() -> usize {
+pub(crate) fn get_num_threads() -> usize {
     rbe_core::parallel::num_threads()
-}
-
-pub fn register_threads(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
-    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
-    Ok(())
 }

@@ -12,22 +12,68 @@ mod tensor;
 pub use conv::*;
 pub use tensor::PyTensor;
 
+/// The contents of `rbe._core`, declared in this one place.
+///
+/// pyo3's declarative module syntax (rather than a table macro) works with
+/// pyo3 0.25 and abi3: each `#[pymodule_export]` name is checked by the
+/// compiler, and what is not a class or function (the panic hook, the dtype
+/// objects, the RBE bindings, `__version__`) goes in `#[pymodule_init]`, which
+/// runs after the exports are added. A new function is one name in a `use`
+/// list below (its `#[pyfunction]` must be `pub(crate)`); it also needs its
+/// entry in `python/rbe/_core.pyi`.
 #[pymodule]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Panics are turned into Python exceptions at the boundary; keep the
-    // default hook's stderr report only when debugging.
-    if std::env::var_os("RBE_DEBUG_PANICS").is_none() {
-        std::panic::set_hook(Box::new(|_| {}));
+mod _core {
+    use crate::{conv, rbe};
+    use pyo3::prelude::*;
+
+    // ------------------------------------------------------------ classes
+    #[pymodule_export]
+    use crate::conv::PyDType;
+    #[pymodule_export]
+    use crate::functions::PyGenerator;
+    #[pymodule_export]
+    use crate::tensor::{PyNode, PyTensor};
+
+    // ------------------------------------------------------------ creation and random numbers
+    #[pymodule_export]
+    use crate::functions::{arange, bernoulli, eye, full, linspace, rand, randint, randn, randperm, zeros};
+    #[pymodule_export]
+    use crate::functions::{get_rng_state, initial_seed, manual_seed, set_rng_state};
+
+    // ------------------------------------------------------------ dtype and grad mode
+    #[pymodule_export]
+    use crate::functions::{get_default_dtype, is_grad_enabled, set_default_dtype, set_grad_enabled};
+
+    // ------------------------------------------------------------ NumPy interop and ops that are not methods
+    #[pymodule_export]
+    use crate::functions::{broadcast_shapes, cat, from_numpy, stack, where_fn};
+    #[pymodule_export]
+    use crate::functions::{dropout, elu, gelu, leaky_relu, linear, log_ndtr, ndtr, ndtr_ratio, pad_constant, silu, softplus};
+
+    // ------------------------------------------------------------ autograd engine
+    #[pymodule_export]
+    use crate::functions::{attach_py_function, run_backward};
+
+    // ------------------------------------------------------------ training support
+    #[pymodule_export]
+    use crate::functions::{adam_step, class_coefficients, cross_entropy, rmsprop_step, sgd_step};
+
+    // ------------------------------------------------------------ memory and threads
+    #[pymodule_export]
+    use crate::functions::{empty_cache, max_memory_allocated, memory_allocated, memory_stats, reset_peak_memory_stats, set_pool_limit};
+    #[pymodule_export]
+    use crate::functions::{get_num_threads, set_num_threads};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        // Panics are turned into Python exceptions at the boundary; keep the
+        // default hook's stderr report only when debugging.
+        if std::env::var_os("RBE_DEBUG_PANICS").is_none() {
+            std::panic::set_hook(Box::new(|_| {}));
+        }
+        conv::register_dtypes(m)?;
+        rbe::register(m)?;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        Ok(())
     }
-    m.add_class::<PyTensor>()?;
-    m.add_class::<conv::PyDType>()?;
-    m.add_class::<functions::PyGenerator>()?;
-    conv::register_dtypes(m)?;
-    functions::register(m)?;
-    functions::register_training(m)?;
-    functions::register_extra(m)?;
-    functions::register_threads(m)?;
-    rbe::register(m)?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
 }

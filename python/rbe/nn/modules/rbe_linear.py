@@ -341,6 +341,24 @@ class RBELinear(Module):
         energy = 1.0 - e2 / r2 if r2 > 0 else (1.0 if e2 == 0 else -math.inf)
         return RBESizeReport(self.block, self.n_atoms, self.n_residual, bits, dense_bits / bits, math.sqrt(e2 / err.size), rel, energy)
 
+    @classmethod
+    def from_dense(
+        cls, W, block=(64, 64), atoms=4, residual=0, track="sin", bias=None, kappa=None, refine_steps=200, lr=0.02,
+        dtype=None, oversample=8, verbose=False,
+    ):
+        """An ``RBELinear`` approximating the dense ``W`` (``out x in``).
+
+        Matching pursuit per block: each atom in turn takes the strongest wave of
+        what the previous atoms missed (the peak of an ``oversample``-times
+        zero-padded 2-D FFT, amplitude and phase by least squares; TANH atoms by
+        a search over frequency scales and offsets along the peak's direction;
+        ``track="mixed"`` keeps whichever captures more energy). The top-``K``
+        DCT coefficients of the remaining error become the residual. Then
+        ``refine_steps`` Adam steps on ``|W_rbe - W|^2`` move all atoms jointly,
+        and the residual is re-selected. ``bias`` (optional) is copied.
+        """
+        return _from_dense(cls, W, block, atoms, residual, track, bias, kappa, refine_steps, lr, dtype, oversample, verbose)
+
 
 # --------------------------------------------------------------------------
 # Initialisation from a dense matrix: matching pursuit, then refinement.
@@ -490,24 +508,3 @@ def _from_dense(cls, W, block, atoms, residual, track, bias, kappa, refine_steps
                 raise ValueError(f"RBELinear.from_dense: bias must have shape ({out},), got {b.shape}")
             layer.bias.copy_(tensor(b, dtype=dt))
     return layer
-
-
-def _from_dense_method(
-    cls, W, block=(64, 64), atoms=4, residual=0, track="sin", bias=None, kappa=None, refine_steps=200, lr=0.02,
-    dtype=None, oversample=8, verbose=False,
-):
-    """An ``RBELinear`` approximating the dense ``W`` (``out x in``).
-
-    Matching pursuit per block: each atom in turn takes the strongest wave of
-    what the previous atoms missed (the peak of an ``oversample``-times
-    zero-padded 2-D FFT, amplitude and phase by least squares; TANH atoms by
-    a search over frequency scales and offsets along the peak's direction;
-    ``track="mixed"`` keeps whichever captures more energy). The top-``K``
-    DCT coefficients of the remaining error become the residual. Then
-    ``refine_steps`` Adam steps on ``|W_rbe - W|^2`` move all atoms jointly,
-    and the residual is re-selected. ``bias`` (optional) is copied.
-    """
-    return _from_dense(cls, W, block, atoms, residual, track, bias, kappa, refine_steps, lr, dtype, oversample, verbose)
-
-
-RBELinear.from_dense = classmethod(_from_dense_method)
