@@ -5,6 +5,7 @@ pub mod autograd;
 pub mod dtype;
 pub mod elem;
 pub mod error;
+pub mod ext;
 pub mod gemm;
 pub mod kernels;
 pub mod ops;
@@ -15,6 +16,7 @@ pub mod simd;
 pub mod special;
 pub mod storage;
 pub mod tensor;
+pub mod testing;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -18,7 +18,17 @@ fn build(n: usize) -> Arc<rayon::ThreadPool> {
     Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("rbe-worker-{i}")).build().expect("thread pool"))
 }
 
+thread_local! {
+    /// A pool that `with_num_threads` installs for the calling thread only.
+    static OVERRIDE: std::cell::RefCell<Option<Arc<rayon::ThreadPool>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The pool parallel kernels run on: the calling thread's override from
+/// [`with_num_threads`] if any, else the global one.
 pub fn pool() -> Arc<rayon::ThreadPool> {
+    if let Some(p) = OVERRIDE.with(|o| o.borrow().clone()) {
+        return p;
+    }
     if let Some(p) = POOL.read().as_ref() {
         return p.clone();
     }
@@ -38,10 +48,53 @@ pub fn num_threads() -> usize {
     pool().current_num_threads()
 }
 
+/// Runs `f` with kernels called from this thread using a pool of `n`
+/// threads, whatever the global setting (other threads are not affected).
+/// Used by tests that compare results across thread counts.
+pub fn with_num_threads<R>(n: usize, f: impl FnOnce() -> R) -> crate::Result<R> {
+    if n == 0 || n > 1024 {
+        return Err(crate::value_err!("with_num_threads expects an integer between 1 and 1024, got {n}"));
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("rbe-scoped-worker-{i}"))
+        .build()
+        .map_err(|e| crate::unsupported_err!("cannot start a pool of {n} threads: {e}"))?;
+    struct Restore(Option<Arc<rayon::ThreadPool>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            OVERRIDE.with(|o| *o.borrow_mut() = prev);
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.borrow_mut().replace(Arc::new(p))));
+    Ok(f())
+}
+
+/// Runs `f(i)` for every `i < n`: on the pool when `work` (an estimate of the
+/// total cost, e.g. multiply-adds) is large and there is more than one thread,
+/// else on this thread. Each index must write only its own outputs; the
+/// partition is by index, so results never depend on the thread count.
+pub fn for_each_index(n: usize, work: usize, f: impl Fn(usize) + Send + Sync) {
+    use rayon::prelude::*;
+    if n > 1 && work >= PAR_WORK && num_threads() > 1 {
+        pool().install(|| (0..n).into_par_iter().for_each(f));
+    } else {
+        (0..n).for_each(f);
+    }
+}
+
+/// Work below which `for_each_index` stays on the calling thread.
+pub const PAR_WORK: usize = 1 << 20;
+
 /// A raw pointer that parallel tasks share, each writing its own disjoint part.
 #[derive(Clone, Copy)]
 pub struct SendPtr<T>(pub *mut T);
+// SAFETY: a SendPtr is only a pointer value; the tasks that dereference it
+// write disjoint elements (the contract of its users), so sharing it between
+// threads creates no data race.
 unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
 unsafe impl<T> Sync for SendPtr<T> {}
 impl<T> SendPtr<T> {
     /// The pointer (a method, so closures capture the wrapper, not the raw field).

@@ -1,5 +1,5 @@
 //! Core autograd from Rust alone: gradients against central finite differences.
-use rbe_core::autograd::{run_backward, GradModeGuard};
+use rbe_core::autograd::run_backward;
 use rbe_core::ops::{binary, linalg, reduce, shape, unary};
 use rbe_core::{DType, Tensor};
 
@@ -19,20 +19,7 @@ fn grad_of(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
 }
 
 fn fd(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
-    let _ng = GradModeGuard::new(false);
-    let base = x.to_vec::<f64>();
-    let h = 1e-6;
-    (0..base.len())
-        .map(|i| {
-            let mut p = base.clone();
-            p[i] += h;
-            let mut m = base.clone();
-            m[i] -= h;
-            let fp = f(&Tensor::from_vec(p, x.shape()).unwrap()).item_f64().unwrap();
-            let fm = f(&Tensor::from_vec(m, x.shape()).unwrap()).item_f64().unwrap();
-            (fp - fm) / (2.0 * h)
-        })
-        .collect()
+    rbe_core::testing::finite_difference(&|x| Ok(f(x)), x, 1e-6).unwrap()
 }
 
 fn assert_close(a: &[f64], b: &[f64], tol: f64) {

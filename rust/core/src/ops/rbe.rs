@@ -30,7 +30,6 @@ use crate::rbe::dct::dct_cached;
 use crate::rbe::layout::Layout;
 use crate::tensor::{fmt_shape, Tensor};
 use crate::{dtype_err, shape_err, value_err};
-use rayon::prelude::*;
 use std::any::Any;
 use std::sync::Arc;
 
@@ -311,15 +310,7 @@ unsafe fn mm<T: GemmElem>(
     T::gemm(m, n, k, dst, drs as isize, dcs as isize, acc, a, ars as isize, acs as isize, b, brs as isize, bcs as isize);
 }
 
-/// Run `f(i)` for `i < n`, on the pool when the work is large. Each index
-/// writes its own outputs, so the result does not depend on the split.
-fn for_each_index(n: usize, work: usize, f: impl Fn(usize) + Send + Sync) {
-    if n > 1 && work >= 1 << 20 && crate::parallel::num_threads() > 1 {
-        crate::parallel::pool().install(|| (0..n).into_par_iter().for_each(f));
-    } else {
-        (0..n).for_each(f);
-    }
-}
+use crate::parallel::for_each_index;
 
 fn work_estimate(s: &Snap, n: usize) -> usize {
     let per_block = (2 * s.j + s.k) * (s.lay.br + s.lay.bc) + s.lay.block_len();
