@@ -84,6 +84,7 @@ fn gemm_group<T: BenchElem>(c: &mut Criterion, name: &str) {
         let mut cbuf: Vec<T> = vec![T::ZERO; m * n];
         let (b_rs, b_cs) = if bt { (1, k as isize) } else { (n as isize, 1) };
         g.bench_function(BenchmarkId::new("raw", label), |bch| {
+            // SAFETY: a, b and cbuf hold m x k, k x n and m x n elements addressed by these strides.
             bch.iter(|| unsafe {
                 T::gemm(
                     m,
@@ -146,6 +147,7 @@ fn bench_gemm_threads(c: &mut Criterion) {
         for &th in &[1usize, 2] {
             rbe_core::parallel::set_num_threads(th).unwrap();
             g.bench_function(BenchmarkId::new(format!("f32_{th}t"), s), |bch| {
+                // SAFETY: row-major s x s matrices.
                 bch.iter(|| unsafe {
                     f32::gemm(
                         s,
@@ -253,7 +255,7 @@ fn bench_mlp(c: &mut Criterion) {
     let mlp = Mlp::new();
     let one = Tensor::ones(&[], DType::F32);
     // Sanity check once: backward fills every parameter's gradient.
-    run_backward(&[mlp.loss(&x, &target)], &[one.clone()], false, false, None, false).unwrap();
+    run_backward(&[mlp.loss(&x, &target)], std::slice::from_ref(&one), false, false, None, false).unwrap();
     for p in mlp.params() {
         assert_eq!(p.grad().expect("grad after backward").shape(), p.shape());
     }
@@ -271,7 +273,7 @@ fn bench_mlp(c: &mut Criterion) {
                 p.set_grad(None).unwrap();
             }
             let l = mlp.loss(black_box(&x), &target);
-            run_backward(&[l], &[one.clone()], false, false, None, false).unwrap();
+            run_backward(&[l], std::slice::from_ref(&one), false, false, None, false).unwrap();
             black_box(mlp.w1.grad())
         })
     });

@@ -8,6 +8,7 @@ fn bench<T: GemmElem + From<f32>>(m: usize, n: usize, k: usize, bt: bool, thread
     let b: Vec<T> = (0..k * n).map(|i| T::from(((i * 5) % 11) as f32 * 0.1)).collect();
     let mut c: Vec<T> = vec![T::ZERO; m * n];
     let (b_rs, b_cs) = if bt { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: a, b and c hold m x k, k x n and m x n elements addressed by these strides.
     let run = |c: &mut Vec<T>| unsafe {
         T::gemm(m, n, k, c.as_mut_ptr(), n as isize, 1, false, a.as_ptr(), k as isize, 1, b.as_ptr(), b_rs, b_cs)
     };

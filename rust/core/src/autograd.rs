@@ -112,6 +112,9 @@ pub struct Edge {
     pub nr: u32,
 }
 
+/// Outputs of a node that retain their gradient: (output number, tensor).
+type Retained = SmallVec<[(u32, Weak<TensorImpl>); 1]>;
+
 pub struct Node {
     seq: u64,
     name: &'static str,
@@ -123,7 +126,7 @@ pub struct Node {
     kind: NodeKind,
     releasable: bool,
     /// Non-leaf outputs that called `retain_grad`, with their output number.
-    retain: Mutex<SmallVec<[(u32, Weak<TensorImpl>); 1]>>,
+    retain: Mutex<Retained>,
     mark: AtomicU64,
     slot: AtomicUsize,
     /// For `SliceBackward0`: (dim, start, step) of the slice, so that a
@@ -497,7 +500,7 @@ pub fn run_backward(
         order.push(n);
     }
     // Reverse recording order; leaf accumulators (seq 0) come last.
-    order.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+    order.sort_unstable_by_key(|n| std::cmp::Reverse(n.seq));
     for (i, n) in order.iter().enumerate() {
         n.slot.store(i, Ordering::Relaxed);
     }

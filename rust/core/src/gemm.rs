@@ -49,7 +49,9 @@ struct Mat<T> {
     rs: isize,
     cs: isize,
 }
+// SAFETY: a Mat is a read-only view (pointer and strides) of memory its creator keeps alive for the product; sharing it between the product's tasks only reads.
 unsafe impl<T> Send for Mat<T> {}
+// SAFETY: as for Send.
 unsafe impl<T> Sync for Mat<T> {}
 #[derive(Clone, Copy)]
 struct MatMut<T> {
@@ -57,7 +59,9 @@ struct MatMut<T> {
     rs: isize,
     cs: isize,
 }
+// SAFETY: each task of a product writes a disjoint tile of the MatMut; the creator keeps the memory alive for the product.
 unsafe impl<T> Send for MatMut<T> {}
+// SAFETY: as for Send.
 unsafe impl<T> Sync for MatMut<T> {}
 
 fn has_avx512() -> bool {
@@ -148,6 +152,7 @@ fn with_scratch<T, R>(key: &'static std::thread::LocalKey<RefCell<Vec<u8>>>, len
         }
         let p = v.as_mut_ptr();
         let off = p.align_offset(64);
+        // SAFETY: the vector was sized with 64 bytes of slack, so the aligned start stays inside it
         f(unsafe { p.add(off) } as *mut T)
     })
 }
@@ -491,6 +496,8 @@ macro_rules! avx512_gemm {
                     let ntile = rtasks * cgroups;
                     let (next_pack, packed, next_tile) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
                     let work = || {
+                        // capture the whole (Copy) struct, not its raw-pointer field, so the closure is Send
+                        #[allow(clippy::redundant_locals)]
                         let bpm = bpm;
                         loop {
                             let t = next_pack.fetch_add(1, Ordering::Relaxed);
@@ -642,6 +649,7 @@ mod tests {
             let (c_rs, c_cs) = if ct { (1isize, m as isize) } else { (n as isize, 1) };
             let c0: Vec<T> = (0..m * n).map(|_| T::from(lcg(&mut seed) as f32)).collect();
             let mut c = c0.clone();
+            // SAFETY: the three vectors hold m x k, k x n and m x n elements addressed by these strides.
             unsafe { T::gemm(m, n, k, c.as_mut_ptr(), c_rs, c_cs, acc, av.as_ptr(), a_rs, a_cs, bv.as_ptr(), b_rs, b_cs) };
             for i in 0..m {
                 for j in 0..n {
@@ -679,6 +687,7 @@ mod tests {
         for t in [1, 2, 3, 4] {
             crate::parallel::set_num_threads(t).unwrap();
             let mut c = vec![0f32; m * n];
+            // SAFETY: row-major m x k, k x n and m x n vectors.
             unsafe { f32::gemm(m, n, k, c.as_mut_ptr(), n as isize, 1, false, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1) };
             outs.push(c);
         }

@@ -143,9 +143,11 @@ macro_rules! vector_loop {
                 if $o.len() >= 32 {
                     if crate::simd::has_avx512() {
                         // Safety: the features were detected at run time.
+                        // SAFETY: AVX-512 was detected at run time.
                         return unsafe { v512($o, $($arg,)* $f) };
                     }
                     if crate::simd::has_avx2() {
+                        // SAFETY: AVX2 and FMA were detected at run time.
                         return unsafe { v256($o, $($arg,)* $f) };
                     }
                 }
@@ -199,9 +201,11 @@ pub fn add_in_place<T: Copy + std::ops::Add<Output = T>>(o: &mut [T], g: &[T]) {
         if o.len() >= 32 {
             if crate::simd::has_avx512() {
                 // Safety: the features were detected at run time.
+                // SAFETY: AVX-512 was detected at run time.
                 return unsafe { v512(o, g) };
             }
             if crate::simd::has_avx2() {
+                // SAFETY: AVX2 and FMA were detected at run time.
                 return unsafe { v256(o, g) };
             }
         }
@@ -241,11 +245,13 @@ pub fn map2<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(A, B) 
         return Ok(out.into_tensor());
     }
     if b.numel() == 1 && a.is_contiguous() && a.shape() == &shape[..] {
+        // SAFETY: b has exactly one element, at its data pointer.
         let s = unsafe { *b.data_ptr::<B>() };
         loop2s(o, a.data::<A>(), s, f);
         return Ok(out.into_tensor());
     }
     if a.numel() == 1 && b.is_contiguous() && b.shape() == &shape[..] {
+        // SAFETY: a has exactly one element, at its data pointer.
         let s = unsafe { *a.data_ptr::<A>() };
         loop2f(o, s, b.data::<B>(), f);
         return Ok(out.into_tensor());
@@ -375,6 +381,7 @@ pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tens
     strided_rows(&shape, [&sa, &sb, &sc], [0, 0, 0], |off, n, st| {
         for j in 0..n {
             let j = j as isize;
+            // SAFETY: strided_rows yields offsets of elements inside each view (broadcast strides are 0 on expanded dims).
             unsafe {
                 o[i + j as usize] = f(*pa.offset(off[0] + j * st[0]), *pb.offset(off[1] + j * st[1]), *pc.offset(off[2] + j * st[2]));
             }
@@ -427,6 +434,7 @@ pub fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
         }
         strided_rows(dst.shape(), [dst.strides(), &ss], [0, 0], |off, n, st| {
             for j in 0..n as isize {
+                // SAFETY: offsets from strided_rows stay inside both views; overlapping storages were copied first.
                 unsafe { *pd.offset(off[0] + j * st[0]) = cast_elem::<S, D>(*ps.offset(off[1] + j * st[1])); }
             }
         });
@@ -440,6 +448,7 @@ pub fn apply_inplace<T: Elem>(dst: &Tensor, f: impl Fn(T) -> T) {
     let pd = dst.data_ptr::<T>();
     strided_rows(dst.shape(), [dst.strides()], [0], |off, n, st| {
         for j in 0..n as isize {
+            // SAFETY: offsets from strided_rows stay inside the view.
             unsafe {
                 let p = pd.offset(off[0] + j * st[0]);
                 *p = f(*p);

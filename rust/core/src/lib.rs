@@ -1,6 +1,13 @@
 //! rbe-core: tensors, reverse-mode autodiff and CPU kernels for rbe-autodiff.
 //!
 //! Pure Rust (no Python). The Python package `rbe` is a thin binding over this crate.
+//! A front-end crate builds on [`ext`] and tests its ops with [`testing`].
+#![warn(clippy::undocumented_unsafe_blocks)]
+// Polynomial and series constants are written as their sources print them.
+#![allow(clippy::excessive_precision)]
+// Kernels generic over `Real` (no `AddAssign` bound) write `a = a + b`, and
+// index several parallel arrays with one loop variable.
+#![allow(clippy::assign_op_pattern, clippy::needless_range_loop)]
 pub mod autograd;
 pub mod dtype;
 pub mod elem;

@@ -43,10 +43,11 @@ macro_rules! multiversion {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn v256($($arg: $ty),*) $body
                 if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
-                    // Safety: the features were detected at run time.
+                    // SAFETY: the features were detected at run time.
                     return unsafe { v512($($arg),*) };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the features were detected at run time.
                     return unsafe { v256($($arg),*) };
                 }
             }
@@ -351,7 +352,7 @@ fn ln_ge1(s: f64) -> f64 {
     }
     let ef = e as f64;
     let r = ef.mul_add(6.931_471_803_691_238_164_90e-01, (2.0 * z).mul_add(p, ef * 1.908_214_929_270_587_700_02e-10));
-    if s != s {
+    if s.is_nan() {
         s
     } else {
         r

@@ -172,9 +172,10 @@ pub struct Storage {
     writable: bool,
 }
 
-// Safety: the memory is plain data; concurrent writes through aliases are the
+// SAFETY: the memory is plain data; concurrent writes through aliases are the
 // user's responsibility, exactly as with torch tensors and NumPy arrays.
 unsafe impl Send for Storage {}
+// SAFETY: as for Send.
 unsafe impl Sync for Storage {}
 
 impl Storage {

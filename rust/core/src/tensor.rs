@@ -263,12 +263,14 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(crate::value_err!("a Tensor with {} elements cannot be converted to Scalar", self.numel()));
         }
+        // SAFETY: numel is 1, so the data pointer addresses the one element.
         Ok(crate::dispatch_all!(self.dtype(), T => unsafe { (*self.data_ptr::<T>()).to_f64() }))
     }
     pub fn item_i64(&self) -> Result<i64> {
         if self.numel() != 1 {
             return Err(crate::value_err!("a Tensor with {} elements cannot be converted to Scalar", self.numel()));
         }
+        // SAFETY: numel is 1, so the data pointer addresses the one element.
         Ok(crate::dispatch_all!(self.dtype(), T => unsafe { (*self.data_ptr::<T>()).to_i64() }))
     }
 

@@ -14,7 +14,7 @@ fn t(v: &[f64], shape: &[usize], grad: bool) -> Tensor {
 fn grad_of(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
     let y = f(x);
     let one = Tensor::ones(&[], DType::F64);
-    let g = run_backward(&[y], &[one], false, false, Some(&[x.clone()]), false).unwrap();
+    let g = run_backward(&[y], &[one], false, false, Some(std::slice::from_ref(x)), false).unwrap();
     g[0].as_ref().unwrap().to_vec::<f64>()
 }
 
@@ -59,9 +59,9 @@ fn second_derivative_via_create_graph() {
     let x = t(&[0.5, -2.0], &[2], true);
     let y = reduce::sum(&binary::pow(&x, &Tensor::wrapped_scalar(3.0, DType::F64)).unwrap(), None, false).unwrap();
     let one = Tensor::ones(&[], DType::F64);
-    let g = run_backward(&[y], &[one.clone()], true, true, Some(&[x.clone()]), false).unwrap();
+    let g = run_backward(&[y], std::slice::from_ref(&one), true, true, Some(std::slice::from_ref(&x)), false).unwrap();
     let gs = reduce::sum(g[0].as_ref().unwrap(), None, false).unwrap();
-    let h = run_backward(&[gs], &[one], false, false, Some(&[x.clone()]), false).unwrap();
+    let h = run_backward(&[gs], &[one], false, false, Some(std::slice::from_ref(&x)), false).unwrap();
     assert_close(&h[0].as_ref().unwrap().to_vec::<f64>(), &[3.0, -12.0], 1e-12);
 }
 

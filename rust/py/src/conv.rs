@@ -186,13 +186,13 @@ pub fn parse_dtype(obj: &Bound<'_, PyAny>) -> PyResult<DType> {
         return Ok(d.get().dt);
     }
     let py = obj.py();
-    if obj.is(&py.get_type::<PyFloat>()) {
+    if obj.is(py.get_type::<PyFloat>()) {
         return Ok(DType::F64);
     }
-    if obj.is(&py.get_type::<PyBool>()) {
+    if obj.is(py.get_type::<PyBool>()) {
         return Ok(DType::Bool);
     }
-    if obj.is(&py.get_type::<PyInt>()) {
+    if obj.is(py.get_type::<PyInt>()) {
         return Ok(DType::I64);
     }
     let name: Option<String> = if let Ok(s) = obj.extract::<String>() {

@@ -1,7 +1,10 @@
 //! `rbe._core`: the PyO3 binding of rbe-core.
 //!
-//! Errors from the core map to Python exceptions here (shapes -> ValueError,
-//! dtypes -> TypeError, indices -> IndexError, autograd misuse -> RuntimeError).
+//! Errors from the core map to the classes of `rbe.errors` (`conv::to_py_err`):
+//! a shape error is a `RuntimeError` and a `ValueError`, a dtype error a
+//! `RuntimeError` and a `TypeError`, and so on; an exception raised by Python
+//! code the core called back into comes out unchanged.
+#![warn(clippy::undocumented_unsafe_blocks)]
 use pyo3::prelude::*;
 
 mod conv;

@@ -114,10 +114,7 @@ fn float_kernel<T: crate::elem::Real>(op: Arith, a: &Tensor, b: &Tensor) -> Resu
         Arith::Max => map2::<T, T, T>(a, b, |x, y| x.max_(y)),
         Arith::Min => map2::<T, T, T>(a, b, |x, y| x.min_(y)),
         Arith::FloorDiv => map2::<T, T, T>(a, b, |x, y| (x / y).floor()),
-        Arith::Rem => map2::<T, T, T>(a, b, |x, y| {
-            let r = x - (x / y).floor() * y;
-            r
-        }),
+        Arith::Rem => map2::<T, T, T>(a, b, |x, y| x - (x / y).floor() * y),
         Arith::Atan2 => map2::<T, T, T>(a, b, |x, y| x.atan2(y)),
     }
 }
@@ -344,6 +341,8 @@ pub enum Cmp {
     Ge,
 }
 
+// generic over every dtype, bool included
+#[allow(clippy::bool_comparison)]
 pub fn compare(op: Cmp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dt = promote(&[a, b]);
     let a = as_dtype(a, dt)?;

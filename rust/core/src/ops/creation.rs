@@ -98,7 +98,7 @@ pub fn rand(shape: &[usize], low: f64, high: f64, dtype: DType, g: Option<&Mutex
 
 /// Normal(mean, std).
 pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
-    if !(std >= 0.0) {
+    if std.is_nan() || std < 0.0 {
         return Err(value_err!("normal expects std >= 0.0, but found std {std}"));
     }
     Ok(match dtype {

@@ -67,6 +67,8 @@ pub fn gather(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
         let mut k = 0;
         strided_rows(idx.shape(), [idx.strides(), &xs], [0, 0], |off, n, st| {
             for j in 0..n as isize {
+                // SAFETY: strided_rows offsets stay inside idx and x;
+                // check_bounds verified every index is within dim d of x.
                 unsafe {
                     let iv = *pi.offset(off[0] + j * st[0]) as isize;
                     o[k] = *px.offset(off[1] + j * st[1] + iv * sd);
@@ -116,6 +118,9 @@ fn scatter_impl(x: &Tensor, dim: isize, idx: &Tensor, src: &Tensor, accumulate: 
         let (po, pi, ps) = (out.data_ptr::<T>(), idx.data_ptr::<i64>(), src.data_ptr::<T>());
         strided_rows(idx.shape(), [idx.strides(), &os, src.strides()], [0, 0, 0], |off, n, st| {
             for j in 0..n as isize {
+                // SAFETY: strided_rows offsets stay inside idx, out and src;
+                // check_bounds verified every index is within dim d of out,
+                // a fresh copy of x that nothing else references.
                 unsafe {
                     let iv = *pi.offset(off[0] + j * st[0]) as isize;
                     let p = po.offset(off[1] + j * st[1] + iv * sd);

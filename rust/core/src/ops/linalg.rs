@@ -67,6 +67,9 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         ($T:ty) => {{
             let (pa, pb, po) = (a.data_ptr::<$T>(), b.data_ptr::<$T>(), out.data_ptr::<$T>());
             for i in 0..nb {
+                // SAFETY: batch offsets and the m x k / k x n strides address
+                // elements of a and b (broadcast strides are 0); out is a
+                // fresh nb x m x n tensor.
                 unsafe {
                     <$T as crate::gemm::GemmElem>::gemm(
                         m,
@@ -100,6 +103,7 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                     for j in 0..n {
                         let mut acc = 0i64;
                         for l in 0..k {
+                            // SAFETY: as for the float product above.
                             unsafe {
                                 acc = acc.wrapping_add(
                                     (*pa.offset(oa + i as isize * sa[nbd] + l as isize * sa[nbd + 1]))
@@ -266,6 +270,8 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if rows * out_f > 0 {
         macro_rules! run {
             ($T:ty) => {{
+                // SAFETY: out is a fresh rows x out_f tensor, xc a contiguous
+                // rows x in_f one, and w an out_f x in_f view read through its strides.
                 unsafe {
                     <$T as crate::gemm::GemmElem>::gemm(
                         rows,

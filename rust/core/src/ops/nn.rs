@@ -60,7 +60,7 @@ pub fn log_softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
 /// Constant padding, torch's `F.pad(x, pads, value=v)`: `pads` lists
 /// (left, right) pairs starting from the last dim; negative values crop.
 pub fn pad_constant(x: &Tensor, pads: &[isize], value: f64) -> Result<Tensor> {
-    if pads.len() % 2 != 0 {
+    if !pads.len().is_multiple_of(2) {
         return Err(value_err!("Padding length must be divisible by 2, got {}", pads.len()));
     }
     if pads.len() / 2 > x.ndim() {

@@ -208,9 +208,10 @@ macro_rules! isa_dispatch {
                 $body::<T, WD, AMS>(p, g, m, v, x, k)
             }
             if crate::simd::has_avx512() {
-                // Safety: the features were detected at run time.
+                // SAFETY: the features were detected at run time.
                 unsafe { v512::<$($g),*>($($arg),*) }
             } else if crate::simd::has_avx2() {
+                // SAFETY: the features were detected at run time.
                 unsafe { v256::<$($g),*>($($arg),*) }
             } else {
                 $body::<$($g),*>($($arg),*)
@@ -272,8 +273,9 @@ fn adam_group<T: Real>(
     for_chunks(&lens, |i, a, b| {
         let q = &ptrs[i];
         let n = b - a;
-        // Safety: the tensors were checked contiguous with numel lens[i]; chunks are disjoint.
         let ams = !q[4].0.is_null();
+        // SAFETY: the tensors were checked contiguous with numel lens[i], over
+        // distinct storages; chunks [a, b) of one tensor are disjoint.
         let (p, g, m, v, x) = unsafe {
             (
                 std::slice::from_raw_parts_mut(q[0].0.add(a), n),

@@ -14,7 +14,7 @@ use crate::{dispatch_all, dtype_err, value_err};
 pub fn norm_dims(dims: Option<&[isize]>, ndim: usize) -> Result<Vec<usize>> {
     let mut out = match dims {
         None => (0..ndim).collect::<Vec<_>>(),
-        Some(ds) if ds.is_empty() => (0..ndim).collect(),
+        Some([]) => (0..ndim).collect(),
         Some(ds) => {
             let mut v = Vec::with_capacity(ds.len());
             for &d in ds {
@@ -123,7 +123,7 @@ fn sum_raw(x: &Tensor, dims: &[usize], keepdim: bool) -> Tensor {
     }
     match x.dtype() {
         DType::F32 => reduce_with::<f32, f32>(x, dims, keepdim, |r| r.iter().fold(0f64, |a, &v| a + v as f64) as f32),
-        DType::F64 => reduce_with::<f64, f64>(x, dims, keepdim, |r| pairwise_sum(r)),
+        DType::F64 => reduce_with::<f64, f64>(x, dims, keepdim, pairwise_sum),
         DType::I64 => reduce_with::<i64, i64>(x, dims, keepdim, |r| r.iter().fold(0i64, |a, &b| a.wrapping_add(b))),
         DType::Bool => reduce_with::<bool, i64>(x, dims, keepdim, |r| r.iter().filter(|&&b| b).count() as i64),
     }
@@ -227,7 +227,7 @@ pub fn prod(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Tensor>
         let shape = x.shape().to_vec();
         attach(&out, "ProdBackward1", &[x], true, move |ctx, g| {
             let x = sx.get(ctx)?;
-            let has_zero = x.to_vec::<f64>().iter().any(|&v| v == 0.0);
+            let has_zero = x.to_vec::<f64>().contains(&0.0);
             if !has_zero {
                 // d prod / d x_i = prod / x_i
                 let y = expand_back(&so.get(ctx)?, &shape, &d, keepdim)?;

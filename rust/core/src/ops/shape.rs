@@ -34,7 +34,7 @@ pub fn infer_shape(req: &[isize], numel: usize) -> Result<Vec<usize>> {
     }
     let mut out: Vec<usize> = req.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = neg {
-        if known == 0 || numel % known != 0 {
+        if known == 0 || !numel.is_multiple_of(known) {
             return Err(shape_err!("shape '{:?}' is invalid for input of size {numel}", req));
         }
         out[i] = numel / known;

@@ -104,6 +104,8 @@ pub fn abs(x: &Tensor) -> Result<Tensor> {
 
 /// sign (zero gradient).
 pub fn sign(x: &Tensor) -> Result<Tensor> {
+    // generic over every dtype, bool included (where `v > z` is `v && !z`)
+    #[allow(clippy::bool_comparison)]
     let out = dispatch_all!(x.dtype(), T => map1::<T, T>(x, |v| {
         let z = T::default();
         if v > z { T::from_i64(1) } else if v < z { T::from_i64(-1) } else { v }
@@ -179,13 +181,7 @@ fn kernel(f: Fun, x: &Tensor) -> Result<Tensor> {
         Fun::Tan => float_map!(x, "tan", |v| v.tan()),
         Fun::Tanh => float_map!(x, "tanh", |v| v.tanh()),
         Fun::Sigmoid => float_map!(x, "sigmoid", |v| sigmoid_scalar(v)),
-        Fun::Relu => float_map!(x, "relu", |v| if v > 0.0 {
-            v
-        } else if v.is_nan() {
-            v
-        } else {
-            0.0
-        }),
+        Fun::Relu => float_map!(x, "relu", |v| if v > 0.0 || v.is_nan() { v } else { 0.0 }),
         Fun::Erf => float_map!(x, "erf", |v| Real::erf(v)),
         Fun::Erfc => float_map!(x, "erfc", |v| Real::erfc(v)),
         Fun::Ndtr => float_map!(x, "ndtr", |v| Real::ndtr(v)),

@@ -97,7 +97,7 @@ fn parse_one_index(obj: &Bound<'_, PyAny>) -> PyResult<IndexItem> {
     if obj.is_none() {
         return Ok(IndexItem::NewAxis);
     }
-    if obj.is(&py.Ellipsis()) {
+    if obj.is(py.Ellipsis()) {
         return Ok(IndexItem::Ellipsis);
     }
     if let Ok(t) = obj.downcast::<PyTensor>() {
