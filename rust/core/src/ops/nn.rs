@@ -1,6 +1,6 @@
 //! Neural-network functions: softmax, log_softmax, padding, dropout.
 use super::binary::{mul, sub};
-use super::reduce::{logsumexp, sum};
+use super::reduce::sum;
 use super::shape::slice;
 use super::unary::exp;
 use crate::autograd::{attach, needs_grad, SavedTensor};
@@ -16,15 +16,33 @@ fn floatify(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// softmax along `dim`: exp(x - logsumexp(x)), never exponentiating raw logits.
+/// `(x - max, log(sum(exp(x - max))))` along `d`, without autograd. The
+/// shift is subtracted before anything else, so `(x - max) - log(sum)` keeps
+/// full precision at large offsets, where `x - (max + log(sum))` would round
+/// `max + log(sum)` to the spacing of `max` first.
+fn shifted_and_log_sum(x: &Tensor, d: usize) -> Result<(Tensor, Tensor)> {
+    let x = x.detach();
+    let m = super::reduce::amax(&x, Some(&[d as isize]), true, super::reduce::Extreme::Max)?;
+    // a row that is all -inf gets a zero shift instead of NaN from -inf - -inf
+    // (its softmax is then NaN from 0/0, as torch's); a +inf max stays, so
+    // that row is NaN everywhere, as torch's
+    let all_neg_inf = super::binary::compare(super::binary::Cmp::Eq, &m, &Tensor::wrapped_scalar(f64::NEG_INFINITY, m.dtype()))?;
+    let m = super::binary::where_(&all_neg_inf, &Tensor::zeros(&[], m.dtype()), &m)?;
+    let shifted = sub(&x, &m)?;
+    let ls = super::unary::log(&sum(&exp(&shifted)?, Some(&[d as isize]), true)?)?;
+    Ok((shifted, ls))
+}
+
+/// softmax along `dim`: exp((x - max) - log(sum(exp(x - max)))), never
+/// exponentiating raw logits.
 pub fn softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
     let x = floatify(x)?;
     if x.ndim() == 0 {
         return super::unary::exp(&sub(&x, &x.detach())?);
     }
     let d = norm_dim(dim, x.ndim())?;
-    let lse = logsumexp(&x.detach(), Some(&[d as isize]), true)?;
-    let out = exp(&sub(&x.detach(), &lse)?)?;
+    let (shifted, ls) = shifted_and_log_sum(&x, d)?;
+    let out = exp(&sub(&shifted, &ls)?)?;
     if needs_grad(&[&x]) {
         let so = SavedTensor::output(&out);
         attach(&out, "SoftmaxBackward0", &[&x], true, move |ctx, g| {
@@ -44,8 +62,8 @@ pub fn log_softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
         return sub(&x, &x.detach());
     }
     let d = norm_dim(dim, x.ndim())?;
-    let lse = logsumexp(&x.detach(), Some(&[d as isize]), true)?;
-    let out = sub(&x.detach(), &lse)?;
+    let (shifted, ls) = shifted_and_log_sum(&x, d)?;
+    let out = sub(&shifted, &ls)?;
     if needs_grad(&[&x]) {
         let so = SavedTensor::output(&out);
         attach(&out, "LogSoftmaxBackward0", &[&x], true, move |ctx, g| {
