@@ -853,7 +853,7 @@ def rmsprop_step(
     momentum_buffers: Sequence[Optional[Tensor]], lr: _float, alpha: _float, eps: _float, weight_decay: _float,
     momentum: _float, centered: _bool, maximize: _bool,
 ) -> None: ...
-def attach_py_function(outputs: Sequence[Tensor], inputs: Sequence[Tensor], backward: Any, name: _str, materialize_grads: _bool = ...) -> None:
+def attach_py_function(outputs: Sequence[Tensor], inputs: Sequence[Tensor], backward: Any, name: _str, materialize_grads: _bool = ..., saved_outputs: Sequence[_int] = ...) -> None:
     """Record ``outputs`` as made from ``inputs`` by one Python function; ``backward(*grads)`` runs once per pass."""
     ...
 def memory_allocated() -> _int:

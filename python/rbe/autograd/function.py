@@ -7,6 +7,15 @@ from .. import _core
 from .._core import Tensor
 
 
+class _SavedOutput:
+    """Stands in ``ctx`` for a saved output of the Function (see ``Function.apply``)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
 class FunctionCtx:
     """The ``ctx`` passed to ``forward`` and ``backward``."""
 
@@ -15,6 +24,7 @@ class FunctionCtx:
         self._saved = ()
         self._versions = ()
         self._non_differentiable = set()
+        self._restored: Tuple[Any, ...] = ()
         self.materialize_grads = True
 
     def save_for_backward(self, *tensors) -> None:
@@ -26,6 +36,10 @@ class FunctionCtx:
 
     @property
     def saved_tensors(self) -> Tuple[Any, ...]:
+        if any(isinstance(t, _SavedOutput) for t in self._saved):
+            if not self._restored:
+                raise RuntimeError("saved outputs of a Function can only be read during its backward")
+            return tuple(self._restored[t.index] if isinstance(t, _SavedOutput) else t for t in self._saved)
         for t, v in zip(self._saved, self._versions):
             if t is not None and t._version != v:
                 raise RuntimeError(
@@ -96,16 +110,32 @@ class Function(metaclass=_FunctionMeta):
         n_args = len(args)
         name = cls.__name__
 
-        def backward_fn(*grads):
+        # saved outputs are handed to the engine (kept without their history,
+        # so ctx -> output -> node -> ctx is not a cycle) and come back in backward
+        out_pos = {id(o): k for k, o in enumerate(tensor_outs)}
+        saved_outputs = []
+        if ctx._saved:
+            saved = list(ctx._saved)
+            for i, t in enumerate(saved):
+                if t is not None and id(t) in out_pos:
+                    saved[i] = _SavedOutput(len(saved_outputs))
+                    saved_outputs.append(out_pos[id(t)])
+            ctx._saved = tuple(saved)
+
+        def backward_fn(restored, *grads):
             # one call per backward pass, with the gradient of every differentiable output
-            res = cls.backward(ctx, *grads)
+            ctx._restored = restored
+            try:
+                res = cls.backward(ctx, *grads)
+            finally:
+                ctx._restored = ()
             if not isinstance(res, tuple):
                 res = (res,)
             if len(res) != n_args:
                 raise RuntimeError(f"function {name}.backward returned an incorrect number of gradients (expected {n_args}, got {len(res)})")
             return tuple(res[i] for i in tensor_pos)
 
-        _core.attach_py_function(tensor_outs, inputs, backward_fn, cls._backward_name, ctx.materialize_grads)
+        _core.attach_py_function(tensor_outs, inputs, backward_fn, cls._backward_name, ctx.materialize_grads, saved_outputs)
         return outs[0] if single else outs
 
 

@@ -11,7 +11,7 @@ use crate::{autograd_err, shape_err};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 thread_local! {
@@ -99,9 +99,15 @@ pub type BackwardFn = Box<dyn Fn(&BwCtx, &Tensor) -> Result<Vec<Option<Tensor>>>
 /// them, for outputs that no gradient reached).
 pub type MultiBackwardFn = Box<dyn Fn(&BwCtx, &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
+/// A backward function is shared (`Arc`), so passes in several threads over
+/// one retained graph can each call it; a pass that frees the graph only
+/// drops the node's reference.
+type SharedBackward = Arc<dyn Fn(&BwCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+type SharedMultiBackward = Arc<dyn Fn(&BwCtx, &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
 enum NodeKind {
-    Op(Mutex<Option<BackwardFn>>),
-    Multi { f: Mutex<Option<MultiBackwardFn>>, materialize: bool },
+    Op(Mutex<Option<SharedBackward>>),
+    Multi { f: Mutex<Option<SharedMultiBackward>>, materialize: bool },
     Leaf(Weak<TensorImpl>),
 }
 
@@ -127,8 +133,6 @@ pub struct Node {
     releasable: bool,
     /// Non-leaf outputs that called `retain_grad`, with their output number.
     retain: Mutex<Retained>,
-    mark: AtomicU64,
-    slot: AtomicUsize,
     /// For `SliceBackward0`: (dim, start, step) of the slice, so that a
     /// first-order backward adds the gradient into the slice of the input's
     /// gradient buffer instead of materialising zeros of the full shape.
@@ -136,7 +140,6 @@ pub struct Node {
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
-static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 impl Node {
     pub fn name(&self) -> &'static str {
@@ -247,8 +250,6 @@ pub fn grad_edge(t: &Tensor) -> Option<Edge> {
             kind: NodeKind::Leaf(Arc::downgrade(&t.0)),
             releasable: false,
             retain: Mutex::new(SmallVec::new()),
-            mark: AtomicU64::new(0),
-            slot: AtomicUsize::new(0),
             slice: None,
         }));
     }
@@ -269,11 +270,9 @@ where
         edges: inputs.iter().map(|t| grad_edge(t)).collect(),
         input_meta: inputs.iter().map(|t| (Shape::from(t.shape()), t.dtype())).collect(),
         output_meta: SmallVec::new(),
-        kind: NodeKind::Op(Mutex::new(Some(Box::new(f)))),
+        kind: NodeKind::Op(Mutex::new(Some(Arc::new(f)))),
         releasable: saves,
         retain: Mutex::new(SmallVec::new()),
-        mark: AtomicU64::new(0),
-        slot: AtomicUsize::new(0),
         slice: None,
     });
     set_history(out, node, 0);
@@ -322,11 +321,9 @@ where
         edges: inputs.iter().map(|t| grad_edge(t)).collect(),
         input_meta: inputs.iter().map(|t| (Shape::from(t.shape()), t.dtype())).collect(),
         output_meta: outputs.iter().map(|t| (Shape::from(t.shape()), t.dtype())).collect(),
-        kind: NodeKind::Multi { f: Mutex::new(Some(Box::new(f))), materialize },
+        kind: NodeKind::Multi { f: Mutex::new(Some(Arc::new(f))), materialize },
         releasable: saves,
         retain: Mutex::new(SmallVec::new()),
-        mark: AtomicU64::new(0),
-        slot: AtomicUsize::new(0),
         slice: None,
     });
     for (k, o) in outputs.iter().enumerate() {
@@ -433,8 +430,12 @@ fn grad_for_storage(g: Tensor, create_graph: bool) -> Tensor {
 }
 
 fn accumulate_leaf_grad(t: &Tensor, g: Tensor, create_graph: bool) -> Result<()> {
-    let old = t.grad();
-    let new = match old {
+    // The read-modify-write of `.grad` holds the tensor's lock, so backward
+    // passes running in several threads into the same leaf add up instead of
+    // losing contributions. Nothing below locks `t`'s metadata again (`.grad`
+    // may not be the tensor itself, see `Tensor::set_grad`).
+    let mut m = t.0.meta.lock();
+    let new = match m.grad.clone() {
         None => grad_for_storage(g, create_graph),
         Some(old) => {
             if create_graph || old.requires_grad() {
@@ -446,9 +447,27 @@ fn accumulate_leaf_grad(t: &Tensor, g: Tensor, create_graph: bool) -> Result<()>
             }
         }
     };
-    t.0.meta.lock().grad = Some(new);
+    m.grad = Some(new);
     Ok(())
 }
+
+/// A hasher for node addresses (the map of a backward pass is keyed by them).
+#[derive(Default)]
+struct PtrHasher(u64);
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.0 = ((v as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+type NodeMap = std::collections::HashMap<*const Node, usize, std::hash::BuildHasherDefault<PtrHasher>>;
 
 /// Run backward from `roots` (seeded with `root_grads`). With `inputs`, return
 /// the gradients with respect to them instead of accumulating into `.grad`.
@@ -464,7 +483,6 @@ pub fn run_backward(
         return Err(autograd_err!("backward: got {} tensors but {} gradients", roots.len(), root_grads.len()));
     }
     let _mode = GradModeGuard::new(create_graph);
-    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
     let mut order: Vec<Arc<Node>> = Vec::new();
     let mut stack: Vec<Arc<Node>> = Vec::new();
     let mut root_edges = Vec::with_capacity(roots.len());
@@ -488,12 +506,15 @@ pub fn run_backward(
             input_edges.push(e);
         }
     }
+    // The walk's bookkeeping is local to this pass (nothing is written into
+    // the nodes), so passes in several threads over one graph do not interfere.
+    let mut seen = NodeMap::default();
     while let Some(n) = stack.pop() {
-        if n.mark.swap(epoch, Ordering::Relaxed) == epoch {
+        if seen.insert(Arc::as_ptr(&n), 0).is_some() {
             continue;
         }
         for e in n.edges.iter().flatten() {
-            if e.node.mark.load(Ordering::Relaxed) != epoch {
+            if !seen.contains_key(&Arc::as_ptr(&e.node)) {
                 stack.push(e.node.clone());
             }
         }
@@ -502,7 +523,7 @@ pub fn run_backward(
     // Reverse recording order; leaf accumulators (seq 0) come last.
     order.sort_unstable_by_key(|n| std::cmp::Reverse(n.seq));
     for (i, n) in order.iter().enumerate() {
-        n.slot.store(i, Ordering::Relaxed);
+        seen.insert(Arc::as_ptr(n), i);
     }
     let n_nodes = order.len();
     // The gradient of output `k` of the node in slot `i` lives at `base[i] + k`.
@@ -512,17 +533,7 @@ pub fn run_backward(
         base.push(n_grads);
         n_grads += n.num_outputs();
     }
-    // A backward run inside a backward function (checkpointing) may reuse the
-    // slot fields of shared nodes; `slot_of` checks and falls back to a map.
-    let mut fallback: Option<std::collections::HashMap<*const Node, usize>> = None;
-    let mut slot_of = |n: &Arc<Node>, order: &[Arc<Node>]| -> usize {
-        let s = n.slot.load(Ordering::Relaxed);
-        if s < order.len() && Arc::ptr_eq(&order[s], n) {
-            return s;
-        }
-        let map = fallback.get_or_insert_with(|| order.iter().enumerate().map(|(i, m)| (Arc::as_ptr(m), i)).collect());
-        map[&Arc::as_ptr(n)]
-    };
+    let slot_of = |n: &Arc<Node>, _order: &[Arc<Node>]| -> usize { seen[&Arc::as_ptr(n)] };
     // Which nodes must run: with `inputs`, only those leading to an input.
     let mut needed = vec![inputs.is_none(); n_nodes];
     // For each node, the (input index, output number) pairs whose gradient is returned.
@@ -591,11 +602,11 @@ pub fn run_backward(
                         continue;
                     }
                 }
-                let func = take_backward(f, node)?;
+                let func = backward_fn(f, node, !retain_graph && node.releasable)?;
                 set_edge_needed(&mut edge_needed, node, &needed, &mut |e| slot_of(e, &order));
                 let ctx = BwCtx { node, needed: &edge_needed };
                 let res = func(&ctx, &g);
-                restore_backward(f, func, node, retain_graph);
+                drop(func);
                 res?
             }
             NodeKind::Multi { f, materialize } => {
@@ -610,11 +621,11 @@ pub fn run_backward(
                         g => g,
                     });
                 }
-                let func = take_backward(f, node)?;
+                let func = backward_fn(f, node, !retain_graph && node.releasable)?;
                 set_edge_needed(&mut edge_needed, node, &needed, &mut |e| slot_of(e, &order));
                 let ctx = BwCtx { node, needed: &edge_needed };
                 let res = func(&ctx, &multi);
-                restore_backward(f, func, node, retain_graph);
+                drop(func);
                 multi.clear();
                 res?
             }
@@ -648,21 +659,17 @@ pub fn run_backward(
     Ok(results)
 }
 
-/// Take a node's backward function out of its slot for the duration of the call.
-fn take_backward<F>(slot: &Mutex<Option<F>>, node: &Node) -> Result<F> {
-    slot.lock().take().ok_or_else(|| {
+/// The node's backward function for this call: a shared reference, or with
+/// `release` (a pass that frees the graph) the node's own, leaving it empty.
+fn backward_fn<F: ?Sized>(slot: &Mutex<Option<Arc<F>>>, node: &Node, release: bool) -> Result<Arc<F>> {
+    let mut s = slot.lock();
+    let f = if release { s.take() } else { s.clone() };
+    f.ok_or_else(|| {
         autograd_err!(
             "Trying to backward through the graph a second time (or directly access saved tensors after they have already been freed). Saved intermediate values of the graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the graph a second time or if you need to access saved tensors after calling backward. (node {})",
             node.name
         )
     })
-}
-
-/// Put the backward function back, unless this pass frees the node's saved values.
-fn restore_backward<F>(slot: &Mutex<Option<F>>, func: F, node: &Node, retain_graph: bool) {
-    if retain_graph || !node.releasable {
-        *slot.lock() = Some(func);
-    }
 }
 
 fn set_edge_needed(out: &mut Vec<bool>, node: &Node, needed: &[bool], slot_of: &mut dyn FnMut(&Arc<Node>) -> usize) {

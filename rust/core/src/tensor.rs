@@ -321,6 +321,10 @@ impl Tensor {
     }
     pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
         if let Some(g) = &g {
+            if g.same(self) {
+                // torch refuses this too; here it would also make a reference cycle
+                return Err(crate::autograd_err!("can't assign Variable as its own grad"));
+            }
             if g.shape() != self.shape() {
                 return Err(shape_err!("assigned grad has data of a different size: expected {:?}, got {:?}", self.shape(), g.shape()));
             }

@@ -633,13 +633,14 @@ fn static_name(name: &str) -> &'static str {
 /// backward is `backward(*grads) -> tuple of (Tensor | None)`, one per input.
 /// An exception raised by `backward` reaches the caller of `backward()` as it was.
 #[pyfunction]
-#[pyo3(signature = (outputs, inputs, backward, name, materialize_grads=true))]
+#[pyo3(signature = (outputs, inputs, backward, name, materialize_grads=true, saved_outputs=Vec::new()))]
 pub(crate) fn attach_py_function(
     outputs: Vec<Bound<'_, PyAny>>,
     inputs: Vec<Bound<'_, PyAny>>,
     backward: &Bound<'_, PyAny>,
     name: &str,
     materialize_grads: bool,
+    saved_outputs: Vec<usize>,
 ) -> PyResult<()> {
     let outs = tensors(&outputs, "Function")?;
     let ins = tensors(&inputs, "Function")?;
@@ -651,12 +652,27 @@ pub(crate) fn attach_py_function(
     let f: Py<PyAny> = backward.clone().unbind();
     let n_in = ins.len();
     let out_refs: Vec<&Tensor> = outs.iter().collect();
+    // Outputs the Python context saved for backward are held here without
+    // their history (as torch's saved variables), so the context does not
+    // keep the node alive through its own outputs: that cycle runs through
+    // Rust and Python's collector cannot break it. They are handed back,
+    // with their history re-attached, as `backward`'s first argument.
+    let mut kept = Vec::with_capacity(saved_outputs.len());
+    for &k in &saved_outputs {
+        let o =
+            outs.get(k).ok_or_else(|| to_py_err(rbe_core::value_err!("attach_py_function: saved output {k} of {} outputs", outs.len())))?;
+        kept.push(autograd::SavedTensor::output_nr(o, k as u32));
+    }
     // One node for all outputs: `backward` runs once per pass and receives a
     // tuple with the gradient of every output (zeros or None where unused).
-    autograd::attach_multi(&out_refs, static_name(name), &refs, true, materialize_grads, move |_ctx, gs| {
+    autograd::attach_multi(&out_refs, static_name(name), &refs, true, materialize_grads, move |ctx, gs| {
+        let restored: Vec<Tensor> = kept.iter().map(|s| s.get(ctx)).collect::<rbe_core::Result<_>>()?;
         Python::with_gil(|py| -> rbe_core::Result<Vec<Option<Tensor>>> {
             let ext = crate::conv::py_to_core_err;
-            let mut args = Vec::with_capacity(gs.len());
+            let mut args = Vec::with_capacity(gs.len() + 1);
+            let restored: Vec<PyObject> =
+                restored.into_iter().map(|t| Py::new(py, pt(t)).map(|p| p.into_any())).collect::<PyResult<_>>().map_err(ext)?;
+            args.push(PyTuple::new(py, restored).map_err(ext)?.into_any().unbind());
             for g in gs {
                 args.push(match g {
                     Some(g) => Py::new(py, pt(g.clone())).map_err(ext)?.into_any(),
