@@ -359,7 +359,7 @@ fn accumulate_slice(slot: &mut Option<Tensor>, g: &Tensor, shape: &[usize], dt: 
     let mut st = buf.strides().to_vec();
     let off = if len > 0 { start as isize * st[dim] } else { 0 } as usize;
     st[dim] *= step as isize;
-    let region = buf.alias(g.shape(), &st, off);
+    let region = buf.alias(g.shape(), &st, off)?;
     let sum = crate::ops::binary::arith_raw(crate::ops::binary::Arith::Add, &region, g)?;
     crate::kernels::copy_into(&region, &sum)?;
     drop(region);

@@ -41,6 +41,10 @@ pub trait GemmElem: Copy + Send + Sync + 'static {
         b_rs: isize,
         b_cs: isize,
     );
+    /// Makes sure the calling thread's packing buffer can serve a product
+    /// with these `n` and `k`, so that `gemm` itself allocates nothing that
+    /// could fail; an allocation that cannot be served is an error here.
+    fn reserve_scratch(n: usize, k: usize) -> crate::Result<()>;
 }
 
 #[derive(Clone, Copy)]
@@ -140,6 +144,26 @@ unsafe fn gemm_crate<T: GemmElem>(
 thread_local! {
     static PACK_A: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static PACK_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Grows the thread's scratch buffer to hold `len` elements of `T`
+/// (aligned), reporting a failed allocation as an error.
+fn try_reserve_scratch<T>(key: &'static std::thread::LocalKey<RefCell<Vec<u8>>>, len: usize) -> crate::Result<()> {
+    let bytes = len.checked_mul(std::mem::size_of::<T>()).and_then(|b| b.checked_add(64)).and_then(|b| b.checked_next_power_of_two());
+    let Some(bytes) = bytes.filter(|&b| b <= isize::MAX as usize) else {
+        return Err(crate::memory_err!("out of memory: a matrix product needs a packing buffer of {len} elements"));
+    };
+    key.with(|cell| {
+        let mut v = cell.borrow_mut();
+        if v.len() < bytes {
+            let mut nv: Vec<u8> = Vec::new();
+            nv.try_reserve_exact(bytes)
+                .map_err(|_| crate::memory_err!("out of memory: cannot allocate {bytes} bytes for a matrix product"))?;
+            nv.resize(bytes, 0);
+            *v = nv;
+        }
+        Ok(())
+    })
 }
 
 /// A scratch buffer of at least `len` elements, 64-byte aligned, reused by the thread.
@@ -447,6 +471,12 @@ macro_rules! avx512_gemm {
                 });
             }
 
+            pub fn reserve(n: usize, k: usize) -> crate::Result<()> {
+                let len = k.div_ceil(KC).checked_mul(n.div_ceil(NR)).and_then(|v| v.checked_mul(KC * NR)).unwrap_or(usize::MAX);
+                try_reserve_scratch::<$T>(&PACK_B, len)?;
+                try_reserve_scratch::<$T>(&PACK_A, MC.div_ceil(MR) * MR * KC)
+            }
+
             #[allow(clippy::too_many_arguments)]
             pub unsafe fn gemm(m: usize, n: usize, k: usize, c: MatMut<$T>, accumulate: bool, a: Mat<$T>, b: Mat<$T>) {
                 let npanels = n.div_ceil(NR);
@@ -579,6 +609,14 @@ macro_rules! impl_elem {
         impl GemmElem for $T {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            fn reserve_scratch(n: usize, k: usize) -> crate::Result<()> {
+                #[cfg(target_arch = "x86_64")]
+                if has_avx512() && n > 0 && k > 0 {
+                    return $modname::reserve(n, k);
+                }
+                let _ = (n, k);
+                Ok(())
+            }
             unsafe fn gemm(
                 m: usize,
                 n: usize,

@@ -215,13 +215,19 @@ pub fn add_in_place<T: Copy + std::ops::Add<Output = T>>(o: &mut [T], g: &[T]) {
     }
 }
 
-/// out[i] = f(a[i]) with a contiguous output of dtype `O`.
+/// out[i] = f(a[i]) with a contiguous output of dtype `O` (an allocation
+/// that cannot be served panics with an out-of-memory message; see `try_map1`).
 pub fn map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Tensor {
-    let mut out = FreshTensor::<O>::uninit(a.shape()).unwrap_or_else(|e| panic!("{e}"));
+    try_map1(a, f).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `map1` reporting an allocation that cannot be served as an error.
+pub fn try_map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Result<Tensor> {
+    let mut out = FreshTensor::<O>::uninit(a.shape())?;
     let o = out.as_mut_slice();
     if a.is_contiguous() {
         loop1(o, a.data::<A>(), f);
-        return out.into_tensor();
+        return Ok(out.into_tensor());
     }
     let pa = a.data_ptr::<A>();
     let mut i = 0usize;
@@ -232,7 +238,7 @@ pub fn map1<A: Elem, O: Elem>(a: &Tensor, f: impl Fn(A) -> O) -> Tensor {
         }
         i += n;
     });
-    out.into_tensor()
+    Ok(out.into_tensor())
 }
 
 /// out = f(a, b) with NumPy broadcasting; contiguous output of dtype `O`.
@@ -415,6 +421,16 @@ pub fn copy_contiguous(a: &Tensor) -> Tensor {
     crate::dispatch_all!(a.dtype(), T => map1::<T, T>(a, |x| x))
 }
 
+/// `copy_contiguous` reporting an allocation that cannot be served as an error.
+pub fn try_copy_contiguous(a: &Tensor) -> Result<Tensor> {
+    crate::dispatch_all!(a.dtype(), T => try_map1::<T, T>(a, |x| x))
+}
+
+/// `cast` reporting an allocation that cannot be served as an error.
+pub fn try_cast(a: &Tensor, dt: DType) -> Result<Tensor> {
+    crate::dispatch_all!(a.dtype(), A => crate::dispatch_all!(dt, O => try_map1::<A, O>(a, cast_elem::<A, O>)))
+}
+
 /// Write `src` (broadcast to dst's shape, cast to dst's dtype) into the strided view `dst`.
 pub fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
     let ss =
@@ -429,7 +445,7 @@ pub fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
         let ps = src.data_ptr::<S>();
         // Copy through a temporary when source and destination overlap.
         if std::sync::Arc::ptr_eq(dst.storage(), src.storage()) {
-            let tmp = map1::<S, S>(&src.alias(src.shape(), src.strides(), src.offset()), |x| x);
+            let tmp = map1::<S, S>(&src.detach(), |x| x);
             return copy_into(dst, &tmp);
         }
         strided_rows(dst.shape(), [dst.strides(), &ss], [0, 0], |off, n, st| {

@@ -378,9 +378,19 @@ impl Generator {
     /// exchanges position `i = n-1-s` with `j` uniform in `[0, i]`, drawn
     /// exactly like element `s` of `fill_randint`.  `ceil((n-1)/2)` blocks.
     pub fn randperm(&mut self, n: usize) -> Vec<i64> {
-        let mut perm: Vec<i64> = (0..n as i64).collect();
+        let mut perm = vec![0i64; n];
+        self.randperm_into(&mut perm);
+        perm
+    }
+
+    /// A random permutation of `0..perm.len()` written into `perm`.
+    pub fn randperm_into(&mut self, perm: &mut [i64]) {
+        let n = perm.len();
+        for (i, p) in perm.iter_mut().enumerate() {
+            *p = i as i64;
+        }
         if n <= 1 {
-            return perm;
+            return;
         }
         let swaps = n - 1;
         let seed = self.seed;
@@ -397,7 +407,6 @@ impl Generator {
             let j = bounded_u64(seed, b, lane, x, (i + 1) as u64) as usize;
             perm.swap(i, j);
         }
-        perm
     }
 
     /// 64 uniformly random bits (words 0 and 1 of the next block; consumes 1 block).

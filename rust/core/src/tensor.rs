@@ -31,18 +31,68 @@ pub struct TensorImpl {
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<TensorImpl>);
 
+/// Row-major strides of `shape`. For a shape with a zero dimension, whose
+/// strides address nothing, the products saturate instead of overflowing.
 pub fn contiguous_strides(shape: &[usize]) -> Strides {
     let mut st: Strides = SmallVec::from_elem(0, shape.len());
     let mut acc = 1isize;
     for i in (0..shape.len()).rev() {
         st[i] = acc;
-        acc *= shape[i].max(1) as isize;
+        acc = acc.saturating_mul(isize::try_from(shape[i].max(1)).unwrap_or(isize::MAX));
     }
     st
 }
 
+/// The number of elements of `shape`, saturating at `usize::MAX` (which no
+/// valid tensor reaches: see [`checked_numel`]).
 pub fn numel_of(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX)
+}
+
+/// The largest number of elements a tensor may have (torch's sizes are int64).
+pub const MAX_NUMEL: usize = isize::MAX as usize;
+
+/// The number of elements of `shape`, or a shape error when the product
+/// overflows or exceeds [`MAX_NUMEL`] (torch: "numel overflow"). Every size
+/// a user gives goes through here (or through [`check_view`]).
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .filter(|&n| n <= MAX_NUMEL)
+        .ok_or_else(|| shape_err!("the shape {:?} has more elements than a tensor can hold (numel overflow: at most 2^63 - 1)", shape))
+}
+
+/// Checks that a view of geometry (`shape`, `strides`, `offset`) addresses
+/// only elements `0..len` of a storage of `len` elements: its element count is
+/// valid, and its lowest and highest addressed elements, computed without
+/// overflow, are inside. Every view is made through this check, so no index
+/// computed inside a valid view can leave its storage.
+pub fn check_view(len: usize, shape: &[usize], strides: &[isize], offset: usize) -> Result<()> {
+    if shape.len() != strides.len() {
+        return Err(shape_err!("view: {} sizes but {} strides", shape.len(), strides.len()));
+    }
+    let n = checked_numel(shape)?;
+    if n == 0 {
+        return if offset <= len { Ok(()) } else { Err(shape_err!("view: offset {offset} is outside a storage of {len} elements")) };
+    }
+    let (mut lo, mut hi) = (offset as i128, offset as i128);
+    for (&d, &st) in shape.iter().zip(strides) {
+        let span = (d as i128 - 1) * st as i128;
+        if span < 0 {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    if lo < 0 || hi >= len as i128 {
+        return Err(shape_err!(
+            "view of shape {:?} with strides {:?} and offset {offset} addresses elements {lo}..={hi}, outside a storage of {len} elements",
+            shape,
+            strides
+        ));
+    }
+    Ok(())
 }
 
 pub fn fmt_shape(shape: &[usize]) -> String {
@@ -90,9 +140,8 @@ impl Tensor {
     /// Bytes of a contiguous tensor of `shape` and `dtype`, or an error when
     /// that does not fit in memory at all.
     pub fn checked_nbytes(shape: &[usize], dtype: DType) -> Result<usize> {
-        shape
-            .iter()
-            .try_fold(dtype.size(), |a, &b| a.checked_mul(b))
+        checked_numel(shape)?
+            .checked_mul(dtype.size())
             .filter(|&n| n <= isize::MAX as usize)
             .ok_or_else(|| crate::memory_err!("out of memory: a tensor of shape {:?} and dtype {} is too large", shape, dtype.name()))
     }
@@ -158,9 +207,11 @@ impl Tensor {
         imp.wrapped_scalar = true;
         Tensor(Arc::new(imp))
     }
-    /// Tensor over external memory (NumPy). `strides` are in elements.
-    pub fn from_storage(storage: Arc<Storage>, shape: &[usize], strides: &[isize], offset: usize, dtype: DType) -> Tensor {
-        Tensor::from_parts(storage, shape.into(), strides.into(), offset, dtype)
+    /// Tensor over external memory (NumPy). `strides` are in elements; an
+    /// error when the geometry leaves the storage.
+    pub fn from_storage(storage: Arc<Storage>, shape: &[usize], strides: &[isize], offset: usize, dtype: DType) -> Result<Tensor> {
+        check_view(storage.len_of(dtype), shape, strides, offset)?;
+        Ok(Tensor::from_parts(storage, shape.into(), strides.into(), offset, dtype))
     }
 
     // ---------------------------------------------------------------- accessors
@@ -255,6 +306,15 @@ impl Tensor {
         let c = if self.dtype() == T::DTYPE { self.contiguous() } else { crate::kernels::cast(self, T::DTYPE) };
         c.data::<T>().to_vec()
     }
+    /// `to_vec` reporting an allocation that cannot be served as an error.
+    pub fn try_to_vec<T: Elem>(&self) -> Result<Vec<T>> {
+        let c = if self.dtype() == T::DTYPE { self.try_contiguous()? } else { crate::kernels::try_cast(self, T::DTYPE)? };
+        let d = c.data::<T>();
+        let mut v = Vec::new();
+        v.try_reserve_exact(d.len()).map_err(|_| crate::memory_err!("out of memory: cannot copy {} elements to a vector", d.len()))?;
+        v.extend_from_slice(d);
+        Ok(v)
+    }
     pub fn to_vec_f64(&self) -> Vec<f64> {
         self.to_vec::<f64>()
     }
@@ -274,6 +334,15 @@ impl Tensor {
         Ok(crate::dispatch_all!(self.dtype(), T => unsafe { (*self.data_ptr::<T>()).to_i64() }))
     }
 
+    /// `contiguous` reporting an allocation that cannot be served as an error.
+    pub fn try_contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            Ok(self.clone())
+        } else {
+            crate::kernels::try_copy_contiguous(self)
+        }
+    }
+
     /// Same data, contiguous (self if already contiguous). Not recorded by autograd.
     pub fn contiguous(&self) -> Tensor {
         if self.is_contiguous() {
@@ -283,13 +352,15 @@ impl Tensor {
         }
     }
 
-    /// An alias with the given geometry and no autograd history.
-    pub fn alias(&self, shape: &[usize], strides: &[isize], offset: usize) -> Tensor {
-        Tensor::from_parts(self.0.storage.clone(), shape.into(), strides.into(), offset, self.dtype())
+    /// An alias with the given geometry and no autograd history; an error
+    /// when that geometry would address memory outside the storage.
+    pub fn alias(&self, shape: &[usize], strides: &[isize], offset: usize) -> Result<Tensor> {
+        check_view(self.0.storage.len_of(self.dtype()), shape, strides, offset)?;
+        Ok(Tensor::from_parts(self.0.storage.clone(), shape.into(), strides.into(), offset, self.dtype()))
     }
     /// An alias of the same geometry with no autograd history (`detach`).
     pub fn detach(&self) -> Tensor {
-        self.alias(&self.0.shape, &self.0.strides, self.0.offset)
+        Tensor::from_parts(self.0.storage.clone(), self.0.shape.clone(), self.0.strides.clone(), self.0.offset, self.dtype())
     }
 
     pub fn check_dtype(&self, dt: DType, what: &str) -> Result<()> {

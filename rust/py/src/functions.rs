@@ -301,7 +301,7 @@ pub(crate) fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let st = unsafe {
         Storage::external(if n == 0 { std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8 } else { base }, nbytes, owner, !readonly)
     };
-    Ok(pt(Tensor::from_storage(Arc::new(st), &shape, &strides, (-lo) as usize, dt)))
+    Ok(pt(Tensor::from_storage(Arc::new(st), &shape, &strides, (-lo) as usize, dt).py()?))
 }
 
 #[pyfunction]

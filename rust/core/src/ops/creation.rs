@@ -121,9 +121,9 @@ pub fn randint(shape: &[usize], low: i64, high: i64, dtype: DType, g: Option<&Mu
     if low >= high {
         return Err(value_err!("random_ expects 'from' to be less than 'to', but got from={low} >= to={high}"));
     }
-    let mut v = vec![0i64; shape.iter().product()];
-    gen_or_default(g, |g| g.fill_randint(&mut v, low, high));
-    let t = Tensor::from_vec(v, shape)?;
+    let mut t = FreshTensor::<i64>::uninit(shape)?;
+    gen_or_default(g, |g| g.fill_randint(&mut t, low, high));
+    let t = t.into_tensor();
     if dtype == DType::I64 {
         Ok(t)
     } else {
@@ -132,8 +132,9 @@ pub fn randint(shape: &[usize], low: i64, high: i64, dtype: DType, g: Option<&Mu
 }
 
 pub fn randperm(n: usize, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
-    let v = gen_or_default(g, |g| g.randperm(n));
-    Tensor::from_vec(v, &[n])
+    let mut t = FreshTensor::<i64>::uninit(&[n])?;
+    gen_or_default(g, |g| g.randperm_into(&mut t));
+    Ok(t.into_tensor())
 }
 
 /// 0/1 draws with probability `p` of 1 (float tensor of `dtype`).
@@ -141,9 +142,9 @@ pub fn bernoulli(shape: &[usize], p: f64, dtype: DType, g: Option<&Mutex<Generat
     if !(0.0..=1.0).contains(&p) {
         return Err(value_err!("bernoulli: p must be in [0, 1], got {p}"));
     }
-    let mut v = vec![0f64; shape.iter().product()];
-    gen_or_default(g, |g| g.bernoulli_f64(&mut v, p));
-    let t = Tensor::from_vec(v, shape)?;
+    let mut t = FreshTensor::<f64>::uninit(shape)?;
+    gen_or_default(g, |g| g.bernoulli_f64(&mut t, p));
+    let t = t.into_tensor();
     Ok(if dtype == DType::F64 { t } else { crate::kernels::cast(&t, dtype) })
 }
 

@@ -19,7 +19,7 @@ fn check_index_tensor(idx: &Tensor, what: &str) -> Result<()> {
 }
 
 fn check_bounds(idx: &Tensor, n: usize, dim: usize) -> Result<()> {
-    for v in idx.to_vec::<i64>() {
+    for v in idx.try_to_vec::<i64>()? {
         if v < 0 || v as usize >= n {
             return Err(index_err!("index {v} is out of bounds for dimension {dim} with size {n}"));
         }
@@ -187,7 +187,7 @@ pub fn index_select(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
         return Ok(x.clone());
     }
     check_bounds(idx, x.shape()[d], d)?;
-    let iv = idx.to_vec::<i64>();
+    let iv = idx.try_to_vec::<i64>()?;
     let mut shape = x.shape().to_vec();
     shape[d] = iv.len();
     let outer: usize = x.shape()[..d].iter().product();
@@ -222,7 +222,7 @@ pub fn index_select(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
 pub fn index_add(x: &Tensor, dim: isize, idx: &Tensor, src: &Tensor) -> Result<Tensor> {
     check_index_tensor(idx, "index_add")?;
     let d = norm_dim(dim, x.ndim())?;
-    let iv = idx.to_vec::<i64>();
+    let iv = idx.try_to_vec::<i64>()?;
     if x.ndim() == 0 {
         return Err(shape_err!("index_add(): needs a tensor with at least one dimension"));
     }
@@ -461,12 +461,12 @@ fn advanced(y: &Tensor, adv: &[(usize, Tensor)]) -> Result<Tensor> {
     let yp = permute(y, &perm)?;
     let sizes: Vec<usize> = dims.iter().map(|&d| y.shape()[d]).collect();
     // linear index into the flattened indexed dims
-    let nb: usize = bshape.iter().product();
-    let mut lin = vec![0i64; nb];
+    let nb = crate::tensor::checked_numel(&bshape)?;
+    let mut lin = FreshTensor::<i64>::zeros(&[nb])?;
     let mut mult = 1i64;
     for k in (0..adv.len()).rev() {
         let t = expand(&adv[k].1.detach(), &bshape)?;
-        let vals = t.to_vec::<i64>();
+        let vals = t.try_to_vec::<i64>()?;
         let n = sizes[k] as i64;
         for (l, &v) in lin.iter_mut().zip(&vals) {
             if v < -n || v >= n {
@@ -480,7 +480,7 @@ fn advanced(y: &Tensor, adv: &[(usize, Tensor)]) -> Result<Tensor> {
     let mut flat_shape = vec![sizes.iter().product::<usize>()];
     flat_shape.extend_from_slice(&rest);
     let yf = reshape(&yp, &flat_shape)?;
-    let sel = index_select(&yf, 0, &Tensor::from_vec(lin, &[nb])?)?;
+    let sel = index_select(&yf, 0, &lin.into_tensor())?;
     let mut out_shape = bshape.clone();
     out_shape.extend_from_slice(&rest);
     let out = reshape(&sel, &out_shape)?;
@@ -508,7 +508,11 @@ fn advanced(y: &Tensor, adv: &[(usize, Tensor)]) -> Result<Tensor> {
 /// Out-of-place `x[items] = value` (differentiable in x and value).
 pub fn index_put(x: &Tensor, items: &[IndexItem], value: &Tensor) -> Result<Tensor> {
     // Linear positions of the selected elements, in the shape of x[items].
-    let pos_all = crate::tensor::Tensor::from_vec((0..x.numel() as i64).collect::<Vec<_>>(), x.shape())?;
+    let mut pos_all = FreshTensor::<i64>::uninit(x.shape())?;
+    for (i, p) in pos_all.iter_mut().enumerate() {
+        *p = i as i64;
+    }
+    let pos_all = pos_all.into_tensor();
     let pos = getitem(&pos_all, items)?;
     let v = super::as_dtype(value, x.dtype())?;
     let vb = expand(&v.detach(), pos.shape()).map_err(|_| {
@@ -518,7 +522,7 @@ pub fn index_put(x: &Tensor, items: &[IndexItem], value: &Tensor) -> Result<Tens
             pos.shape()
         )
     })?;
-    let pv = pos.to_vec::<i64>();
+    let pv = pos.try_to_vec::<i64>()?;
     let vv = vb.contiguous();
     let out = dispatch_all!(x.dtype(), T => {
         let mut out = FreshTensor::<T>::copy_of(x)?;

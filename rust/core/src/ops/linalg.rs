@@ -65,6 +65,7 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     macro_rules! run {
         ($T:ty) => {{
+            <$T as crate::gemm::GemmElem>::reserve_scratch(n, k)?;
             let (pa, pb, po) = (a.data_ptr::<$T>(), b.data_ptr::<$T>(), out.data_ptr::<$T>());
             for i in 0..nb {
                 // SAFETY: batch offsets and the m x k / k x n strides address
@@ -270,6 +271,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if rows * out_f > 0 {
         macro_rules! run {
             ($T:ty) => {{
+                <$T as crate::gemm::GemmElem>::reserve_scratch(out_f, in_f)?;
                 // SAFETY: out is a fresh rows x out_f tensor, xc a contiguous
                 // rows x in_f one, and w an out_f x in_f view read through its strides.
                 unsafe {
@@ -298,7 +300,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
             _ => unreachable!(),
         }
     }
-    let out = out.alias(&oshape, &crate::tensor::contiguous_strides(&oshape), 0);
+    let out = out.alias(&oshape, &crate::tensor::contiguous_strides(&oshape), 0)?;
     let inputs: Vec<&Tensor> = match bias {
         Some(b) => vec![x, w, b],
         None => vec![x, w],

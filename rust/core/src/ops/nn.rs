@@ -112,7 +112,7 @@ pub fn pad_constant(x: &Tensor, pads: &[isize], value: f64) -> Result<Tensor> {
     {
         let st = out.strides().to_vec();
         let off: isize = starts.iter().zip(&st).map(|(&s, &t)| s as isize * t).sum();
-        let region = out.alias(src.shape(), &st, off as usize);
+        let region = out.alias(src.shape(), &st, off as usize)?;
         crate::kernels::copy_into(&region, &src.detach())?;
     }
     if needs_grad(&[x]) {

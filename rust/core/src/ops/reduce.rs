@@ -61,7 +61,8 @@ fn grouped(x: &Tensor, dims: &[usize]) -> (Tensor, usize) {
     perm.extend_from_slice(dims);
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
     let strides: Vec<isize> = perm.iter().map(|&p| x.strides()[p]).collect();
-    (x.alias(&shape, &strides, x.offset()).contiguous(), r)
+    // a permutation of x's own (valid) geometry
+    (x.alias(&shape, &strides, x.offset()).expect("a permutation of a valid view is valid").contiguous(), r)
 }
 
 /// For a contiguous `x` reduced over one contiguous range of dims that is not

@@ -9,11 +9,11 @@ use crate::tensor::{contiguous_strides, norm_dim, numel_of, Tensor};
 use crate::{index_err, shape_err, value_err};
 
 /// An alias of `x` with new geometry; remembers its base for in-place checks.
-fn view_of(x: &Tensor, shape: &[usize], strides: &[isize], offset: usize) -> Tensor {
-    let v = x.alias(shape, strides, offset);
+fn view_of(x: &Tensor, shape: &[usize], strides: &[isize], offset: usize) -> Result<Tensor> {
+    let v = x.alias(shape, strides, offset)?;
     let base = x.view_base().unwrap_or_else(|| x.clone());
     v.0.meta.lock().view_base = Some(base);
-    v
+    Ok(v)
 }
 
 /// Resolve one `-1` in a requested shape.
@@ -29,7 +29,8 @@ pub fn infer_shape(req: &[isize], numel: usize) -> Result<Vec<usize>> {
         } else if d < 0 {
             return Err(value_err!("invalid shape dimension {d}"));
         } else {
-            known *= d as usize;
+            known =
+                known.checked_mul(d as usize).ok_or_else(|| shape_err!("shape '{:?}' has more elements than a tensor can hold", req))?;
         }
     }
     let mut out: Vec<usize> = req.iter().map(|&d| d.max(0) as usize).collect();
@@ -80,17 +81,17 @@ fn view_strides(oldshape: &[usize], oldstride: &[isize], newshape: &[usize]) -> 
 
 /// `reshape`: a view when the memory allows, else a copy.
 pub fn reshape(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
-    if numel_of(shape) != x.numel() {
+    if crate::tensor::checked_numel(shape)? != x.numel() {
         return Err(shape_err!("shape '{:?}' is invalid for input of size {}", shape, x.numel()));
     }
     if x.shape() == shape {
         return Ok(x.clone());
     }
     let out = match view_strides(x.shape(), x.strides(), shape) {
-        Some(st) => view_of(x, shape, &st, x.offset()),
+        Some(st) => view_of(x, shape, &st, x.offset())?,
         None => {
             let c = x.contiguous();
-            c.alias(shape, &contiguous_strides(shape), c.offset())
+            c.alias(shape, &contiguous_strides(shape), c.offset())?
         }
     };
     if needs_grad(&[x]) {
@@ -141,7 +142,7 @@ pub fn permute(x: &Tensor, dims: &[isize]) -> Result<Tensor> {
     }
     let shape: Vec<usize> = p.iter().map(|&i| x.shape()[i]).collect();
     let strides: Vec<isize> = p.iter().map(|&i| x.strides()[i]).collect();
-    let out = view_of(x, &shape, &strides, x.offset());
+    let out = view_of(x, &shape, &strides, x.offset())?;
     if needs_grad(&[x]) {
         let mut inv = vec![0isize; nd];
         for (i, &v) in p.iter().enumerate() {
@@ -212,7 +213,7 @@ pub fn expand(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
             shape
         )
     })?;
-    let out = view_of(x, shape, &st, x.offset());
+    let out = view_of(x, shape, &st, x.offset())?;
     if needs_grad(&[x]) {
         let s = x.shape().to_vec();
         attach(&out, "ExpandBackward0", &[x], false, move |_, g| Ok(vec![Some(sum_to(g, &s)?)]));
@@ -315,12 +316,18 @@ pub fn slice(x: &Tensor, dim: usize, start: usize, len: usize, step: usize) -> R
     if dim >= x.ndim() {
         return Err(index_err!("slice: dimension {dim} out of range for a tensor of {} dims", x.ndim()));
     }
+    let n = x.shape()[dim];
+    let last = len.checked_sub(1).map(|l| l.checked_mul(step).and_then(|v| v.checked_add(start)));
+    if step == 0 || matches!(last, Some(None)) || matches!(last, Some(Some(e)) if e >= n) || (len == 0 && start > n) {
+        return Err(index_err!("slice: start {start}, length {len} and step {step} do not fit in dimension {dim} of size {n}"));
+    }
     let mut shape = x.shape().to_vec();
     let mut strides = x.strides().to_vec();
+    // in range of the (valid) view, so these products cannot overflow
     let offset = if len > 0 { (x.offset() as isize + start as isize * strides[dim]) as usize } else { x.offset() };
     shape[dim] = len;
-    strides[dim] *= step as isize;
-    let out = view_of(x, &shape, &strides, offset);
+    strides[dim] = strides[dim].checked_mul(step as isize).ok_or_else(|| index_err!("slice: step {step} is too large"))?;
+    let out = view_of(x, &shape, &strides, offset)?;
     if needs_grad(&[x]) {
         let s = x.shape().to_vec();
         crate::autograd::attach_slice(&out, x, (dim, start, step), move |_, g| Ok(vec![Some(slice_backward(g, &s, dim, start, step)?)]));
@@ -336,7 +343,7 @@ pub fn slice_backward(g: &Tensor, shape: &[usize], dim: usize, start: usize, ste
         let mut st = out.strides().to_vec();
         let off = if len > 0 { start as isize * st[dim] } else { 0 } as usize;
         st[dim] *= step as isize;
-        let region = out.alias(g.shape(), &st, off);
+        let region = out.alias(g.shape(), &st, off)?;
         crate::kernels::copy_into(&region, &g.detach())?;
     }
     if needs_grad(&[g]) {
@@ -367,7 +374,7 @@ pub fn narrow(x: &Tensor, dim: isize, start: isize, length: usize) -> Result<Ten
     let d = norm_dim(dim, x.ndim())?;
     let n = x.shape()[d] as isize;
     let s = if start < 0 { start + n } else { start };
-    if s < 0 || s as usize + length > n as usize {
+    if s < 0 || (s as usize).checked_add(length).is_none_or(|e| e > n as usize) {
         return Err(index_err!("start ({start}) + length ({length}) exceeds dimension size ({n})."));
     }
     slice(x, d, s as usize, length, 1)
@@ -424,7 +431,7 @@ pub fn cat(ts: &[Tensor], dim: isize) -> Result<Tensor> {
         let mut st = out.strides().to_vec();
         let off = pos as isize * st[d];
         st[d] = out.strides()[d];
-        let region = out.alias(t.shape(), &st, off as usize);
+        let region = out.alias(t.shape(), &st, off as usize)?;
         crate::kernels::copy_into(&region, &t.detach())?;
         pos += n;
         sizes.push(n);
@@ -494,7 +501,7 @@ pub fn split_sizes(x: &Tensor, sizes: &[usize], dim: isize) -> Result<Vec<Tensor
     }
     let d = norm_dim(dim, x.ndim())?;
     let n = x.shape()[d];
-    if sizes.iter().sum::<usize>() != n {
+    if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(n) {
         return Err(value_err!(
             "split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size at dimension {d}), but got split_sizes={:?}",
             sizes
@@ -529,12 +536,12 @@ pub fn flip(x: &Tensor, dims: &[isize]) -> Result<Tensor> {
     let mut off = x.offset() as isize;
     for &d in &ds {
         let n = x.shape()[d];
-        if n > 0 {
+        if x.numel() > 0 {
             off += (n as isize - 1) * strides[d];
         }
         strides[d] = -strides[d];
     }
-    let out = crate::kernels::copy_contiguous(&x.alias(x.shape(), &strides, off as usize));
+    let out = crate::kernels::copy_contiguous(&x.alias(x.shape(), &strides, off as usize)?);
     if needs_grad(&[x]) {
         let dv: Vec<isize> = ds.iter().map(|&d| d as isize).collect();
         attach(&out, "FlipBackward0", &[x], false, move |_, g| Ok(vec![Some(flip(g, &dv)?)]));
@@ -562,7 +569,9 @@ pub fn repeat(x: &Tensor, reps: &[usize]) -> Result<Tensor> {
         inter.push(src_shape[i]);
         expanded.push(r);
         expanded.push(src_shape[i]);
-        fin.push(r * src_shape[i]);
+        fin.push(
+            r.checked_mul(src_shape[i]).ok_or_else(|| shape_err!("repeat: {r} x {} elements along dim {i} is too many", src_shape[i]))?,
+        );
     }
     let y = reshape(x, &inter)?;
     let y = expand(&y, &expanded)?;
@@ -576,7 +585,10 @@ pub fn tri(x: &Tensor, k: isize, upper: bool) -> Result<Tensor> {
         return Err(shape_err!("{}: input tensor must have at least 2 dimensions", if upper { "triu" } else { "tril" }));
     }
     let (r, c) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
-    let mut m = vec![false; r * c];
+    let rc = r.checked_mul(c).ok_or_else(|| shape_err!("tril/triu: a {r} x {c} matrix is too large"))?;
+    let mut m = Vec::new();
+    m.try_reserve_exact(rc).map_err(|_| crate::memory_err!("out of memory: tril/triu needs a {r} x {c} mask"))?;
+    m.resize(rc, false);
     for i in 0..r {
         for j in 0..c {
             let d = j as isize - i as isize;
@@ -601,6 +613,11 @@ pub fn movedim(x: &Tensor, src: &[isize], dst: &[isize]) -> Result<Tensor> {
     }
     let s: Vec<usize> = src.iter().map(|&d| norm_dim(d, nd)).collect::<Result<_>>()?;
     let t: Vec<usize> = dst.iter().map(|&d| norm_dim(d, nd)).collect::<Result<_>>()?;
+    for (v, what, given) in [(&s, "source", src), (&t, "destination", dst)] {
+        if v.iter().enumerate().any(|(i, d)| v[..i].contains(d)) {
+            return Err(value_err!("movedim: repeated dim in `{what}` ({:?})", given));
+        }
+    }
     let mut perm = vec![usize::MAX; nd];
     for (a, b) in s.iter().zip(&t) {
         perm[*b] = *a;
@@ -608,7 +625,8 @@ pub fn movedim(x: &Tensor, src: &[isize], dst: &[isize]) -> Result<Tensor> {
     let mut rest = (0..nd).filter(|d| !s.contains(d));
     for p in perm.iter_mut() {
         if *p == usize::MAX {
-            *p = rest.next().unwrap();
+            // as many free slots as dims not in `src` (both lists are repeat-free)
+            *p = rest.next().ok_or_else(|| value_err!("movedim: invalid dims {:?} -> {:?}", src, dst))?;
         }
     }
     let p: Vec<isize> = perm.iter().map(|&v| v as isize).collect();
