@@ -73,3 +73,32 @@ def test_second_backward_without_retain_still_fails_cleanly():
     y.backward()
     with pytest.raises(RuntimeError, match="second time"):
         y.backward()
+
+
+def test_forked_children_run_parallel_kernels():
+    """After the worker pool has started, a child made by fork() builds its own
+    (the parent's worker threads do not exist in the child)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    prog = textwrap.dedent(
+        """
+        import multiprocessing as mp
+        import rbe
+
+        def work(i):
+            a = rbe.ones(600, 600)
+            return float((a @ a).sum())
+
+        if __name__ == "__main__":
+            rbe.set_num_threads(2)
+            a = rbe.ones(600, 600)
+            (a @ a).sum()
+            with mp.get_context("fork").Pool(2) as p:
+                print(p.map(work, range(4)))
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-500:]
+    assert p.stdout.strip() == str([216000000.0] * 4)

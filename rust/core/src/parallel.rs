@@ -2,9 +2,33 @@
 //! whose boundaries do not depend on the number of threads, so results are
 //! bit-identical whatever `set_num_threads` says.
 use parking_lot::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+/// The global pool, tagged with the fork generation it was built in.
+static POOL: RwLock<Option<(u64, Arc<rayon::ThreadPool>)>> = RwLock::new(None);
+
+/// Bumped in a child process right after `fork()`: the parent's worker
+/// threads do not exist there, so a pool built before the fork must not be
+/// used (a kernel waiting on it would never finish). The child builds a new one.
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(unix)]
+extern "C" fn after_fork_in_child() {
+    FORK_GEN.fetch_add(1, Ordering::SeqCst);
+}
+
+fn register_fork_handler() {
+    #[cfg(unix)]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: registers a handler that only increments an atomic,
+            // which is async-signal-safe as a fork handler must be.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        });
+    }
+}
 
 fn default_threads() -> usize {
     std::env::var("RBE_NUM_THREADS")
@@ -14,8 +38,21 @@ fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
-fn build(n: usize) -> Arc<rayon::ThreadPool> {
-    Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("rbe-worker-{i}")).build().expect("thread pool"))
+fn try_build(n: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("rbe-worker-{i}")).build()
+}
+
+/// A pool of `n` threads, or of fewer when the system refuses to start that
+/// many (results do not depend on the count, so fewer is only slower).
+fn build(n: usize) -> crate::Result<Arc<rayon::ThreadPool>> {
+    let mut k = n.max(1);
+    loop {
+        match try_build(k) {
+            Ok(p) => return Ok(Arc::new(p)),
+            Err(e) if k == 1 => return Err(crate::unsupported_err!("cannot start a worker thread: {e}")),
+            Err(_) => k /= 2,
+        }
+    }
 }
 
 thread_local! {
@@ -29,18 +66,42 @@ pub fn pool() -> Arc<rayon::ThreadPool> {
     if let Some(p) = OVERRIDE.with(|o| o.borrow().clone()) {
         return p;
     }
-    if let Some(p) = POOL.read().as_ref() {
-        return p.clone();
+    let generation = FORK_GEN.load(Ordering::SeqCst);
+    if let Some((g, p)) = POOL.read().as_ref() {
+        if *g == generation {
+            return p.clone();
+        }
     }
+    register_fork_handler();
     let mut w = POOL.write();
-    w.get_or_insert_with(|| build(default_threads())).clone()
+    if let Some((g, p)) = w.as_ref() {
+        if *g == generation {
+            return p.clone();
+        }
+    }
+    let n = match w.take() {
+        // built before a fork: its threads are not in this process, so it is
+        // forgotten rather than dropped (dropping would signal absent threads)
+        Some((_, old)) => {
+            let n = old.current_num_threads();
+            std::mem::forget(old);
+            n
+        }
+        None => default_threads(),
+    };
+    // a system that cannot start even one thread leaves nothing to run on
+    let p = build(n).unwrap_or_else(|e| panic!("{e}"));
+    *w = Some((generation, p.clone()));
+    p
 }
 
 pub fn set_num_threads(n: usize) -> crate::Result<()> {
     if n == 0 || n > 1024 {
         return Err(crate::value_err!("set_num_threads expects an integer between 1 and 1024, got {n}"));
     }
-    *POOL.write() = Some(build(n));
+    register_fork_handler();
+    let p = build(n)?;
+    *POOL.write() = Some((FORK_GEN.load(Ordering::SeqCst), p));
     Ok(())
 }
 
