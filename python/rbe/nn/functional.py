@@ -255,10 +255,10 @@ def rbe_linear(input: Tensor, layout, atoms: Tensor, tracks: Tensor, residual: T
     """``input @ W^T + bias`` for the RBE matrix ``W`` of the given atoms,
     without materialising ``W``. ``layout = (out, in, Br, Bc, kappa)``; see
     ``rbe.nn.RBELinear`` for the parameter shapes."""
-    return _core.rbe_linear(input, tuple(layout), atoms, tracks, residual, residual_index, bias)
+    return _core.structured.linear(input, tuple(layout), atoms, tracks, residual, residual_index, bias)
 
 
 def rbe_generate(layout, atoms: Tensor, tracks: Tensor, residual: Tensor | None = None,
                  residual_index: Tensor | None = None) -> Tensor:
     """The ``out x in`` RBE matrix of the given atoms (differentiable to any order)."""
-    return _core.rbe_generate(tuple(layout), atoms, tracks, residual, residual_index)
+    return _core.structured.generate(tuple(layout), atoms, tracks, residual, residual_index)

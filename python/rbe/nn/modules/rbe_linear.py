@@ -109,7 +109,7 @@ class RBELinear(Module):
         self.block = (br, bc)
         self.n_atoms, self.n_residual = int(atoms), int(residual)
         self.track = track
-        self.kappa = float(kappa) if kappa is not None else _core.rbe_default_kappa(br, bc)
+        self.kappa = float(kappa) if kappa is not None else _core.structured.default_kappa(br, bc)
         if not (math.isfinite(self.kappa) and self.kappa > 0):
             raise ValueError(f"RBELinear: kappa must be finite and positive, got {kappa}")
         self.grid = (-(-self.out_features // br), -(-self.in_features // bc))
@@ -206,11 +206,11 @@ class RBELinear(Module):
 
     # ---------------------------------------------------------------- compute
     def forward(self, input):
-        return _core.rbe_linear(input, self.layout, self.atoms, self.tracks, self.residual, self.residual_index, self.bias)
+        return _core.structured.linear(input, self.layout, self.atoms, self.tracks, self.residual, self.residual_index, self.bias)
 
     def weight_matrix(self):
         """The generated ``out x in`` matrix (differentiable)."""
-        return _core.rbe_generate(self.layout, self.atoms, self.tracks, self.residual, self.residual_index)
+        return _core.structured.generate(self.layout, self.atoms, self.tracks, self.residual, self.residual_index)
 
     def to_dense(self):
         """The generated ``out x in`` matrix as a plain tensor (no graph)."""
@@ -252,7 +252,7 @@ class RBELinear(Module):
         tracks = self.tracks.detach().numpy().reshape(-1)
         if np.any((tracks != 0) & (tracks != 1)):
             raise ValueError("RBELinear.to_packed: tracks must be exactly 0 or 1 to be stored (a relaxed track is not a record)")
-        raw = _core.rbe_pack(fields.tolist(), tracks.astype(np.uint8).tolist(), chart)
+        raw = _core.structured.pack(fields.tolist(), tracks.astype(np.uint8).tolist(), chart)
         records = np.frombuffer(raw, dtype="<u8").reshape(-1, 2).copy()
         header = {
             "magic": _MAGIC,
@@ -295,7 +295,7 @@ class RBELinear(Module):
         nb, j, k = layer.n_blocks, layer.n_atoms, layer.n_residual
         if records.dtype != np.uint64 or records.shape != (nb * j, 2):
             raise ValueError(f"RBELinear.from_packed: records must be uint64 of shape ({nb * j}, 2), got {records.dtype} {records.shape}")
-        fields, tracks = _core.rbe_unpack(records.astype("<u8").tobytes())
+        fields, tracks = _core.structured.unpack(records.astype("<u8").tobytes())
         from ... import tensor
 
         dt = layer.atoms.dtype
