@@ -15,8 +15,8 @@ from typing import Tuple
 import numpy as np
 
 from .. import _core
-from .adam import _check_adam_args
-from .optimizer import Optimizer, _check_grad
+from ..optim.adam import _check_adam_args
+from ..optim.optimizer import Optimizer, _check_grad
 
 __all__ = [
     "RiemannianAdam",

@@ -6,7 +6,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .adam import Adam
+from ..optim.adam import Adam
+
+__all__ = ["RBEHybrid"]
 
 
 class RBEHybrid(Adam):
@@ -14,7 +16,7 @@ class RBEHybrid(Adam):
 
     Every parameter is updated by Adam (same arguments and results as
     :class:`rbe.optim.Adam`). The ``atoms`` parameters of
-    :class:`rbe.nn.RBELinear` layers are recognised, and for those layers the
+    :class:`rbe.structured.RBELinear` layers are recognised, and for those layers the
     optimiser also decides each atom's discrete *track* (SIN or TANH):
 
     1. The backward pass computes ``gamma = dL/d(alpha)`` of the relaxation

@@ -13,10 +13,10 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from ... import _core
-from ..._grad import no_grad_ctx as _no_grad
-from ..parameter import Parameter
-from .module import Module
+from .._core import structured as _native
+from .._grad import no_grad_ctx as _no_grad
+from ..nn.modules.module import Module
+from ..nn.parameter import Parameter
 
 __all__ = ["RBELinear", "RBESizeReport"]
 
@@ -109,12 +109,12 @@ class RBELinear(Module):
         self.block = (br, bc)
         self.n_atoms, self.n_residual = int(atoms), int(residual)
         self.track = track
-        self.kappa = float(kappa) if kappa is not None else _core.structured.default_kappa(br, bc)
+        self.kappa = float(kappa) if kappa is not None else _native.default_kappa(br, bc)
         if not (math.isfinite(self.kappa) and self.kappa > 0):
             raise ValueError(f"RBELinear: kappa must be finite and positive, got {kappa}")
         self.grid = (-(-self.out_features // br), -(-self.in_features // bc))
         nb = self.grid[0] * self.grid[1]
-        from ... import empty, get_default_dtype, zeros, tensor
+        from .. import empty, get_default_dtype, zeros, tensor
 
         dt = dtype if dtype is not None else get_default_dtype()
         self.atoms = Parameter(empty(nb, self.n_atoms, 4, dtype=dt))
@@ -168,7 +168,7 @@ class RBELinear(Module):
         in the disk of half the grid's Nyquist frequency, residual zero,
         bias uniform in ``+-1/sqrt(in)``.
         """
-        from ... import rand, randn
+        from .. import rand, randn
 
         nb, j = self.n_blocks, self.n_atoms
         with _no_grad():
@@ -179,7 +179,7 @@ class RBELinear(Module):
                 k_max = 0.5 * math.pi * max(self.block) / 2.0
                 rad = rand(nb, j, generator=generator, dtype=dt).sqrt() * (k_max / (2.0 * self.kappa))
                 ang = rand(nb, j, generator=generator, dtype=dt) * (2.0 * math.pi)
-                from ... import stack
+                from .. import stack
 
                 self.atoms.copy_(stack([amp, phase, rad * ang.cos(), rad * ang.sin()], -1))
             if self.residual is not None:
@@ -206,11 +206,11 @@ class RBELinear(Module):
 
     # ---------------------------------------------------------------- compute
     def forward(self, input):
-        return _core.structured.linear(input, self.layout, self.atoms, self.tracks, self.residual, self.residual_index, self.bias)
+        return _native.linear(input, self.layout, self.atoms, self.tracks, self.residual, self.residual_index, self.bias)
 
     def weight_matrix(self):
         """The generated ``out x in`` matrix (differentiable)."""
-        return _core.structured.generate(self.layout, self.atoms, self.tracks, self.residual, self.residual_index)
+        return _native.generate(self.layout, self.atoms, self.tracks, self.residual, self.residual_index)
 
     def to_dense(self):
         """The generated ``out x in`` matrix as a plain tensor (no graph)."""
@@ -252,7 +252,7 @@ class RBELinear(Module):
         tracks = self.tracks.detach().numpy().reshape(-1)
         if np.any((tracks != 0) & (tracks != 1)):
             raise ValueError("RBELinear.to_packed: tracks must be exactly 0 or 1 to be stored (a relaxed track is not a record)")
-        raw = _core.structured.pack(fields.tolist(), tracks.astype(np.uint8).tolist(), chart)
+        raw = _native.pack(fields.tolist(), tracks.astype(np.uint8).tolist(), chart)
         records = np.frombuffer(raw, dtype="<u8").reshape(-1, 2).copy()
         header = {
             "magic": _MAGIC,
@@ -295,8 +295,8 @@ class RBELinear(Module):
         nb, j, k = layer.n_blocks, layer.n_atoms, layer.n_residual
         if records.dtype != np.uint64 or records.shape != (nb * j, 2):
             raise ValueError(f"RBELinear.from_packed: records must be uint64 of shape ({nb * j}, 2), got {records.dtype} {records.shape}")
-        fields, tracks = _core.structured.unpack(records.astype("<u8").tobytes())
-        from ... import tensor
+        fields, tracks = _native.unpack(records.astype("<u8").tobytes())
+        from .. import tensor
 
         dt = layer.atoms.dtype
         with _no_grad():
@@ -437,8 +437,8 @@ def _pursuit(E: np.ndarray, M: np.ndarray, br: int, bc: int, want: np.ndarray, o
 
 
 def _from_dense(cls, W, block, atoms, residual, track, bias, kappa, refine_steps, lr, dtype, oversample, verbose):
-    from ... import tensor, no_grad
-    from ...optim import Adam
+    from .. import tensor, no_grad
+    from ..optim import Adam
 
     Wn = W.detach().double().numpy() if hasattr(W, "detach") else np.asarray(W, dtype=np.float64)
     if Wn.ndim != 2 or Wn.size == 0:
