@@ -1,9 +1,11 @@
 """Type stub for ``rbe._core``, the PyO3 extension module of rbe (see rust/py/src/).
 
 Keep in sync with the ``#[pyclass]`` / ``#[pymethods]`` / ``#[pyfunction]`` items of
-rust/py/src/{lib,conv,functions,rbe}.rs and rust/py/src/tensor/*.rs, and with the methods
-that ``rbe/__init__.py`` attaches to ``Tensor`` at import time. CI checks it against the
-built module: ``python -m mypy.stubtest rbe._core --allowlist .ci/stubtest-allowlist.txt``.
+rust/py/src/{lib,conv,functions}.rs and rust/py/src/tensor/*.rs, and with the methods
+that ``rbe/__init__.py`` attaches to ``Tensor`` at import time. The submodules of the
+front-ends (``rbe._core.structured``, bound in rust/py/src/structured.rs) have their own
+stubs in ``python/rbe/_core/``. CI checks them against the built module:
+``python -m mypy.stubtest rbe._core rbe._core.structured --allowlist .ci/stubtest-allowlist.txt``.
 """
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ from numpy.typing import NDArray
 from typing_extensions import disjoint_base
 
 from rbe import device as _Device
+from rbe._core import structured as structured
 from rbe._size import Size
 
-# PyO3 fills __all__ in the order of the declaration in rust/py/src/lib.rs: the exports,
-# then what #[pymodule_init] adds (the dtypes, the RBE bindings of rbe.rs, __version__).
+# PyO3 fills __all__ in the order of the declaration in rust/py/src/lib.rs: the exports
+# (the front-end submodules last), then what #[pymodule_init] adds (the dtypes, __version__).
 __all__ = [
     "dtype",
     "Generator",
@@ -86,16 +89,11 @@ __all__ = [
     "set_pool_limit",
     "get_num_threads",
     "set_num_threads",
+    "structured",
     "bool",
     "int64",
     "float32",
     "float64",
-    "rbe_generate",
-    "rbe_linear",
-    "rbe_default_kappa",
-    "rbe_pack",
-    "rbe_unpack",
-    "rbe_phase_sin_cos",
     "__version__",
 ]
 
@@ -771,27 +769,6 @@ def log_ndtr(input: Tensor) -> Tensor:
 def ndtr_ratio(input: Tensor) -> Tensor: ...
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``input @ weight.T + bias``."""
-
-def rbe_generate(
-    layout_: Tuple[_int, _int, _int, _int, _float], atoms: Tensor, tracks: Tensor,
-    res_vals: Optional[Tensor] = None, res_idx: Optional[Tensor] = None,
-) -> Tensor:
-    """The RBE matrix of the atoms; ``layout_ = (out, in, Br, Bc, kappa)``."""
-
-def rbe_linear(
-    input: Tensor, layout_: Tuple[_int, _int, _int, _int, _float], atoms: Tensor, tracks: Tensor,
-    res_vals: Optional[Tensor] = None, res_idx: Optional[Tensor] = None, bias: Optional[Tensor] = None,
-) -> Tensor:
-    """``input @ W^T + bias`` for the RBE matrix ``W``, never materialised."""
-
-def rbe_default_kappa(br: _int, bc: _int) -> _float: ...
-def rbe_pack(fields: Sequence[_float], tracks: Sequence[_int], chart: str = "auto") -> bytes:
-    """Packed128 records of the atoms ``(A, phi, px, py)``, little-endian ``(hi, lo)`` each."""
-
-def rbe_unpack(data: bytes) -> Tuple[list[_float], bytes]:
-    """Fields and tracks of validated Packed128 records."""
-
-def rbe_phase_sin_cos(q: Sequence[_int]) -> Tuple[list[_float], list[_float]]: ...
 
 def pad_constant(input: Tensor, pad: Sequence[_int], value: _float = 0.0) -> Tensor:
     """Pad the last dims (``pad`` as in ``torch.nn.functional.pad``) with a constant."""

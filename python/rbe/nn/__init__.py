@@ -5,4 +5,14 @@ from .modules import *  # noqa: F401,F403
 from .modules import __all__ as _mods
 from . import utils  # noqa: F401
 
-__all__ = ["Parameter", "Buffer", "functional", "init", "utils"] + list(_mods)
+__all__ = ["Parameter", "Buffer", "functional", "init", "utils"] + list(_mods) + ["RBELinear", "RBESizeReport"]
+
+
+def __getattr__(name: str):
+    # RBELinear and RBESizeReport live in the RBE front-end (rbe.structured);
+    # resolved on first use, so importing rbe.nn does not import the front-end.
+    if name in ("RBELinear", "RBESizeReport"):
+        from .. import structured
+
+        return getattr(structured, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -250,15 +250,11 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight=None,
     return _reduce(loss, reduction)
 
 
-def rbe_linear(input: Tensor, layout, atoms: Tensor, tracks: Tensor, residual: Tensor | None = None,
-               residual_index: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
-    """``input @ W^T + bias`` for the RBE matrix ``W`` of the given atoms,
-    without materialising ``W``. ``layout = (out, in, Br, Bc, kappa)``; see
-    ``rbe.nn.RBELinear`` for the parameter shapes."""
-    return _core.rbe_linear(input, tuple(layout), atoms, tracks, residual, residual_index, bias)
+def __getattr__(name: str):
+    # rbe_linear and rbe_generate moved to the RBE front-end (rbe.structured);
+    # resolved on first use, so importing rbe.nn does not import the front-end.
+    if name in ("rbe_linear", "rbe_generate"):
+        from ..structured import functional as _structured
 
-
-def rbe_generate(layout, atoms: Tensor, tracks: Tensor, residual: Tensor | None = None,
-                 residual_index: Tensor | None = None) -> Tensor:
-    """The ``out x in`` RBE matrix of the given atoms (differentiable to any order)."""
-    return _core.rbe_generate(tuple(layout), atoms, tracks, residual, residual_index)
+        return getattr(_structured, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,7 +47,9 @@ pub use crate::error::{Error, Result};
 pub use crate::gemm::GemmElem;
 pub use crate::kernels::{map1, map2, map3};
 pub use crate::parallel::{for_each_index, num_threads, pool, with_num_threads, SendPtr, PAR_WORK};
-pub use crate::tensor::{numel_of, FreshTensor, Shape, Tensor};
+/// The seeded random generator the creation ops ([`ops::creation::rand`], ...) draw from.
+pub use crate::random::Generator;
+pub use crate::tensor::{fmt_shape, numel_of, FreshTensor, Shape, Tensor};
 pub use crate::{
     autograd_err, dispatch_all, dispatch_float, dispatch_num, dtype_err, index_err, memory_err, shape_err, unsupported_err, value_err,
 };

@@ -18,7 +18,6 @@ pub mod kernels;
 pub mod ops;
 pub mod parallel;
 pub mod random;
-pub mod rbe;
 pub mod simd;
 pub mod special;
 pub mod storage;

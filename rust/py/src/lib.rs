@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 
 mod conv;
 mod functions;
-mod rbe;
+mod structured;
 mod tensor;
 
 pub use conv::*;
@@ -20,13 +20,18 @@ pub use tensor::PyTensor;
 /// pyo3's declarative module syntax (rather than a table macro) works with
 /// pyo3 0.25 and abi3: each `#[pymodule_export]` name is checked by the
 /// compiler, and what is not a class or function (the panic hook, the dtype
-/// objects, the RBE bindings, `__version__`) goes in `#[pymodule_init]`, which
-/// runs after the exports are added. A new function is one name in a `use`
-/// list below (its `#[pyfunction]` must be `pub(crate)`); it also needs its
-/// entry in `python/rbe/_core.pyi`.
+/// objects, `__version__`) goes in `#[pymodule_init]`, which runs after the
+/// exports are added. A new function is one name in a `use` list below (its
+/// `#[pyfunction]` must be `pub(crate)`); it also needs its entry in
+/// `python/rbe/_core.pyi`.
+///
+/// Each front-end crate is bound as a submodule `rbe._core.<name>` declared
+/// in its own file (`#[pymodule(submodule)] pub mod <name>` in
+/// `rust/py/src/<name>.rs`) and exported below with one `#[pymodule_export]`
+/// line; the init registers every exported submodule ([`register_submodule`]).
 #[pymodule]
 mod _core {
-    use crate::{conv, rbe};
+    use crate::conv;
     use pyo3::prelude::*;
 
     // ------------------------------------------------------------ classes
@@ -67,6 +72,10 @@ mod _core {
     #[pymodule_export]
     use crate::functions::{get_num_threads, set_num_threads};
 
+    // ------------------------------------------------------------ front-ends (submodules)
+    #[pymodule_export]
+    use crate::structured::structured;
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // Panics are turned into Python exceptions at the boundary; keep the
@@ -75,8 +84,32 @@ mod _core {
             std::panic::set_hook(Box::new(|_| {}));
         }
         conv::register_dtypes(m)?;
-        rbe::register(m)?;
+        for name in m.index()?.iter() {
+            if let Ok(sub) = m.getattr(name.downcast::<pyo3::types::PyString>()?)?.downcast::<PyModule>() {
+                crate::register_submodule(m, sub)?;
+            }
+        }
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }
+}
+
+/// Makes the front-end submodule `sub` of `_core` importable as
+/// `rbe._core.<name>` (`import rbe._core.structured`, `from
+/// rbe._core.structured import linear`): an extension module is not a
+/// package, so the import system finds a submodule only in `sys.modules`.
+/// Also gives the submodule and its functions their full name (`__name__`,
+/// `__module__`), as the functions of `_core` itself have. Called from the
+/// init of `_core` for every submodule it exports (after they are added: the
+/// attribute and the `__all__` entry keep the short name).
+fn register_submodule(parent: &Bound<'_, PyModule>, sub: &Bound<'_, PyModule>) -> PyResult<()> {
+    let full = format!("{}.{}", parent.name()?, sub.name()?);
+    sub.setattr("__name__", &full)?;
+    for item in sub.index()?.iter() {
+        let obj = sub.getattr(item.downcast::<pyo3::types::PyString>()?)?;
+        if obj.is_instance_of::<pyo3::types::PyCFunction>() {
+            obj.setattr("__module__", &full)?;
+        }
+    }
+    sub.py().import("sys")?.getattr("modules")?.set_item(&full, sub)
 }

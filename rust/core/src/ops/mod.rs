@@ -7,7 +7,6 @@ pub mod linalg;
 pub mod loss;
 pub mod nn;
 pub mod optim;
-pub mod rbe;
 pub mod reduce;
 pub mod shape;
 pub mod unary;

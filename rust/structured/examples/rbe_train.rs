@@ -4,7 +4,7 @@
 //! Run with:
 //!
 //! ```text
-//! cargo run -p rbe-core --release --example rbe_train
+//! cargo run -p rbe-structured --release --example rbe_train
 //! ```
 //!
 //! Task: `y = sin(u . x) + 0.5 (v . x)^2 + 0.3 cos(3 x_0)` for `x` uniform in
@@ -14,10 +14,9 @@
 //! are trained with Adam (same learning rate, steps and minibatches). A dense
 //! `16 -> 10 -> 1` MLP with about as many parameters as the RBE one is
 //! trained too, for reference.
-use rbe_core::ops::index::index_select;
-use rbe_core::random::Generator;
-use rbe_core::rbe::nn::{backward, mse_loss, Activation, Adam, Dense, Module, RbeConfig, RbeLinear, Sequential};
-use rbe_core::{DType, Result, Tensor};
+use rbe_core::ext::ops::index::index_select;
+use rbe_core::ext::{no_grad, DType, Generator, Result, Tensor};
+use rbe_structured::nn::{backward, mse_loss, Activation, Adam, Dense, Module, RbeConfig, RbeLinear, Sequential};
 use std::time::Instant;
 
 const IN: usize = 16;
@@ -47,7 +46,7 @@ fn make_data(n: usize, g: &mut Generator, u: &[f32], v: &[f32]) -> Result<(Tenso
 }
 
 fn mse(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<f64> {
-    let _ng = rbe_core::autograd::no_grad();
+    let _ng = no_grad();
     mse_loss(&model.forward(x)?, y)?.item_f64()
 }
 

@@ -1,4 +1,4 @@
-"""rbe.optim.RBEHybrid: Adam plus exact-checked track flips (spec section 5, test item 6)."""
+"""rbe.structured.RBEHybrid: Adam plus exact-checked track flips (spec section 5, test item 6)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import rbe
 import rbe.nn.functional as F
-from rbe.nn import RBELinear
+from rbe.structured import RBEHybrid, RBELinear
 
 
 def planted(track_teacher="tanh", seed=0, noise=0.05, n=256):
@@ -43,7 +43,7 @@ def train(student, data, opt, steps, hook=None):
 def test_flips_recover_planted_tanh_tracks():
     teacher, student, data, (Xc, Yc) = planted("tanh")
     cal = lambda: F.mse_loss(student(Xc), Yc)
-    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=50)
+    opt = RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=50)
     hybrid = train(student, data, opt, 600)
     _, plain, data2, _ = planted("tanh")
     adam = train(plain, data2, rbe.optim.Adam(plain.parameters(), lr=3e-3), 600)
@@ -55,7 +55,7 @@ def test_flips_recover_planted_tanh_tracks():
 def test_mixed_teacher_flips_only_the_tanh_atoms():
     teacher, student, data, (Xc, Yc) = planted("mixed", seed=3)
     cal = lambda: F.mse_loss(student(Xc), Yc)
-    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=50)
+    opt = RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=50)
     train(student, data, opt, 600)
     np.testing.assert_array_equal(student.tracks.detach().numpy(), teacher.tracks.numpy())
 
@@ -66,7 +66,7 @@ def test_a_flip_is_kept_only_when_the_exact_loss_went_down():
     # tracks must be strictly above the loss with the tracks kept.
     teacher, student, data, (Xc, Yc) = planted("mixed", seed=5, noise=0.3)
     cal = lambda: F.mse_loss(student(Xc), Yc)
-    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=5, cooldown=10, gamma_decay=0.5)
+    opt = RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=5, cooldown=10, gamma_decay=0.5)
     checks = []
     snap = {}
 
@@ -108,8 +108,8 @@ def test_rejected_flips_leave_everything_as_plain_adam():
     _, a, data, (Xc, Yc) = planted("tanh", seed=2)
     _, b, _, _ = planted("tanh", seed=2)
     cal = lambda: F.mse_loss(a(Xc), Yc) + 1e3 * a.tracks.sum()
-    opt_a = rbe.optim.RBEHybrid(a.parameters(), lr=3e-3, calibration=cal, flip_every=10, cooldown=0)
-    opt_b = rbe.optim.RBEHybrid(b.parameters(), lr=3e-3, flip_every=10, cooldown=0)
+    opt_a = RBEHybrid(a.parameters(), lr=3e-3, calibration=cal, flip_every=10, cooldown=0)
+    opt_b = RBEHybrid(b.parameters(), lr=3e-3, flip_every=10, cooldown=0)
     train(a, data, opt_a, 100)
     train(b, data, opt_b, 100)
     assert opt_a.flips == 0
@@ -122,7 +122,7 @@ def test_rejected_flips_leave_everything_as_plain_adam():
 def test_flipped_atoms_get_fresh_moments_and_a_cooldown():
     _, student, data, (Xc, Yc) = planted("tanh", seed=4)
     cal = lambda: F.mse_loss(student(Xc), Yc)
-    opt = rbe.optim.RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=1000, max_flips=1)
+    opt = RBEHybrid(student.parameters(), lr=3e-3, calibration=cal, flip_every=20, cooldown=1000, max_flips=1)
     seen = {}
 
     def hook(s, when):
@@ -165,7 +165,7 @@ def test_equals_adam_on_models_without_rbe_layers():
     m2 = rbe.nn.Sequential(rbe.nn.Linear(5, 7), rbe.nn.Tanh(), rbe.nn.Linear(7, 2))
     m2.load_state_dict(m1.state_dict())
     X, Y = rbe.randn(16, 5), rbe.randn(16, 2)
-    o1 = rbe.optim.RBEHybrid(m1.parameters(), lr=1e-2, weight_decay=1e-3, calibration=lambda: 0.0)
+    o1 = RBEHybrid(m1.parameters(), lr=1e-2, weight_decay=1e-3, calibration=lambda: 0.0)
     o2 = rbe.optim.Adam(m2.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in range(20):
         for m, o in ((m1, o1), (m2, o2)):
@@ -182,7 +182,7 @@ def test_phases_stay_storable():
     with rbe.no_grad():
         layer.atoms[..., 1] = 3.1  # near the edge: Adam will push some across
     X, Y = rbe.randn(64, 16), rbe.randn(64, 16)
-    opt = rbe.optim.RBEHybrid(layer.parameters(), lr=0.05)
+    opt = RBEHybrid(layer.parameters(), lr=0.05)
     for _ in range(50):
         opt.zero_grad()
         F.mse_loss(layer(X), Y).backward()
@@ -195,10 +195,10 @@ def test_state_dict_round_trip_continues_identically():
     _, a, data, (Xc, Yc) = planted("tanh", seed=6)
     _, b, _, _ = planted("tanh", seed=6)
     kw = dict(lr=3e-3, flip_every=10, cooldown=30)
-    oa = rbe.optim.RBEHybrid(a.parameters(), calibration=lambda: F.mse_loss(a(Xc), Yc), **kw)
+    oa = RBEHybrid(a.parameters(), calibration=lambda: F.mse_loss(a(Xc), Yc), **kw)
     train(a, data, oa, 35)
     b.load_state_dict(a.state_dict())
-    ob = rbe.optim.RBEHybrid(b.parameters(), calibration=lambda: F.mse_loss(b(Xc), Yc), **kw)
+    ob = RBEHybrid(b.parameters(), calibration=lambda: F.mse_loss(b(Xc), Yc), **kw)
     ob.load_state_dict(oa.state_dict())
     train(a, data, oa, 40)
     train(b, data, ob, 40)
@@ -221,7 +221,7 @@ def test_trains_inside_an_ordinary_model():
     Xt, yt = rbe.tensor(X[:1200], dtype=rbe.float32), rbe.tensor(d.target[:1200])
     Xc, yc = rbe.tensor(X[1200:1400], dtype=rbe.float32), rbe.tensor(d.target[1200:1400])
     Xv, yv = rbe.tensor(X[1400:], dtype=rbe.float32), d.target[1400:]
-    opt = rbe.optim.RBEHybrid(model.parameters(), lr=1e-2, calibration=lambda: F.cross_entropy(model(Xc), yc), flip_every=10)
+    opt = RBEHybrid(model.parameters(), lr=1e-2, calibration=lambda: F.cross_entropy(model(Xc), yc), flip_every=10)
     first = None
     for step in range(150):
         opt.zero_grad()
@@ -237,17 +237,17 @@ def test_trains_inside_an_ordinary_model():
 def test_bad_arguments():
     layer = RBELinear(8, 8, block=(4, 4), atoms=1)
     with pytest.raises(ValueError, match="flip_every"):
-        rbe.optim.RBEHybrid(layer.parameters(), flip_every=0)
+        RBEHybrid(layer.parameters(), flip_every=0)
     with pytest.raises(ValueError, match="gamma_decay"):
-        rbe.optim.RBEHybrid(layer.parameters(), gamma_decay=1.0)
+        RBEHybrid(layer.parameters(), gamma_decay=1.0)
     with pytest.raises(ValueError, match="flip_threshold"):
-        rbe.optim.RBEHybrid(layer.parameters(), flip_threshold=-1)
+        RBEHybrid(layer.parameters(), flip_threshold=-1)
     with pytest.raises(ValueError, match="cooldown"):
-        rbe.optim.RBEHybrid(layer.parameters(), cooldown=-1)
+        RBEHybrid(layer.parameters(), cooldown=-1)
     with pytest.raises(TypeError, match="calibration"):
-        rbe.optim.RBEHybrid(layer.parameters(), calibration=3.0)
+        RBEHybrid(layer.parameters(), calibration=3.0)
     with pytest.raises(ValueError, match="learning rate"):
-        rbe.optim.RBEHybrid(layer.parameters(), lr=-1)
+        RBEHybrid(layer.parameters(), lr=-1)
 
 
 def test_atoms_take_plain_adam_when_nothing_flips():
@@ -256,7 +256,7 @@ def test_atoms_take_plain_adam_when_nothing_flips():
     b = RBELinear(12, 10, block=(4, 4), atoms=2, residual=1, dtype=rbe.float64)
     b.load_state_dict(a.state_dict())
     X, Y = rbe.randn(16, 12, dtype=rbe.float64), rbe.randn(16, 10, dtype=rbe.float64)
-    oa = rbe.optim.RBEHybrid(a.parameters(), lr=1e-2, weight_decay=1e-3)
+    oa = RBEHybrid(a.parameters(), lr=1e-2, weight_decay=1e-3)
     ob = rbe.optim.Adam(b.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in range(20):
         for m, o in ((a, oa), (b, ob)):
@@ -275,14 +275,14 @@ def test_layers_are_found_after_conversions_and_copies():
 
     base = rbe.nn.Sequential(RBELinear(8, 8, block=4, atoms=2), rbe.nn.Tanh())
     for model in (copy.deepcopy(base).double(), pickle.loads(pickle.dumps(base)), base.to(rbe.float64)):
-        opt = rbe.optim.RBEHybrid(model.parameters(), calibration=lambda: 0.0)
+        opt = RBEHybrid(model.parameters(), calibration=lambda: 0.0)
         assert len(opt._layers) == 1 and opt._layers[0][1] is model[0]
         assert model[0].track_grad_enabled
 
 
 def test_gamma_is_computed_only_with_a_calibration():
     layer = RBELinear(8, 8, block=4, atoms=2)
-    opt = rbe.optim.RBEHybrid(layer.parameters())
+    opt = RBEHybrid(layer.parameters())
     assert not layer.track_grad_enabled
     opt.calibration = lambda: 0.0
     assert layer.track_grad_enabled
@@ -294,7 +294,7 @@ def test_state_dict_saves_to_disk_and_the_optimizer_pickles(tmp_path):
     import pickle
 
     _, a, data, (Xc, Yc) = planted("tanh", seed=6)
-    opt = rbe.optim.RBEHybrid(a.parameters(), lr=3e-3, calibration=lambda: F.mse_loss(a(Xc), Yc), flip_every=10)
+    opt = RBEHybrid(a.parameters(), lr=3e-3, calibration=lambda: F.mse_loss(a(Xc), Yc), flip_every=10)
     train(a, data, opt, 25)
     rbe.save(opt.state_dict(), str(tmp_path / "opt.rbe"))
     loaded = rbe.load(str(tmp_path / "opt.rbe"))
@@ -317,7 +317,7 @@ def test_a_failing_calibration_leaves_the_tracks_unchanged():
             raise RuntimeError("calibration failed")
         return F.mse_loss(a(Xc), Yc)
 
-    opt = rbe.optim.RBEHybrid(a.parameters(), lr=3e-3, calibration=cal, flip_every=20)
+    opt = RBEHybrid(a.parameters(), lr=3e-3, calibration=cal, flip_every=20)
     before = None
     with pytest.raises(RuntimeError, match="calibration failed"):
         for _ in range(100):

@@ -2,10 +2,10 @@
 //! (scalar, f64) generator and vector-Jacobian products of one block
 //! (spec sections 1, 2 and 4).
 //!
-//! The tensor ops in `ops::rbe` use faster kernels; these functions are the
-//! definitions they are tested against, and they are usable on their own.
-use crate::error::Result;
-use crate::value_err;
+//! The ops in [`crate::ops`] use faster kernels ([`crate::kernels`]); these
+//! functions are the definitions they are tested against, and they are usable
+//! on their own.
+use rbe_core::ext::{value_err, Result};
 
 /// Largest radius used to calibrate the default `kappa`: `1 - 2^-20`.
 pub const R_MAX: f64 = 1.0 - 1.0 / (1u64 << 20) as f64;
@@ -155,8 +155,8 @@ pub fn block_reference(layout: &Layout, waves: &[Wave], residual: &[(usize, f64)
         }
     }
     if !residual.is_empty() {
-        let dr = super::dct::dct_matrix(br);
-        let dc = super::dct::dct_matrix(bc);
+        let dr = crate::dct::dct_matrix(br);
+        let dc = crate::dct::dct_matrix(bc);
         for &(idx, v) in residual {
             let (u, q) = (idx / bc, idx % bc);
             for i in 0..br {
@@ -198,8 +198,8 @@ pub fn block_vjp_reference(layout: &Layout, waves: &[Wave], residual: &[(usize, 
     }
     let mut dres = Vec::with_capacity(residual.len());
     if !residual.is_empty() {
-        let dr = super::dct::dct_matrix(br);
-        let dc = super::dct::dct_matrix(bc);
+        let dr = crate::dct::dct_matrix(br);
+        let dc = crate::dct::dct_matrix(bc);
         for &(idx, _) in residual {
             let (u, q) = (idx / bc, idx % bc);
             let mut s = 0.0;
@@ -212,56 +212,4 @@ pub fn block_vjp_reference(layout: &Layout, waves: &[Wave], residual: &[(usize, 
         }
     }
     (out, dres)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lcg(s: &mut u64) -> f64 {
-        *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((*s >> 11) as f64) / (1u64 << 53) as f64
-    }
-
-    /// Loss L = sum(g * W); central differences of every field against the VJP.
-    #[test]
-    fn vjp_matches_central_differences_both_charts() {
-        let lay = Layout::new(7, 5, 7, 5, None).unwrap();
-        let mut s = 7u64;
-        let g: Vec<f64> = (0..35).map(|_| lcg(&mut s) * 2.0 - 1.0).collect();
-        for &r in &[1e-3, 0.3, 0.95, 0.999] {
-            for &alpha in &[0.0, 1.0] {
-                let theta = lcg(&mut s) * 6.0 - 3.0;
-                let (px, py) = tangent_of_polar(r, theta);
-                let w = Wave { amp: 0.7, phase: 0.4, px, py, alpha };
-                let loss = |w: &Wave| -> f64 { block_reference(&lay, &[*w], &[]).iter().zip(&g).map(|(a, b)| a * b).sum() };
-                let (d, _) = block_vjp_reference(&lay, &[w], &[], &g);
-                let d = d[0];
-                let h = 1e-6;
-                let fd = |f: &dyn Fn(f64) -> Wave| (loss(&f(h)) - loss(&f(-h))) / (2.0 * h);
-                let checks = [
-                    (d.amp, fd(&|e| Wave { amp: w.amp + e, ..w })),
-                    (d.phase, fd(&|e| Wave { phase: w.phase + e, ..w })),
-                    (d.px, fd(&|e| Wave { px: w.px + e, ..w })),
-                    (d.py, fd(&|e| Wave { py: w.py + e, ..w })),
-                    (d.alpha, fd(&|e| Wave { alpha: w.alpha + e, ..w })),
-                ];
-                for (k, (a, b)) in checks.iter().enumerate() {
-                    assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "r={r} alpha={alpha} field {k}: {a} vs {b}");
-                }
-                // polar chart: perturb (r, theta) and go through the chart map
-                let via = |r: f64, t: f64| {
-                    let (px, py) = tangent_of_polar(r, t);
-                    loss(&Wave { px, py, ..w })
-                };
-                let (dr, dt) = polar_grads(r, theta, lay.kappa, d.kx, d.ky);
-                let hr = h * (1.0 - r) * 0.5;
-                let fdr = (via(r + hr, theta) - via(r - hr, theta)) / (2.0 * hr);
-                let fdt = (via(r, theta + h) - via(r, theta - h)) / (2.0 * h);
-                assert!((dr - fdr).abs() <= 1e-5 * (1.0 + fdr.abs()), "r={r}: dr {dr} vs {fdr}");
-                // at tiny r the theta-gradient is a cancellation of two O(r) terms
-                assert!((dt - fdt).abs() <= 1e-6 * (1.0 + fdt.abs()) + 1e-8, "r={r}: dtheta {dt} vs {fdt}");
-            }
-        }
-    }
 }

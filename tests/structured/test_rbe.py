@@ -11,9 +11,8 @@ from scipy.fft import dct
 
 import rbe
 from rbe.autograd import gradcheck, gradgradcheck
-from rbe.nn import RBELinear
-
-_core = rbe._core
+from rbe._core import structured as S
+from rbe.structured import RBELinear
 
 
 # ---------------------------------------------------------------- oracles
@@ -66,14 +65,14 @@ def test_generate_and_vjp_match_torch_definition(shape, tracks):
     out, inp, br, bc, J, K = shape
     rng = np.random.default_rng(sum(shape) + len(tracks))
     atoms, tr, rv, ri = random_params(rng, out, inp, br, bc, J, K, tracks)
-    kappa = _core.rbe_default_kappa(br, bc)
+    kappa = S.default_kappa(br, bc)
     lay = (out, inp, br, bc, kappa)
     tt = [torch.tensor(a, requires_grad=True) for a in (atoms, tr, rv)]
     Wt = torch_generate(tt[0], tt[1], tt[2] if K else None, torch.tensor(ri), out, inp, br, bc, kappa)
     G = rng.normal(size=(out, inp))
     (Wt * torch.tensor(G)).sum().backward()
     rt = [rbe.tensor(a, requires_grad=True) for a in (atoms, tr, rv)]
-    W = _core.rbe_generate(lay, rt[0], rt[1], rt[2] if K else None, rbe.tensor(ri) if K else None)
+    W = S.generate(lay, rt[0], rt[1], rt[2] if K else None, rbe.tensor(ri) if K else None)
     np.testing.assert_allclose(W.detach().numpy(), Wt.detach().numpy(), rtol=0, atol=1e-12)
     (W * rbe.tensor(G)).sum().backward()
     for a, b in zip(rt[: 3 if K else 2], tt):
@@ -86,7 +85,7 @@ def test_vjp_central_differences_tangent_and_polar_charts(r, track):
     """d/dA, d/dphi, d/dp and d/d(r, theta) of L = sum(G * W) against central
     differences in float64, with the spec's closed forms for dr and dtheta."""
     out, inp, br, bc = 7, 6, 7, 6
-    kappa = _core.rbe_default_kappa(br, bc)
+    kappa = S.default_kappa(br, bc)
     lay = (out, inp, br, bc, kappa)
     rng = np.random.default_rng(int(r * 1000) + int(track))
     G = rbe.tensor(rng.normal(size=(out, inp)))
@@ -94,7 +93,7 @@ def test_vjp_central_differences_tangent_and_polar_charts(r, track):
     tr = rbe.tensor([[track]], dtype=rbe.float64)
 
     def loss_tangent(a):
-        return (_core.rbe_generate(lay, a.reshape(1, 1, 4), tr) * G).sum()
+        return (S.generate(lay, a.reshape(1, 1, 4), tr) * G).sum()
 
     def fields(rr, th):
         n = 0.5 * (math.log1p(rr) - math.log1p(-rr))
@@ -128,10 +127,10 @@ def test_generate_supports_second_order():
     out, inp, br, bc, J, K = 6, 7, 4, 4, 2, 2
     rng = np.random.default_rng(3)
     atoms, tr, rv, ri = random_params(rng, out, inp, br, bc, J, K)
-    lay = (out, inp, br, bc, _core.rbe_default_kappa(br, bc))
+    lay = (out, inp, br, bc, S.default_kappa(br, bc))
     idx = rbe.tensor(ri)
     xs = (rbe.tensor(atoms, requires_grad=True), rbe.tensor(tr, requires_grad=True), rbe.tensor(rv, requires_grad=True))
-    f = lambda a, t, v: _core.rbe_generate(lay, a, t, v, idx).tanh()
+    f = lambda a, t, v: S.generate(lay, a, t, v, idx).tanh()
     assert gradcheck(f, xs)
     assert gradgradcheck(f, xs)
 
@@ -157,8 +156,8 @@ def test_export_error_bounds():
     rng = np.random.default_rng(11)
     n = 5000
     f = np.stack([rng.choice([-1, 1], n) * np.exp(rng.uniform(-8, 8, n)), rng.uniform(-3, 3, n), rng.normal(size=n), rng.normal(size=n)], 1)
-    raw = _core.rbe_pack(f.reshape(-1).tolist(), [0] * n, "tangent")
-    g, _ = _core.rbe_unpack(raw)
+    raw = S.pack(f.reshape(-1).tolist(), [0] * n, "tangent")
+    g, _ = S.unpack(raw)
     g = np.array(g).reshape(n, 4)
     dphi = np.angle(np.exp(1j * (g[:, 1] - f[:, 1])))
     assert np.abs(dphi).max() <= math.pi / 2**20 + 1e-15
@@ -176,7 +175,7 @@ def test_fused_linear_equals_materialised_path(dtype, tol, tracks, lead):
     out, inp, br, bc, J, K = 29, 37, 8, 8, 3, 4
     rng = np.random.default_rng(7)
     atoms, tr, rv, ri = random_params(rng, out, inp, br, bc, J, K, tracks)
-    lay = (out, inp, br, bc, _core.rbe_default_kappa(br, bc))
+    lay = (out, inp, br, bc, S.default_kappa(br, bc))
     idx = rbe.tensor(ri)
     X = rng.normal(size=lead + (inp,))
     GY = rng.normal(size=lead + (out,))
@@ -185,9 +184,9 @@ def test_fused_linear_equals_materialised_path(dtype, tol, tracks, lead):
         ps = [rbe.tensor(a, dtype=dtype, requires_grad=True) for a in (atoms, tr, rv)]
         x = rbe.tensor(X, dtype=dtype, requires_grad=True)
         if fused:
-            y = _core.rbe_linear(x, lay, ps[0], ps[1], ps[2], idx)
+            y = S.linear(x, lay, ps[0], ps[1], ps[2], idx)
         else:
-            y = x @ _core.rbe_generate(lay, ps[0], ps[1], ps[2], idx).T
+            y = x @ S.generate(lay, ps[0], ps[1], ps[2], idx).T
         (y * rbe.tensor(GY, dtype=dtype)).sum().backward()
         return [y.detach().numpy(), x.grad.numpy()] + [p.grad.numpy() for p in ps]
 
@@ -201,7 +200,7 @@ def test_linear_layer_gradcheck_and_gradgradcheck():
     layer = RBELinear(11, 9, block=(4, 5), atoms=2, residual=3, track="mixed", dtype=rbe.float64)
     layer.track_grad_enabled = True
     x = rbe.randn(3, 11, dtype=rbe.float64, requires_grad=True)
-    f = lambda x, a, t, v, b: _core.rbe_linear(x, layer.layout, a, t, v, layer.residual_index, b)
+    f = lambda x, a, t, v, b: S.linear(x, layer.layout, a, t, v, layer.residual_index, b)
     xs = (x, layer.atoms, layer.tracks, layer.residual, layer.bias)
     assert gradcheck(f, xs)
     assert gradgradcheck(lambda x, a, v: f(x, a, layer.tracks, v, layer.bias), (x, layer.atoms, layer.residual))
@@ -235,11 +234,11 @@ def test_bad_inputs_raise_clear_errors():
         layer(rbe.randn(3, 10, dtype=rbe.float64))
     lay = layer.layout
     with pytest.raises(ValueError, match=r"\(n_blocks, J, 4\)"):
-        _core.rbe_generate(lay, rbe.zeros(5, 2, 4), rbe.zeros(5, 2))
+        S.generate(lay, rbe.zeros(5, 2, 4), rbe.zeros(5, 2))
     with pytest.raises(IndexError, match="out of range"):
-        _core.rbe_generate(lay, layer.atoms, layer.tracks, rbe.zeros(6, 1), rbe.tensor([[16]] * 6))
+        S.generate(lay, layer.atoms, layer.tracks, rbe.zeros(6, 1), rbe.tensor([[16]] * 6))
     with pytest.raises(ValueError, match="together"):
-        _core.rbe_generate(lay, layer.atoms, layer.tracks, rbe.zeros(6, 1))
+        S.generate(lay, layer.atoms, layer.tracks, rbe.zeros(6, 1))
     with pytest.raises(ValueError, match="block"):
         RBELinear(10, 6, block=(0, 4))
     with pytest.raises(ValueError, match="track"):
@@ -255,14 +254,14 @@ def test_residual_is_the_inverse_dct_of_its_coefficients():
     C = rng.normal(size=(br, bc))
     # all coefficients: the block is exactly D_r^T C D_c (round trip)
     lay = (br, bc, br, bc, 1.0)
-    W = _core.rbe_generate(lay, rbe.zeros(1, 0, 4, dtype=rbe.float64), rbe.zeros(1, 0, dtype=rbe.float64),
+    W = S.generate(lay, rbe.zeros(1, 0, 4, dtype=rbe.float64), rbe.zeros(1, 0, dtype=rbe.float64),
                            rbe.tensor(C.reshape(1, -1)), rbe.tensor(np.arange(br * bc).reshape(1, -1))).numpy()
     Dr, Dc = dct_matrix(br), dct_matrix(bc)
     np.testing.assert_allclose(W, Dr.T @ C @ Dc, atol=1e-13)
     np.testing.assert_allclose(Dr @ W @ Dc.T, C, atol=1e-13)
     # and the residual mat-vec of the fused path equals the dense product
     x = rng.normal(size=(4, bc))
-    y = _core.rbe_linear(rbe.tensor(x), lay, rbe.zeros(1, 0, 4, dtype=rbe.float64), rbe.zeros(1, 0, dtype=rbe.float64),
+    y = S.linear(rbe.tensor(x), lay, rbe.zeros(1, 0, 4, dtype=rbe.float64), rbe.zeros(1, 0, dtype=rbe.float64),
                          rbe.tensor(C.reshape(1, -1)), rbe.tensor(np.arange(br * bc).reshape(1, -1))).numpy()
     np.testing.assert_allclose(y, x @ W.T, atol=1e-12)
 
@@ -326,7 +325,7 @@ def test_bad_records_are_rejected():
     with pytest.raises(ValueError, match="shape"):
         RBELinear.from_packed(bad)
     with pytest.raises(ValueError, match="16-byte"):
-        _core.rbe_unpack(b"\x00" * 17)
+        S.unpack(b"\x00" * 17)
     with pytest.raises(ValueError, match="header"):
         RBELinear.from_packed({"records": p["records"]})
 
@@ -334,8 +333,8 @@ def test_bad_records_are_rejected():
 # ------------------------------------------------------- phase register (8)
 def test_quarter_turn_of_the_phase_register_is_the_derivative_bit_exactly():
     q = np.arange(1 << 20, dtype=np.uint32)
-    s, c = _core.rbe_phase_sin_cos(q.tolist())
-    s_shift, _ = _core.rbe_phase_sin_cos(((q + (1 << 18)) % (1 << 20)).tolist())
+    s, c = S.phase_sin_cos(q.tolist())
+    s_shift, _ = S.phase_sin_cos(((q + (1 << 18)) % (1 << 20)).tolist())
     assert np.array_equal(np.array(s_shift).view(np.uint64), np.array(c).view(np.uint64))
     ang = 2 * np.pi * q / 2**20
     assert np.abs(np.array(s) - np.sin(ang)).max() < 1e-15
@@ -394,7 +393,7 @@ def test_fused_linear_random_layouts_and_edge_cases():
         tr = rng.choice([0.0, 1.0, 0.3], size=(nb, J), p=[0.5, 0.4, 0.1])
         rv = rng.normal(size=(nb, K))
         ri = np.array([rng.choice(br * bc, K, replace=False) for _ in range(nb)], dtype=np.int64).reshape(nb, K)
-        lay = (out, inp, br, bc, _core.rbe_default_kappa(br, bc))
+        lay = (out, inp, br, bc, S.default_kappa(br, bc))
         n = int(rng.choice([0, 1, 5, 8, 9, 20]))
         X, GY = rng.normal(size=(n, inp)), rng.normal(size=(n, out))
 
@@ -403,9 +402,9 @@ def test_fused_linear_random_layouts_and_edge_cases():
             res = (ps[2], rbe.tensor(ri)) if K else (None, None)
             x = rbe.tensor(X, dtype=rbe.float64, requires_grad=True)
             if fused:
-                y = _core.rbe_linear(x, lay, ps[0], ps[1], *res)
+                y = S.linear(x, lay, ps[0], ps[1], *res)
             else:
-                y = x @ _core.rbe_generate(lay, ps[0], ps[1], *res).T
+                y = x @ S.generate(lay, ps[0], ps[1], *res).T
             (y * rbe.tensor(GY, dtype=rbe.float64)).sum().backward()
             grads = [p.grad for p in (x, ps[0], ps[1]) + ((ps[2],) if K else ())]
             return [y.detach().numpy()] + [np.zeros(0) if g is None else g.numpy() for g in grads]

@@ -1,13 +1,23 @@
-//! Bindings of the RBE structured weights: the two differentiable ops and the
-//! Packed128 record codec. The Python layer (`rbe.nn.RBELinear`) builds on these.
+//! `rbe._core.structured`: bindings of the RBE front-end (crate
+//! `rbe-structured`): the two differentiable ops and the Packed128 record
+//! codec. The Python front-end `rbe.structured` (`RBELinear`, ...) builds on
+//! these. Stub: `python/rbe/_core/structured.pyi`.
 use crate::conv::*;
 use crate::tensor::{guard_nogil, PyTensor};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rbe_core::ops::rbe::{rbe_generate as gen, rbe_linear as lin, RbeParams};
-use rbe_core::rbe::packed::{self, Atom, ChartChoice, Packed128, Track};
-use rbe_core::rbe::Layout;
 use rbe_core::{value_err, Tensor};
+use rbe_structured::packed::{self, Atom, ChartChoice, Packed128, Track};
+use rbe_structured::{rbe_generate as gen, rbe_linear as lin, Layout, RbeParams};
+
+/// The submodule, exported from `_core` in `lib.rs` (which makes it
+/// importable as `rbe._core.structured`). A new function is one name in the
+/// `use` list (and its entry in the stub).
+#[pymodule(submodule)]
+pub mod structured {
+    #[pymodule_export]
+    use super::{default_kappa, generate, linear, pack, phase_sin_cos, unpack};
+}
 
 fn opt_tensor(o: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Tensor>> {
     match o {
@@ -25,7 +35,7 @@ fn layout(l: LayoutArg) -> PyResult<Layout> {
 
 #[pyfunction]
 #[pyo3(signature = (layout_, atoms, tracks, res_vals=None, res_idx=None))]
-fn rbe_generate(
+pub(crate) fn generate(
     py: Python<'_>,
     layout_: LayoutArg,
     atoms: &Bound<'_, PyAny>,
@@ -43,7 +53,7 @@ fn rbe_generate(
 #[pyfunction]
 #[pyo3(signature = (input, layout_, atoms, tracks, res_vals=None, res_idx=None, bias=None))]
 #[allow(clippy::too_many_arguments)]
-fn rbe_linear(
+pub(crate) fn linear(
     py: Python<'_>,
     input: &Bound<'_, PyAny>,
     layout_: LayoutArg,
@@ -63,7 +73,7 @@ fn rbe_linear(
 }
 
 #[pyfunction]
-fn rbe_default_kappa(br: usize, bc: usize) -> f64 {
+pub(crate) fn default_kappa(br: usize, bc: usize) -> f64 {
     Layout::default_kappa(br, bc)
 }
 
@@ -81,7 +91,7 @@ fn chart_choice(s: &str) -> PyResult<ChartChoice> {
 /// little-endian bytes, `(hi, lo)` per atom.
 #[pyfunction]
 #[pyo3(signature = (fields, tracks, chart="auto"))]
-fn rbe_pack<'py>(py: Python<'py>, fields: Vec<f64>, tracks: Vec<u8>, chart: &str) -> PyResult<Bound<'py, PyBytes>> {
+pub(crate) fn pack<'py>(py: Python<'py>, fields: Vec<f64>, tracks: Vec<u8>, chart: &str) -> PyResult<Bound<'py, PyBytes>> {
     let choice = chart_choice(chart)?;
     if fields.len() != 4 * tracks.len() {
         return Err(value_err!("rbe_pack: {} fields for {} tracks (expected 4 per atom)", fields.len(), tracks.len())).py();
@@ -103,10 +113,10 @@ fn rbe_pack<'py>(py: Python<'py>, fields: Vec<f64>, tracks: Vec<u8>, chart: &str
     Ok(PyBytes::new(py, &out))
 }
 
-/// Decode records (bytes as produced by `rbe_pack`): returns the flat fields
+/// Decode records (bytes as produced by `pack`): returns the flat fields
 /// `(A, phi, px, py)` and the tracks. Invalid records raise `ValueError`.
 #[pyfunction]
-fn rbe_unpack(data: &[u8]) -> PyResult<(Vec<f64>, Vec<u8>)> {
+pub(crate) fn unpack(data: &[u8]) -> PyResult<(Vec<f64>, Vec<u8>)> {
     if data.len() % 16 != 0 {
         return Err(value_err!("rbe_unpack: {} bytes is not a whole number of 16-byte records", data.len())).py();
     }
@@ -127,16 +137,6 @@ fn rbe_unpack(data: &[u8]) -> PyResult<(Vec<f64>, Vec<u8>)> {
 
 /// `(sin, cos)` of the phase-register angles `2 pi q / 2^20`, by exact quadrant reduction.
 #[pyfunction]
-fn rbe_phase_sin_cos(q: Vec<u32>) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn phase_sin_cos(q: Vec<u32>) -> (Vec<f64>, Vec<f64>) {
     (q.iter().map(|&v| packed::phase_sin(v)).collect(), q.iter().map(|&v| packed::phase_cos(v)).collect())
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(rbe_generate, m)?)?;
-    m.add_function(wrap_pyfunction!(rbe_linear, m)?)?;
-    m.add_function(wrap_pyfunction!(rbe_default_kappa, m)?)?;
-    m.add_function(wrap_pyfunction!(rbe_pack, m)?)?;
-    m.add_function(wrap_pyfunction!(rbe_unpack, m)?)?;
-    m.add_function(wrap_pyfunction!(rbe_phase_sin_cos, m)?)?;
-    Ok(())
 }

@@ -1,4 +1,4 @@
-"""``rbe.optim.RiemannianAdam`` against independent oracles.
+"""``rbe.structured.RiemannianAdam`` against independent oracles.
 
 What is compared with what:
 
@@ -43,8 +43,8 @@ import torch
 
 import rbe
 import rbe.nn as nn
-from rbe.optim import RiemannianAdam
-from rbe.optim import riemannian as R
+from rbe.structured import RBELinear, RiemannianAdam
+from rbe.structured import riemannian as R
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # geoopt uses torch.jit.script, deprecated in recent torch
@@ -251,7 +251,7 @@ def test_trajectory_matches_geoopt_exact_expmap():
 
 def rbe_layer(seed=0):
     rbe.manual_seed(seed)
-    return nn.RBELinear(12, 10, block=(4, 4), atoms=2, dtype=rbe.float64)
+    return RBELinear(12, 10, block=(4, 4), atoms=2, dtype=rbe.float64)
 
 
 def layer_loss(layer, x, y):
@@ -487,8 +487,8 @@ def test_manifold_euclidean_makes_rbe_atoms_plain_adam():
 
 def test_training_rbe_regression():
     rbe.manual_seed(1)
-    teacher = nn.RBELinear(16, 16, block=(8, 8), atoms=3, dtype=rbe.float64)
-    student = nn.RBELinear(16, 16, block=(8, 8), atoms=3, dtype=rbe.float64)
+    teacher = RBELinear(16, 16, block=(8, 8), atoms=3, dtype=rbe.float64)
+    student = RBELinear(16, 16, block=(8, 8), atoms=3, dtype=rbe.float64)
     x = rbe.tensor(np.random.default_rng(1).standard_normal((256, 16)))
     with rbe.no_grad():
         y = teacher(x).detach()
@@ -507,7 +507,7 @@ def test_training_rbe_regression():
 
 def make_mixed(seed):
     rbe.manual_seed(seed)
-    layer = nn.RBELinear(12, 10, block=(4, 4), atoms=2, dtype=rbe.float64)
+    layer = RBELinear(12, 10, block=(4, 4), atoms=2, dtype=rbe.float64)
     rng = np.random.default_rng(seed)
     ballp = nn.Parameter(rbe.tensor(random_points(rng, 4, 3, 0.5)))
     eucl = nn.Parameter(rbe.tensor(rng.standard_normal((10,))))
@@ -613,7 +613,7 @@ def test_a_bad_point_in_a_later_group_changes_nothing():
     a = rbe.nn.Parameter(rbe.tensor([[0.1, 0.2], [0.3, -0.1]], dtype=rbe.float64))
     b = rbe.nn.Parameter(rbe.tensor([[0.5, 0.5]], dtype=rbe.float64))
     w = rbe.nn.Parameter(rbe.tensor([1.0, 2.0], dtype=rbe.float64))
-    opt = rbe.optim.RiemannianAdam([{"params": [a], "manifold": "poincare"}, {"params": [w]}, {"params": [b], "manifold": "poincare"}], lr=0.1)
+    opt = RiemannianAdam([{"params": [a], "manifold": "poincare"}, {"params": [w]}, {"params": [b], "manifold": "poincare"}], lr=0.1)
     for p in (a, b, w):
         p.grad = rbe.ones_like(p)
     with rbe.no_grad():

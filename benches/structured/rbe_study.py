@@ -1,10 +1,10 @@
-"""Reproducible study of the RBE structured layer (``rbe.nn.RBELinear``).
+"""Reproducible study of the RBE structured layer (``rbe.structured.RBELinear``).
 
 Run (from the repository root, with the package installed)::
 
-    python benches/rbe_study.py --out bench-results/rbe-study        # full study
-    python benches/rbe_study.py --out /tmp/rbe-smoke --quick          # CI smoke: every part, tiny sizes
-    python benches/rbe_study.py --out DIR --parts memory,speed        # a subset of the parts
+    python benches/structured/rbe_study.py --out bench-results/structured     # full study
+    python benches/structured/rbe_study.py --out /tmp/rbe-smoke --quick          # CI smoke: every part, tiny sizes
+    python benches/structured/rbe_study.py --out DIR --parts memory,speed        # a subset of the parts
 
 It writes ``DIR/results.json`` (every measured number, plus machine and
 versions), ``DIR/study.md`` (markdown tables and a summary whose sentences
@@ -35,7 +35,7 @@ What each part measures (sizes of the full run):
 3. ``accuracy``: scikit-learn digits (standardised; fixed split 1277 train,
    160 validation/calibration, 360 test), MLP 64-H-H-10 (H=256) whose two
    hidden layers are dense, RBE (sin / tanh / mixed, several J and K, and
-   mixed trained by ``rbe.optim.RBEHybrid`` when it exists), low rank, or a
+   mixed trained by ``rbe.structured.RBEHybrid`` when it exists), low rank, or a
    narrower dense MLP, the last two sized to the RBE budgets. Adam, fixed
    epochs, several seeds; mean test accuracy against bits per weight.
 4. ``distill``: a dense teacher 64-256-256-10 trained on the digits; the same
@@ -145,7 +145,7 @@ def _machine() -> dict:
 
 
 def _versions() -> dict:
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     v = {"rbe": rbe.__version__, "numpy": np.__version__}
     for name in ("torch", "sklearn", "matplotlib"):
@@ -154,7 +154,7 @@ def _versions() -> dict:
         except ImportError:
             v[name] = None
     try:
-        from rbe.optim import RBEHybrid  # noqa: F401
+        from rbe.structured import RBEHybrid  # noqa: F401
 
         v["RBEHybrid"] = True
     except ImportError:
@@ -171,11 +171,12 @@ def _mlp_768(rbe, dense: bool, shape, block, J: int, K: int):
     d, h = shape
     if dense:
         return nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
-    return nn.Sequential(nn.RBELinear(d, h, block=block, atoms=J, residual=K), nn.GELU(), nn.RBELinear(h, d, block=block, atoms=J, residual=K))
+    RBELinear = rbe.structured.RBELinear
+    return nn.Sequential(RBELinear(d, h, block=block, atoms=J, residual=K), nn.GELU(), RBELinear(h, d, block=block, atoms=J, residual=K))
 
 
 def part_memory(S: dict) -> dict:
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     rbe.set_num_threads(1)
     d, h = S["mem_shape"]
@@ -204,7 +205,7 @@ def part_memory(S: dict) -> dict:
         buffers = sum(b.numel() * b.element_size() for b in model.buffers() if b is not None)
         stored = 0
         for m in model.modules():
-            if isinstance(m, rbe.nn.RBELinear):
+            if isinstance(m, rbe.structured.RBELinear):
                 stored += m.bits() / 8 + (m.bias.numel() * 4 if m.bias is not None else 0)
             elif isinstance(m, rbe.nn.Linear):
                 stored += 4 * sum(p.numel() for p in m.parameters())
@@ -249,10 +250,10 @@ def _speed_cases(rbe, torch, shape, block):
     cases = [
         ("rbe Linear (dense)", "rbe", lambda: nn.Linear(d, h)),
         ("torch Linear (dense)", "torch", lambda: torch.nn.Linear(d, h)),
-        ("RBE J=4", "rbe", lambda: nn.RBELinear(d, h, block=block, atoms=4)),
-        ("RBE J=4 K=8", "rbe", lambda: nn.RBELinear(d, h, block=block, atoms=4, residual=8)),
-        ("RBE J=8", "rbe", lambda: nn.RBELinear(d, h, block=block, atoms=8)),
-        ("RBE mixed J=4", "rbe", lambda: nn.RBELinear(d, h, block=block, atoms=4, track="mixed")),
+        ("RBE J=4", "rbe", lambda: rbe.structured.RBELinear(d, h, block=block, atoms=4)),
+        ("RBE J=4 K=8", "rbe", lambda: rbe.structured.RBELinear(d, h, block=block, atoms=4, residual=8)),
+        ("RBE J=8", "rbe", lambda: rbe.structured.RBELinear(d, h, block=block, atoms=8)),
+        ("RBE mixed J=4", "rbe", lambda: rbe.structured.RBELinear(d, h, block=block, atoms=4, track="mixed")),
     ]
     return cases
 
@@ -287,7 +288,7 @@ def _time_by_library(fns: Sequence[Callable[[], None]], libs: Sequence[str], rep
 
 
 def part_speed(S: dict) -> dict:
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     try:
         import torch
@@ -377,7 +378,7 @@ def _n_dense_weights(H: int) -> int:
 
 
 def _rbe_bits(rbe, H: int, block, J: int, K: int) -> int:
-    return sum(rbe.nn.RBELinear(i, o, block=block, atoms=J, residual=K).bits() for i, o in ((N_IN, H), (H, H)))
+    return sum(rbe.structured.RBELinear(i, o, block=block, atoms=J, residual=K).bits() for i, o in ((N_IN, H), (H, H)))
 
 
 def _budget_configs(S: dict, rbe_configs: List[dict]) -> List[dict]:
@@ -403,7 +404,7 @@ def _budget_configs(S: dict, rbe_configs: List[dict]) -> List[dict]:
 
 def _configs(S: dict, hybrid_available: bool) -> List[dict]:
     """Every model config of parts 3 and 4 (without seeds)."""
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     H = S["hidden"]
     nd = _n_dense_weights(H)
@@ -459,7 +460,7 @@ def _build(rbe, c: dict, H: int):
     elif f == "low-rank":
         layers = [_low_rank(nn, N_IN, H, c["rank"]), _low_rank(nn, H, H, c["rank"])]
     else:
-        layers = [nn.RBELinear(i, o, block=c["block"], atoms=c["J"], residual=c["K"], track=c["track"]) for i, o in ((N_IN, H), (H, H))]
+        layers = [rbe.structured.RBELinear(i, o, block=c["block"], atoms=c["J"], residual=c["K"], track=c["track"]) for i, o in ((N_IN, H), (H, H))]
     return nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), nn.Linear(H, N_OUT))
 
 
@@ -468,7 +469,7 @@ def _model_bytes(rbe, model) -> float:
     bias), everything else at 4 bytes per parameter."""
     total = 0.0
     for m in model.modules():
-        if isinstance(m, rbe.nn.RBELinear):
+        if isinstance(m, rbe.structured.RBELinear):
             total += m.bits() / 8 + (4 * m.bias.numel() if m.bias is not None else 0)
         elif isinstance(m, rbe.nn.Linear):
             total += 4 * sum(p.numel() for p in m.parameters())
@@ -479,7 +480,7 @@ _DATA: dict = {}
 
 
 def _worker_init(data: dict, threads: int = 1) -> None:
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     rbe.set_num_threads(threads)
     _DATA.clear()
@@ -491,7 +492,7 @@ def _train(rbe, model, X: np.ndarray, Y: np.ndarray, loss_fn, epochs: int, batch
     """Adam (or RBEHybrid) over shuffled minibatches; returns (optimizer, last loss)."""
     params = list(model.parameters())
     if optim == "hybrid":
-        from rbe.optim import RBEHybrid
+        from rbe.structured import RBEHybrid
 
         Xc, Yc = rbe.tensor(calib[0]), rbe.tensor(calib[1])
         opt = RBEHybrid(params, lr=lr, flip_every=S["flip_every"], cooldown=S["cooldown"], calibration=lambda: loss_fn(model(Xc), Yc))
@@ -520,7 +521,7 @@ def _predict(rbe, model, X: np.ndarray) -> np.ndarray:
 
 def _run_job(job: dict) -> dict:
     """One training run of part 3 (``task="accuracy"``) or part 4 (``"distill"``)."""
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     c, seed, S, task = job["cfg"], job["seed"], job["S"], job["task"]
     D = _DATA
@@ -544,7 +545,7 @@ def _run_job(job: dict) -> dict:
                    test_acc=float((P.argmax(1) == D["yte"]).mean()))
     out.update(final_train_loss=last, train_seconds=secs, model_bytes=_model_bytes(rbe, model),
                n_params=sum(p.numel() for p in model.parameters()))
-    rbe_layers = [m for m in model.modules() if isinstance(m, rbe.nn.RBELinear)]
+    rbe_layers = [m for m in model.modules() if isinstance(m, rbe.structured.RBELinear)]
     if rbe_layers and c["track"] != "sin":
         tr = np.concatenate([m.tracks.detach().numpy().ravel() for m in rbe_layers])
         out["tanh_fraction"] = float(tr.mean())
@@ -673,7 +674,7 @@ def _teacher(S: dict, data: dict) -> dict:
     """A dense 64-256-256-10 trained on the digits; returns the data plus its
     logits (divided by their RMS) on the transfer set, the calibration
     (validation) digits and the test digits, and a summary."""
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     rbe.set_num_threads(1)
     F = rbe.nn.functional
@@ -836,9 +837,9 @@ def _summary_sentences(comp: dict, unit: str, diff_unit: str, digits: int, scale
 def _md_accuracy(A: dict) -> str:
     s = A["settings"]
     sp = s["split"]
-    hyb = ("`rbe.optim.RBEHybrid` was available: the family *RBE mixed + RBEHybrid* trains track=\"mixed\" layers with it "
+    hyb = ("`rbe.structured.RBEHybrid` was available: the family *RBE mixed + RBEHybrid* trains track=\"mixed\" layers with it "
            f"(flip_every={s['flip_every']}, cooldown={s['cooldown']}, calibration = cross-entropy on the {sp['val']} validation digits)."
-           if s["hybrid"] else "`rbe.optim.RBEHybrid` was not available in this run: the hybrid variant was skipped.")
+           if s["hybrid"] else "`rbe.structured.RBEHybrid` was not available in this run: the hybrid variant was skipped.")
     out = [f"### 3. Accuracy at equal size: digits, MLP 64-{s['hidden']}-{s['hidden']}-10",
            "",
            f"Split {sp['train']} train / {sp['val']} validation (also the RBEHybrid calibration batch) / {sp['test']} test, features standardised "
@@ -905,7 +906,7 @@ def render_markdown(R: dict) -> str:
     m, v = R["machine"], R["versions"]
     head = [f"## RBE study{' (--quick: smoke run, numbers mean nothing)' if R['quick'] else ''}",
             "",
-            f"`python benches/rbe_study.py --out {R['out']}{' --quick' if R['quick'] else ''}"
+            f"`python benches/structured/rbe_study.py --out {R['out']}{' --quick' if R['quick'] else ''}"
             f"{' --parts ' + ','.join(R['parts']) if set(R['parts']) != set(PARTS) else ''}`: "
             f"{m['cpu']} ({m['logical_cpus']} logical CPUs), Python {m['python']}, rbe {v['rbe']}"
             f"{' (commit ' + m['git_commit'] + (', modified tree' if m.get('git_dirty') else '') + ')' if m.get('git_commit') else ''}, "
@@ -1058,7 +1059,7 @@ def _json_default(o):
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="Reproducible study of the RBE structured layer (memory, speed, accuracy, distillation).")
-    ap.add_argument("--out", default="bench-results/rbe-study", help="output directory (results.json, study.md, study.png)")
+    ap.add_argument("--out", default="bench-results/structured", help="output directory (results.json, study.md, study.png)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, every part, for a CI smoke run (numbers mean nothing)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--workers", type=int, default=None,
@@ -1074,10 +1075,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     workers = args.workers if args.workers is not None else (1 if args.quick else min(2, os.cpu_count() or 1))
     os.makedirs(args.out, exist_ok=True)
 
-    import rbe
+    import rbe.structured  # binds rbe as well
 
     try:
-        from rbe.optim import RBEHybrid  # noqa: F401
+        from rbe.structured import RBEHybrid  # noqa: F401
 
         hybrid = True
     except ImportError:
@@ -1087,7 +1088,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for p in parts:
         print(f"== part {PARTS.index(p) + 1}: {p}", flush=True)
         if p in ("accuracy", "distill") and not hybrid:
-            print("  note: rbe.optim.RBEHybrid is not available; the 'RBE mixed + RBEHybrid' variant is skipped", flush=True)
+            print("  note: rbe.structured.RBEHybrid is not available; the 'RBE mixed + RBEHybrid' variant is skipped", flush=True)
         t0 = time.perf_counter()
         cpu0 = _cpu_seconds()
         R["load"][p] = dict(loadavg_before=_loadavg())

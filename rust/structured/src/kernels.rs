@@ -1,105 +1,33 @@
-//! RBE ops: `rbe_generate` (materialise the matrix W of an RBE layer) and
-//! `rbe_linear` (`x W^T` without ever materialising W), forward and backward
-//! side by side.
+//! The RBE kernels: pure loops over slices. No `Tensor`, no autograd; the
+//! op wrappers in [`crate::ops`] check the inputs, read the parameters into a
+//! [`Snap`], allocate the outputs and record the backward.
 //!
-//! Parameters, for a layout with `nb` blocks, `J` atoms and `K` residual
-//! coefficients per block:
-//! - `atoms`  float `(nb, J, 4)`: `(A, phi, px, py)`, wave vector `k = 2 kappa p`;
-//! - `tracks` float `(nb, J)`: `alpha`, 0 = SIN, 1 = TANH (values in between
-//!   are the relaxation `(1 - alpha) sin + alpha tanh`); its gradient is the
-//!   bit-gradient gamma of spec section 5;
-//! - `res_vals` float `(nb, K)` and `res_idx` int64 `(nb, K)`: residual DCT
-//!   coefficients, index `u * bc + v`.
-//!
-//! Kernels. Each block is `W_b = R C^T + T` where `R` (rows x m) and `C`
-//! (cols x m) hold the separable terms (two columns per SIN atom, from
+//! Each block is `W_b = R C^T + T` where `R` (rows x m) and `C` (cols x m)
+//! hold the separable terms (two columns per SIN atom, from
 //! `sin(a + b) = sin a cos b + cos a sin b`, and one per residual
 //! coefficient) and `T` the TANH (or relaxed) atoms, generated tile by tile.
-//! First-order backward uses the same factorisation; under `create_graph`
-//! the backward is written with differentiable tensor ops instead (it
-//! materialises per-atom blocks, so it is meant for small layers).
-use super::binary::{add, mul, mul_scalar, sub};
-use super::reduce::sum;
-use super::shape::{permute, reshape, select, stack, unsqueeze};
-use super::unary::{cos, sin, tanh};
-use crate::autograd::{attach, needs_grad, SavedTensor};
-use crate::dtype::DType;
-use crate::error::Result;
-use crate::gemm::GemmElem;
-use crate::rbe::dct::dct_cached;
-use crate::rbe::layout::Layout;
-use crate::tensor::{fmt_shape, Tensor};
-use crate::{dtype_err, shape_err, value_err};
-use std::any::Any;
-use std::sync::Arc;
-
-/// The parameter tensors of an RBE matrix.
-#[derive(Clone, Copy)]
-pub struct RbeParams<'a> {
-    pub atoms: &'a Tensor,
-    pub tracks: &'a Tensor,
-    pub res_vals: Option<&'a Tensor>,
-    pub res_idx: Option<&'a Tensor>,
-}
-
-/// Checks shapes and dtypes; returns `(J, K)`.
-pub fn check_params(lay: &Layout, p: &RbeParams) -> Result<(usize, usize)> {
-    let nb = lay.n_blocks();
-    let a = p.atoms;
-    if !a.dtype().is_float() {
-        return Err(dtype_err!("rbe: atoms must be float32 or float64, got {}", a.dtype().name()));
-    }
-    if a.ndim() != 3 || a.shape()[0] != nb || a.shape()[2] != 4 {
-        return Err(shape_err!(
-            "rbe: atoms must have shape (n_blocks, J, 4) = ({nb}, J, 4) for a {}x{} matrix in {}x{} blocks, got {}",
-            lay.out,
-            lay.inp,
-            lay.br,
-            lay.bc,
-            fmt_shape(a.shape())
-        ));
-    }
-    let j = a.shape()[1];
-    if p.tracks.dtype() != a.dtype() {
-        return Err(dtype_err!("rbe: tracks dtype {} does not match atoms dtype {}", p.tracks.dtype().name(), a.dtype().name()));
-    }
-    if p.tracks.shape() != [nb, j] {
-        return Err(shape_err!("rbe: tracks must have shape (n_blocks, J) = ({nb}, {j}), got {}", fmt_shape(p.tracks.shape())));
-    }
-    let k = match (p.res_vals, p.res_idx) {
-        (None, None) => 0,
-        (Some(v), Some(ix)) => {
-            if v.dtype() != a.dtype() {
-                return Err(dtype_err!("rbe: residual values dtype {} does not match atoms dtype {}", v.dtype().name(), a.dtype().name()));
-            }
-            if ix.dtype() != DType::I64 {
-                return Err(dtype_err!("rbe: residual indices must be int64, got {}", ix.dtype().name()));
-            }
-            if v.ndim() != 2 || v.shape()[0] != nb || ix.shape() != v.shape() {
-                return Err(shape_err!(
-                    "rbe: residual values and indices must both have shape (n_blocks, K) with n_blocks = {nb}, got {} and {}",
-                    fmt_shape(v.shape()),
-                    fmt_shape(ix.shape())
-                ));
-            }
-            let n = lay.block_len() as i64;
-            if let Some(bad) = ix.to_vec::<i64>().into_iter().find(|&i| i < 0 || i >= n) {
-                return Err(crate::index_err!("rbe: residual index {bad} is out of range for a {}x{} block (0..{n})", lay.br, lay.bc));
-            }
-            v.shape()[1]
-        }
-        _ => return Err(value_err!("rbe: residual values and indices must be given together")),
-    };
-    Ok((j, k))
-}
+//! [`linear_fwd_small`] / [`linear_bwd_small`] stream the bases of each block
+//! (batches up to [`SMALL_BATCH`] rows); [`linear_fwd_gemm`] /
+//! [`linear_bwd_gemm`] lay the factors of all blocks side by side and run a
+//! handful of whole-layer GEMMs.
+//!
+//! Every output element and gradient slot is written by one task of
+//! [`for_each_index`] (a block, a block row or a block column) and summed in a
+//! fixed order, so the bits do not depend on the thread count. Large per-call
+//! buffers come from the tensor pool through [`FreshTensor`] (allocation
+//! failures are reported, not aborted on).
+use crate::dct::dct_cached;
+use crate::layout::Layout;
+use rbe_core::ext::simd::{self, sincos_lanes};
+use rbe_core::ext::{for_each_index, FreshTensor, GemmElem, Real, Result, SendPtr};
 
 /// Floats the RBE kernels run on.
-pub trait RbeFloat: crate::elem::Real + GemmElem {
+pub trait RbeFloat: Real + GemmElem {
     fn tanh_slice(x: &[Self], out: &mut [Self]);
 }
 impl RbeFloat for f32 {
     fn tanh_slice(x: &[f32], out: &mut [f32]) {
-        crate::simd::tanh_slice_f32(x, out)
+        simd::tanh_slice_f32(x, out)
     }
 }
 impl RbeFloat for f64 {
@@ -110,45 +38,35 @@ impl RbeFloat for f64 {
     }
 }
 
-/// The parameters, read once into f64.
-struct Snap {
-    lay: Layout,
-    j: usize,
-    k: usize,
-    atoms: Vec<f64>,
-    alpha: Vec<f64>,
-    res_vals: Vec<f64>,
-    res_idx: Vec<usize>,
+/// The parameters of an RBE matrix, read once into f64 (built by
+/// [`crate::ops`] from checked tensors): atoms `(A, phi, px, py)` per atom
+/// (`n_blocks * j * 4`), tracks `alpha` (`n_blocks * j`), residual values and
+/// indices (`n_blocks * k`).
+pub struct Snap {
+    pub lay: Layout,
+    pub j: usize,
+    pub k: usize,
+    pub atoms: Vec<f64>,
+    pub alpha: Vec<f64>,
+    pub res_vals: Vec<f64>,
+    pub res_idx: Vec<usize>,
 }
 
 impl Snap {
-    fn new(lay: &Layout, p: &RbeParams) -> Result<Snap> {
-        let (j, k) = check_params(lay, p)?;
-        Ok(Snap {
-            lay: *lay,
-            j,
-            k,
-            atoms: p.atoms.to_vec_f64(),
-            alpha: p.tracks.to_vec_f64(),
-            res_vals: p.res_vals.map(|v| v.to_vec_f64()).unwrap_or_default(),
-            res_idx: p.res_idx.map(|v| v.to_vec::<i64>().into_iter().map(|i| i as usize).collect()).unwrap_or_default(),
-        })
-    }
-    fn atom(&self, b: usize, a: usize) -> (f64, f64, f64, f64, f64) {
+    /// `(A, phi, kx, ky, alpha)` of atom `a` of block `b`.
+    pub fn atom(&self, b: usize, a: usize) -> (f64, f64, f64, f64, f64) {
         let o = (b * self.j + a) * 4;
         let kk = 2.0 * self.lay.kappa;
         (self.atoms[o], self.atoms[o + 1], kk * self.atoms[o + 2], kk * self.atoms[o + 3], self.alpha[b * self.j + a])
     }
     /// Atoms of block `b` on the separable (SIN) path and on the tiled path.
-    fn split(&self, b: usize) -> (Vec<usize>, Vec<usize>) {
+    pub fn split(&self, b: usize) -> (Vec<usize>, Vec<usize>) {
         (0..self.j).partition(|&a| self.alpha[b * self.j + a] == 0.0)
     }
 }
 
 /// Sequences evaluated side by side by [`sincos_lanes`].
-const LANES: usize = crate::simd::SINCOS_LANES;
-
-use crate::simd::sincos_lanes;
+const LANES: usize = simd::SINCOS_LANES;
 
 /// `sin` and `cos` of `t0 + i d` for `i < n`, bit-identical to one lane of
 /// [`sincos_lanes`].
@@ -279,9 +197,6 @@ fn add_dense<T: RbeFloat>(s: &Snap, b: usize, dense: &[usize], rows: usize, cols
         }
     }
 }
-
-use crate::parallel::SendPtr;
-
 /// The tiled atoms of block `b` alone, into `buf` (rows x cols, contiguous).
 fn dense_block<T: RbeFloat>(s: &Snap, b: usize, dense: &[usize], rows: usize, cols: usize, buf: &mut Vec<T>) {
     buf.clear();
@@ -290,6 +205,11 @@ fn dense_block<T: RbeFloat>(s: &Snap, b: usize, dense: &[usize], rows: usize, co
 }
 
 /// `dst (m x n) (+)= a (m x k) @ b (k x n)`, all with explicit strides.
+///
+/// # Safety
+/// The contract of [`GemmElem::gemm`]: the pointers and strides describe
+/// valid matrices of the given sizes, `dst` overlaps neither `a` nor `b`, and
+/// no other thread touches the elements of `dst` during the call.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn mm<T: GemmElem>(
@@ -310,22 +230,24 @@ unsafe fn mm<T: GemmElem>(
     T::gemm(m, n, k, dst, drs as isize, dcs as isize, acc, a, ars as isize, acs as isize, b, brs as isize, bcs as isize);
 }
 
-use crate::parallel::for_each_index;
-
 fn work_estimate(s: &Snap, n: usize) -> usize {
     let per_block = (2 * s.j + s.k) * (s.lay.br + s.lay.bc) + s.lay.block_len();
     n.max(1) * per_block * s.lay.n_blocks()
 }
 
-fn generate_raw<T: RbeFloat>(s: &Snap) -> Tensor {
+/// The `out x in` matrix of the layout into `out` (row-major; its contents
+/// on entry are not read).
+pub fn generate<T: RbeFloat>(s: &Snap, out: &mut [T]) {
     let lay = s.lay;
-    let out = Tensor::empty(&[lay.out, lay.inp], T::DTYPE);
-    let ptr = SendPtr(out.data_ptr::<T>());
+    assert_eq!(out.len(), lay.out * lay.inp, "generate: output length");
+    let ptr = SendPtr(out.as_mut_ptr());
     for_each_index(lay.n_blocks(), work_estimate(s, 1), |b| {
         let (r0, rows, c0, cols) = lay.block_extent(b);
         let (sep, dense) = s.split(b);
         let f = factors::<T>(s, b, &sep, rows, cols);
-        // Safety: block b owns rows r0.., columns c0.. of the output.
+        // SAFETY: block b owns rows r0..r0+rows, columns c0..c0+cols of the
+        // output (row stride lay.inp), which lie inside it; the factors are
+        // private to this task.
         unsafe {
             let dst = ptr.get().add(r0 * lay.inp + c0);
             mm(rows, cols, f.m, dst, lay.inp, 1, false, f.r.as_ptr(), f.m, 1, f.c.as_ptr(), 1, f.m);
@@ -336,7 +258,7 @@ fn generate_raw<T: RbeFloat>(s: &Snap) -> Tensor {
             let mut buf = Vec::new();
             dense_block(s, b, &dense, rows, cols, &mut buf);
             for i in 0..rows {
-                // Safety: row i of block b (cols elements) belongs to this task only.
+                // SAFETY: row i of block b (cols elements, inside the output) belongs to this task only.
                 let row = unsafe { std::slice::from_raw_parts_mut(ptr.get().add((r0 + i) * lay.inp + c0), cols) };
                 for (o, &v) in row.iter_mut().zip(&buf[i * cols..(i + 1) * cols]) {
                     *o += v;
@@ -344,7 +266,6 @@ fn generate_raw<T: RbeFloat>(s: &Snap) -> Tensor {
             }
         }
     });
-    out
 }
 
 /// Gradients that need block `b`'s full gradient `gm` (rows x cols, row
@@ -436,28 +357,36 @@ fn dense_grads<T: RbeFloat>(
     }
 }
 
-/// Parameter gradients as tensors of the parameters' dtype.
-fn grads_to_tensors(s: &Snap, dt: DType, datoms: Vec<f64>, dalpha: Vec<f64>, dres: Vec<f64>) -> Result<(Tensor, Tensor, Tensor)> {
-    let nb = s.lay.n_blocks();
-    let cast = |v: Vec<f64>, shape: &[usize]| -> Result<Tensor> { super::as_dtype(&Tensor::from_vec(v, shape)?, dt) };
-    Ok((cast(datoms, &[nb, s.j, 4])?, cast(dalpha, &[nb, s.j])?, cast(dres, &[nb, s.k])?))
+/// Parameter gradients in f64, one slot group per block: `atoms`
+/// (`n_blocks * j * 4`), `alpha` (the bit-gradient gamma, `n_blocks * j`)
+/// and `res` (`n_blocks * k`).
+pub struct ParamGrads {
+    pub atoms: Vec<f64>,
+    pub alpha: Vec<f64>,
+    pub res: Vec<f64>,
 }
 
-/// First-order VJP of `generate` for a gradient `g` (out x in, contiguous).
-fn generate_vjp_raw<T: RbeFloat>(s: &Snap, g: &Tensor, need_gamma: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+impl ParamGrads {
+    fn zeros(s: &Snap) -> ParamGrads {
+        let nb = s.lay.n_blocks();
+        ParamGrads { atoms: vec![0.0; nb * s.j * 4], alpha: vec![0.0; nb * s.j], res: vec![0.0; nb * s.k] }
+    }
+}
+
+/// First-order VJP of [`generate`] for a gradient `gd` (out x in, row-major);
+/// gamma (`alpha`) of the SIN atoms only when `need_gamma`.
+pub fn generate_vjp<T: RbeFloat>(s: &Snap, gd: &[T], need_gamma: bool) -> ParamGrads {
     let lay = s.lay;
     let nb = lay.n_blocks();
-    let mut datoms = vec![0.0; nb * s.j * 4];
-    let mut dalpha = vec![0.0; nb * s.j];
-    let mut dres = vec![0.0; nb * s.k];
-    let gd = g.data::<T>();
+    assert_eq!(gd.len(), lay.out * lay.inp, "generate_vjp: gradient length");
+    let ParamGrads { atoms: mut datoms, alpha: mut dalpha, res: mut dres } = ParamGrads::zeros(s);
     let (pa, pl, pr) = (SendPtr(datoms.as_mut_ptr()), SendPtr(dalpha.as_mut_ptr()), SendPtr(dres.as_mut_ptr()));
     for_each_index(nb, work_estimate(s, 2), |b| {
         let (r0, rows, c0, cols) = lay.block_extent(b);
         let (sep, dense) = s.split(b);
         let f = factors::<T>(s, b, &sep, rows, cols);
         let gb = &gd[r0 * lay.inp + c0..];
-        // Safety: block b owns its slots of the gradient buffers.
+        // SAFETY: block b owns its slots of the gradient buffers (in bounds: b < nb).
         let (da, dl, dq) = unsafe {
             (
                 std::slice::from_raw_parts_mut(pa.get().add(b * s.j * 4), s.j * 4),
@@ -468,6 +397,8 @@ fn generate_vjp_raw<T: RbeFloat>(s: &Snap, g: &Tensor, need_gamma: bool) -> (Vec
         if f.m > 0 {
             // dR = G_b C (rows x m), dC = G_b^T R (cols x m)
             let (mut dr, mut dc) = (vec![<T as GemmElem>::ZERO; rows * f.m], vec![<T as GemmElem>::ZERO; cols * f.m]);
+            // SAFETY: gb holds block b's rows x cols entries with row stride lay.inp;
+            // dr, dc and the factors are private buffers of the stated sizes.
             unsafe {
                 mm(rows, f.m, cols, dr.as_mut_ptr(), f.m, 1, false, gb.as_ptr(), lay.inp, 1, f.c.as_ptr(), f.m, 1);
                 mm(cols, f.m, rows, dc.as_mut_ptr(), f.m, 1, false, gb.as_ptr(), 1, lay.inp, f.r.as_ptr(), f.m, 1);
@@ -479,177 +410,7 @@ fn generate_vjp_raw<T: RbeFloat>(s: &Snap, g: &Tensor, need_gamma: bool) -> (Vec
         }
         dense_grads(s, b, if need_gamma { &sep } else { &[] }, &dense, gb, lay.inp, rows, cols, da, dl);
     });
-    (datoms, dalpha, dres)
-}
-
-/// Materialise the `out x in` matrix of an RBE layer (differentiable).
-pub fn rbe_generate(lay: &Layout, p: &RbeParams) -> Result<Tensor> {
-    let s = Snap::new(lay, p)?;
-    let out = crate::dispatch_float!(p.atoms.dtype(), "rbe_generate", T => generate_raw::<T>(&s));
-    let inputs: Vec<&Tensor> = match p.res_vals {
-        Some(v) => vec![p.atoms, p.tracks, v],
-        None => vec![p.atoms, p.tracks],
-    };
-    if needs_grad(&inputs) {
-        let saved: Vec<SavedTensor> = inputs.iter().map(|t| SavedTensor::input(t)).collect();
-        // the indices are saved with a version check like the inputs
-        let idx = p.res_idx.map(SavedTensor::input);
-        let lay = *lay;
-        attach(&out, "RbeGenerateBackward0", &inputs, true, move |ctx, g| {
-            let ts: Vec<Tensor> = saved.iter().map(|t| t.get(ctx)).collect::<Result<_>>()?;
-            let idx = idx.as_ref().map(|t| t.get(ctx)).transpose()?;
-            let params = RbeParams { atoms: &ts[0], tracks: &ts[1], res_vals: ts.get(2), res_idx: idx.as_ref() };
-            if crate::autograd::is_grad_enabled() {
-                return generate_vjp_graph(&lay, &params, g);
-            }
-            let s = Snap::new(&lay, &params)?;
-            let g = super::as_dtype(g, ts[0].dtype())?.contiguous();
-            let (da, dl, dr) =
-                crate::dispatch_float!(ts[0].dtype(), "rbe_generate backward", T => generate_vjp_raw::<T>(&s, &g, ctx.needs(1)));
-            let (da, dl, dr) = grads_to_tensors(&s, ts[0].dtype(), da, dl, dr)?;
-            let mut v = vec![Some(da), ctx.needs(1).then_some(dl)];
-            if ts.len() == 3 {
-                v.push(Some(dr));
-            }
-            Ok(v)
-        });
-    }
-    Ok(out)
-}
-
-/// The VJP of `generate` written with differentiable tensor ops (used under
-/// `create_graph`): per-atom blocks `(nb, J, br, bc)` are materialised.
-fn generate_vjp_graph(lay: &Layout, p: &RbeParams, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let dt = p.atoms.dtype();
-    let g = super::as_dtype(g, dt)?;
-    let (nbr, nbc) = lay.grid();
-    let (br, bc) = (lay.br, lay.bc);
-    // G in blocks: (nb, 1, br, bc)
-    let padded = super::nn::pad_constant(&g, &[0, (nbc * bc - lay.inp) as isize, 0, (nbr * br - lay.out) as isize], 0.0)?;
-    let gb = reshape(&permute(&reshape(&padded, &[nbr, br, nbc, bc])?, &[0, 2, 1, 3])?, &[nbr * nbc, 1, br, bc])?;
-    let xs = Tensor::from_vec((0..bc).map(|j| lay.x(j)).collect::<Vec<f64>>(), &[1, 1, 1, bc])?;
-    let ys = Tensor::from_vec((0..br).map(|i| lay.y(i)).collect::<Vec<f64>>(), &[1, 1, br, 1])?;
-    let (xs, ys) = (super::as_dtype(&xs, dt)?, super::as_dtype(&ys, dt)?);
-    let field = |c: isize| -> Result<Tensor> { unsqueeze(&unsqueeze(&select(p.atoms, 2, c)?, -1)?, -1) };
-    let (amp, phi) = (field(0)?, field(1)?);
-    let kk = 2.0 * lay.kappa;
-    let (kx, ky) = (mul_scalar(&field(2)?, kk)?, mul_scalar(&field(3)?, kk)?);
-    let al = unsqueeze(&unsqueeze(p.tracks, -1)?, -1)?;
-    let u = add(&add(&mul(&kx, &xs)?, &mul(&ky, &ys)?)?, &phi)?;
-    let (sn, cs, th) = (sin(&u)?, cos(&u)?, tanh(&u)?);
-    let gv = add(&sn, &mul(&al, &sub(&th, &sn)?)?)?;
-    let one_m_t2 = sub(&Tensor::ones(&[], dt), &mul(&th, &th)?)?;
-    let dg = add(&cs, &mul(&al, &sub(&one_m_t2, &cs)?)?)?;
-    let red = |t: &Tensor| sum(t, Some(&[2, 3]), false);
-    let d_a = red(&mul(&gb, &gv)?)?;
-    let h = mul(&mul(&gb, &amp)?, &dg)?;
-    let d_phi = red(&h)?;
-    let d_px = mul_scalar(&red(&mul(&h, &xs)?)?, kk)?;
-    let d_py = mul_scalar(&red(&mul(&h, &ys)?)?, kk)?;
-    let datoms = stack(&[d_a, d_phi, d_px, d_py], -1)?;
-    let dal = red(&mul(&mul(&gb, &amp)?, &sub(&th, &sn)?)?)?;
-    let mut v = vec![Some(datoms), Some(dal)];
-    if let (Some(_), Some(idx)) = (p.res_vals, p.res_idx) {
-        let drm = super::as_dtype(&Tensor::from_vec(dct_cached(br).to_vec(), &[br, br])?, dt)?;
-        let dcm = super::as_dtype(&Tensor::from_vec(dct_cached(bc).to_vec(), &[bc, bc])?, dt)?;
-        // D_r G D_c^T per block, flattened, gathered at the indices
-        let gb2 = reshape(&gb, &[nbr * nbc, br, bc])?;
-        let coef = super::linalg::matmul(&super::linalg::matmul(&drm, &gb2)?, &super::shape::mt(&dcm)?)?;
-        let flat = reshape(&coef, &[nbr * nbc, br * bc])?;
-        v.push(Some(super::index::gather(&flat, 1, idx)?));
-    }
-    Ok(v)
-}
-
-/// `y = x W^T (+ bias)` for the RBE matrix W of `p`, without materialising W.
-/// `x` has shape `(..., in)`.
-pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>) -> Result<Tensor> {
-    let dt = p.atoms.dtype();
-    if x.dtype() != dt {
-        return Err(dtype_err!("rbe_linear: input dtype {} does not match the layer's dtype {}", x.dtype().name(), dt.name()));
-    }
-    if x.ndim() == 0 || x.shape()[x.ndim() - 1] != lay.inp {
-        return Err(shape_err!(
-            "rbe_linear: input of shape {} does not end in in_features = {} (layer {}x{})",
-            fmt_shape(x.shape()),
-            lay.inp,
-            lay.out,
-            lay.inp
-        ));
-    }
-    let lead = &x.shape()[..x.ndim() - 1];
-    let n: usize = lead.iter().product();
-    let x2 = reshape(x, &[n, lay.inp])?;
-    let s = Snap::new(lay, p)?;
-    let xc = x2.detach().contiguous();
-    // the factors built by the forward are kept for the backward (the saved
-    // inputs' version check guarantees the parameters did not change)
-    let (out, cache) = crate::dispatch_float!(dt, "rbe_linear", T => {
-        if n <= SMALL_BATCH {
-            (linear_fwd_small::<T>(&s, &xc), None)
-        } else {
-            let (y, f) = linear_fwd_raw::<T>(&s, &xc, needs_grad(&[p.atoms, p.tracks]) || p.res_vals.is_some_and(|v| v.requires_grad()));
-            (y, Some(Arc::new(f) as Arc<dyn Any + Send + Sync>))
-        }
-    });
-    let mut inputs: Vec<&Tensor> = vec![&x2, p.atoms, p.tracks];
-    if let Some(v) = p.res_vals {
-        inputs.push(v);
-    }
-    if needs_grad(&inputs) {
-        let saved: Vec<SavedTensor> = inputs.iter().map(|t| SavedTensor::input(t)).collect();
-        // the indices are saved with a version check like the inputs
-        let idx = p.res_idx.map(SavedTensor::input);
-        let lay = *lay;
-        attach(&out, "RbeLinearBackward0", &inputs, true, move |ctx, g| {
-            let ts: Vec<Tensor> = saved.iter().map(|t| t.get(ctx)).collect::<Result<_>>()?;
-            let idx = idx.as_ref().map(|t| t.get(ctx)).transpose()?;
-            let params = RbeParams { atoms: &ts[1], tracks: &ts[2], res_vals: ts.get(3), res_idx: idx.as_ref() };
-            // an upstream gradient of another float dtype is taken in the layer's dtype
-            let g = &super::as_dtype(g, ts[1].dtype())?;
-            if crate::autograd::is_grad_enabled() {
-                // differentiable path: W materialised, dW = g^T x
-                let w = rbe_generate(&lay, &params)?;
-                let gx = super::linalg::matmul(g, &w)?;
-                let gw = super::linalg::matmul(&super::shape::mt(g)?, &ts[0])?;
-                let mut v = vec![Some(gx)];
-                v.extend(generate_vjp_graph(&lay, &params, &gw)?);
-                return Ok(v);
-            }
-            let s = Snap::new(&lay, &params)?;
-            let gc = g.contiguous();
-            let xc = ts[0].detach().contiguous();
-            let (nx, np, na) = (ctx.needs(0), ctx.needs(1) || ctx.needs(3), ctx.needs(2));
-            let (gx, da, dl, dr) = crate::dispatch_float!(ts[1].dtype(), "rbe_linear backward", T => {
-                if xc.shape()[0] <= SMALL_BATCH {
-                    linear_bwd_small::<T>(&s, &xc, &gc, nx, np || na, na)
-                } else {
-                    linear_bwd_raw::<T>(&s, cache.as_ref().and_then(|c| c.downcast_ref::<LinCache<T>>()), &xc, &gc, nx, np || na, na)
-                }
-            });
-            let (da, dl, dr) = grads_to_tensors(&s, ts[1].dtype(), da, dl, dr)?;
-            let mut v = vec![gx, Some(da), na.then_some(dl)];
-            if ts.len() == 4 {
-                v.push(Some(dr));
-            }
-            Ok(v)
-        });
-    }
-    let mut oshape = lead.to_vec();
-    oshape.push(lay.out);
-    let y = reshape(&out, &oshape)?;
-    match bias {
-        Some(b) => {
-            if b.dtype() != dt {
-                return Err(dtype_err!("rbe_linear: bias dtype {} does not match the layer's dtype {}", b.dtype().name(), dt.name()));
-            }
-            if b.shape() != [lay.out] {
-                return Err(shape_err!("rbe_linear: bias must have shape [{}], got {}", lay.out, fmt_shape(b.shape())));
-            }
-            add(&y, b)
-        }
-        None => Ok(y),
-    }
+    ParamGrads { atoms: datoms, alpha: dalpha, res: dres }
 }
 
 /// The separable factors of every block, laid out so that a whole layer's
@@ -661,7 +422,7 @@ pub fn rbe_linear(x: &Tensor, lay: &Layout, p: &RbeParams, bias: Option<&Tensor>
 /// `[R_r0 | R_r1 | ...]` (`br x nbc m`, row-major); `ccat` holds, per block
 /// column `c`, `[C_0c | C_1c | ...]` (`bc x nbr m`). Edge blocks leave their
 /// cropped rows and columns zero.
-struct SepAll<T> {
+struct SepAll<T: RbeFloat> {
     js: usize,
     m: usize,
     /// Atom index of each SIN slot, `nb x js` (`usize::MAX` when empty).
@@ -674,7 +435,7 @@ struct SepAll<T> {
 
 impl<T: RbeFloat> SepAll<T> {
     /// `with_base`: also build `rbase` (only parameter gradients read it).
-    fn new(s: &Snap, with_base: bool) -> SepAll<T> {
+    fn new(s: &Snap, with_base: bool) -> Result<SepAll<T>> {
         let lay = &s.lay;
         let nb = lay.n_blocks();
         let (nbr, nbc) = lay.grid();
@@ -694,9 +455,9 @@ impl<T: RbeFloat> SepAll<T> {
         let slot: Vec<usize> = (0..nb).flat_map(|b| slot[b * s.j..b * s.j + js].to_vec()).collect();
         let m = 2 * js + s.k;
         let (wr, wc) = (nbc * m, nbr * m);
-        let mut rcat = Scratch::<T>::uninit(nbr * lay.br * wr);
-        let mut ccat = Scratch::<T>::uninit(nbc * lay.bc * wc);
-        let mut rbase = Scratch::<T>::uninit(if with_base { rcat.len() } else { 0 });
+        let mut rcat = scratch::<T>(nbr * lay.br * wr)?;
+        let mut ccat = scratch::<T>(nbc * lay.bc * wc)?;
+        let mut rbase = scratch::<T>(if with_base { rcat.len() } else { 0 })?;
         if m > 0 {
             let (rp, cp, bp) = (SendPtr(rcat.as_mut_ptr()), SendPtr(ccat.as_mut_ptr()), SendPtr(rbase.as_mut_ptr()));
             let (dy, dx) = (2.0 / lay.br as f64, 2.0 / lay.bc as f64);
@@ -724,7 +485,7 @@ impl<T: RbeFloat> SepAll<T> {
                 let res_u: Vec<usize> = (0..nbc * s.k).map(|cq| s.res_idx[r * nbc * s.k + cq] / lay.bc).collect();
                 let mut discard = if with_base { Vec::new() } else { vec![<T as GemmElem>::ZERO; wr] };
                 for i in 0..rows {
-                    // Safety: block row r owns its slab of rcat and rbase.
+                    // SAFETY: block row r owns its slab of rcat and rbase (rows r*br.., wr each, in bounds).
                     let (rrow, brow) = unsafe {
                         let o = r * lay.br * wr + i * wr;
                         let brow = if with_base { std::slice::from_raw_parts_mut(bp.get().add(o), wr) } else { &mut discard[..] };
@@ -761,7 +522,7 @@ impl<T: RbeFloat> SepAll<T> {
                 let bases = Bases::new(&seqs, cols);
                 let res_v: Vec<usize> = (0..nbr * s.k).map(|rq| s.res_idx[((rq / s.k) * nbc + c) * s.k + rq % s.k] % lay.bc).collect();
                 for j in 0..cols {
-                    // Safety: block column c owns its slab of ccat.
+                    // SAFETY: block column c owns its slab of ccat (rows c*bc.., wc each, in bounds).
                     let crow = unsafe { std::slice::from_raw_parts_mut(cp.get().add(c * lay.bc * wc + j * wc), wc) };
                     for r in 0..nbr {
                         for t in 0..js {
@@ -776,55 +537,58 @@ impl<T: RbeFloat> SepAll<T> {
                 }
             });
         }
-        SepAll { js, m, slot, rcat, ccat, rbase }
+        Ok(SepAll { js, m, slot, rcat, ccat, rbase })
     }
 
     /// `R_r` of block row `r`: pointer to its `br x nbc m` slab.
     fn r_slab(&self, lay: &Layout, r: usize) -> *const T {
         let (_, nbc) = lay.grid();
-        unsafe { self.rcat.as_ptr().add(r * lay.br * nbc * self.m) }
+        self.rcat[r * lay.br * nbc * self.m..].as_ptr()
     }
+    /// `C_c` of block column `c`: pointer to its `bc x nbr m` slab.
     fn c_slab(&self, lay: &Layout, c: usize) -> *const T {
         let (nbr, _) = lay.grid();
-        unsafe { self.ccat.as_ptr().add(c * lay.bc * nbr * self.m) }
+        self.ccat[c * lay.bc * nbr * self.m..].as_ptr()
     }
 }
 
 /// `x @ [C_0c | C_1c | ...]` for every block column: `(n, nbc, nbr, m)`.
-fn stage_cols<T: RbeFloat>(s: &Snap, f: &SepAll<T>, x: &[T], n: usize, ld: usize) -> Scratch<T> {
+fn stage_cols<T: RbeFloat>(s: &Snap, f: &SepAll<T>, x: &[T], n: usize, ld: usize) -> Result<Scratch<T>> {
     let lay = &s.lay;
     let (nbr, nbc) = lay.grid();
     let wc = nbr * f.m;
     let w = nbc * wc;
-    let mut p = Scratch::<T>::uninit(n * w);
+    let mut p = scratch::<T>(n * w)?;
     let pp = SendPtr(p.as_mut_ptr());
     for_each_index(nbc, n * lay.inp * wc, |c| {
         let (_, _, c0, cols) = lay.block_extent(c);
-        // Safety: block column c owns columns c*wc.. of p.
+        // SAFETY: block column c owns columns c*wc..(c+1)*wc of p (row stride w); x holds n rows of ld
+        // elements; the slab of C is read only.
         unsafe { mm(n, wc, cols, pp.get().add(c * wc), w, 1, false, x.as_ptr().add(c0), ld, 1, f.c_slab(lay, c), wc, 1) };
     });
-    p
+    Ok(p)
 }
 
 /// `g @ [R_r0 | R_r1 | ...]` for every block row: `(n, nbr, nbc, m)`.
-fn stage_rows<T: RbeFloat>(s: &Snap, f: &SepAll<T>, g: &[T], n: usize, ld: usize) -> Scratch<T> {
+fn stage_rows<T: RbeFloat>(s: &Snap, f: &SepAll<T>, g: &[T], n: usize, ld: usize) -> Result<Scratch<T>> {
     let lay = &s.lay;
     let (nbr, nbc) = lay.grid();
     let wr = nbc * f.m;
     let w = nbr * wr;
-    let mut q = Scratch::<T>::uninit(n * w);
+    let mut q = scratch::<T>(n * w)?;
     let qp = SendPtr(q.as_mut_ptr());
     for_each_index(nbr, n * lay.out * wr, |r| {
         let rows = lay.br.min(lay.out - r * lay.br);
-        // Safety: block row r owns columns r*wr.. of q.
+        // SAFETY: block row r owns columns r*wr..(r+1)*wr of q (row stride w); g holds n rows of ld
+        // elements; the slab of R is read only.
         unsafe { mm(n, wr, rows, qp.get().add(r * wr), w, 1, false, g.as_ptr().add(r * lay.br), ld, 1, f.r_slab(lay, r), wr, 1) };
     });
-    q
+    Ok(q)
 }
 
 /// `(n, a, b, m)` -> `(n, b, a, m)`.
-fn swap_blocks<T: RbeFloat>(v: &[T], n: usize, a: usize, b: usize, m: usize) -> Scratch<T> {
-    let mut out = Scratch::<T>::uninit(v.len());
+fn swap_blocks<T: RbeFloat>(v: &[T], n: usize, a: usize, b: usize, m: usize) -> Result<Scratch<T>> {
+    let mut out = scratch::<T>(v.len())?;
     let w = a * b * m;
     for (row, orow) in v.chunks_exact(w.max(1)).zip(out.chunks_exact_mut(w.max(1))).take(n) {
         for j in 0..b {
@@ -834,41 +598,19 @@ fn swap_blocks<T: RbeFloat>(v: &[T], n: usize, a: usize, b: usize, m: usize) -> 
             }
         }
     }
-    out
+    Ok(out)
 }
 
-/// A zeroed buffer from the tensor pool: the per-call buffers of the layer
-/// ops are large enough that the system allocator would map and unmap them
-/// (and the kernel zero their pages) on every call.
-struct Scratch<T> {
-    t: Tensor,
-    len: usize,
-    _elem: std::marker::PhantomData<T>,
-}
+/// A buffer from the tensor pool: the per-call buffers of the layer ops are
+/// large enough that the system allocator would map and unmap them (and the
+/// kernel zero their pages) on every call.
+type Scratch<T> = FreshTensor<T>;
 
-impl<T: RbeFloat> Scratch<T> {
-    fn zeros(len: usize) -> Scratch<T> {
-        Scratch { t: Tensor::zeros(&[len], T::DTYPE), len, _elem: std::marker::PhantomData }
-    }
-    /// Contents unspecified: for buffers whose every element that is later
-    /// read is written first (edge blocks leave rows that nothing reads).
-    fn uninit(len: usize) -> Scratch<T> {
-        Scratch { t: Tensor::empty(&[len], T::DTYPE), len, _elem: std::marker::PhantomData }
-    }
-}
-
-impl<T: RbeFloat> std::ops::Deref for Scratch<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        self.t.data::<T>()
-    }
-}
-
-impl<T: RbeFloat> std::ops::DerefMut for Scratch<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        // Safety: the buffer is private to this Scratch and has len elements of T.
-        unsafe { std::slice::from_raw_parts_mut(self.t.data_ptr::<T>(), self.len) }
-    }
+/// A pooled buffer of `len` elements whose contents are unspecified: for
+/// buffers whose every element that is later read is written first (edge
+/// blocks leave rows that nothing reads).
+fn scratch<T: RbeFloat>(len: usize) -> Result<Scratch<T>> {
+    FreshTensor::uninit(&[len])
 }
 
 /// Parameter gradients of block `b`'s separable terms from
@@ -918,39 +660,42 @@ fn sep_grads(
         datoms[o + 2] += kk * d_kx;
         datoms[o + 3] += kk * amp * d_ky;
     }
-    for q in 0..s.k {
+    for (q, dq) in dres.iter_mut().enumerate().take(s.k) {
         let mut acc = 0.0;
         for i in 0..rows {
             acc += rb(i, 2 * js + q) * dr(i, 2 * js + q);
         }
-        dres[q] += acc;
+        *dq += acc;
     }
 }
 
 /// The forward's factors, and (when the parameters need gradients) `X C`
-/// with its block axes swapped, kept for the backward pass.
-struct LinCache<T> {
+/// with its block axes swapped, kept for the backward pass (opaque: what
+/// [`linear_fwd_gemm`] returns and [`linear_bwd_gemm`] reads).
+pub struct LinCache<T: RbeFloat> {
     f: SepAll<T>,
     p2: Option<Scratch<T>>,
 }
 
-fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, keep_p: bool) -> (Tensor, LinCache<T>) {
+/// `y += x W^T` for `n` rows of `x` (`n x in`, row-major) into `y` (`n x out`,
+/// zeroed by the caller), by whole-layer GEMMs. `keep_p`: also keep `X C` for
+/// the parameter gradients of the backward pass.
+pub fn linear_fwd_gemm<T: RbeFloat>(s: &Snap, xd: &[T], n: usize, keep_p: bool, y: &mut [T]) -> Result<LinCache<T>> {
     let lay = s.lay;
-    let n = x.shape()[0];
-    let y = Tensor::zeros(&[n, lay.out], T::DTYPE);
-    let f = SepAll::<T>::new(s, keep_p);
+    assert!(xd.len() == n * lay.inp && y.len() == n * lay.out, "linear_fwd_gemm: buffer lengths");
+    let f = SepAll::<T>::new(s, keep_p)?;
     if n == 0 {
-        return (y, LinCache { f, p2: None });
+        return Ok(LinCache { f, p2: None });
     }
     let (nbr, nbc) = lay.grid();
-    let xd = x.data::<T>();
-    let yp = SendPtr(y.data_ptr::<T>());
+    let yp = SendPtr(y.as_mut_ptr());
     let wr = nbc * f.m;
-    let p = if f.m > 0 { swap_blocks(&stage_cols(s, &f, xd, n, lay.inp), n, nbc, nbr, f.m) } else { Scratch::zeros(0) };
+    let p = if f.m > 0 { swap_blocks(&stage_cols(s, &f, xd, n, lay.inp)?, n, nbc, nbr, f.m)? } else { scratch(0)? };
     for_each_index(nbr, work_estimate(s, n), |r| {
         let mut dense_buf: Vec<T> = Vec::new();
         let rows = lay.br.min(lay.out - r * lay.br);
-        // Safety: block row r owns columns r0..r0+rows of y.
+        // SAFETY: block row r owns columns r*br..r*br+rows of y (row stride lay.out); p, the slabs of R,
+        // x and the private dense buffer are only read.
         unsafe {
             let yr = yp.get().add(r * lay.br);
             if f.m > 0 {
@@ -968,54 +713,51 @@ fn linear_fwd_raw<T: RbeFloat>(s: &Snap, x: &Tensor, keep_p: bool) -> (Tensor, L
         }
     });
     let p2 = (keep_p && f.m > 0).then_some(p);
-    (y, LinCache { f, p2 })
-}
-
-type LinearGrads = (Option<Tensor>, Vec<f64>, Vec<f64>, Vec<f64>);
-
-/// Zeroed outputs of a backward pass: `dx` (n x in) and the atoms, tracks
-/// and residual gradients (f64, one slot group per block).
-fn grad_buffers<T: RbeFloat>(s: &Snap, n: usize) -> (Tensor, Vec<f64>, Vec<f64>, Vec<f64>) {
-    let nb = s.lay.n_blocks();
-    (Tensor::zeros(&[n, s.lay.inp], T::DTYPE), vec![0.0; nb * s.j * 4], vec![0.0; nb * s.j], vec![0.0; nb * s.k])
+    Ok(LinCache { f, p2 })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn linear_bwd_raw<T: RbeFloat>(
+/// Backward of [`linear_fwd_gemm`] for the upstream gradient `gd` (`n x out`):
+/// `dx` into `gx` (`n x in`, zeroed by the caller) when given, and the
+/// parameter gradients when `need_p` (gamma of the SIN atoms only with
+/// `need_gamma`). `cached`: the forward's [`LinCache`], if any.
+pub fn linear_bwd_gemm<T: RbeFloat>(
     s: &Snap,
     cached: Option<&LinCache<T>>,
-    x: &Tensor,
-    g: &Tensor,
-    need_x: bool,
+    xd: &[T],
+    gd: &[T],
+    n: usize,
+    gx: Option<&mut [T]>,
     need_p: bool,
     need_gamma: bool,
-) -> LinearGrads {
+) -> Result<ParamGrads> {
     let lay = s.lay;
-    let n = x.shape()[0];
+    assert!(xd.len() == n * lay.inp && gd.len() == n * lay.out, "linear_bwd_gemm: buffer lengths");
     let (nb, (nbr, nbc)) = (lay.n_blocks(), lay.grid());
-    let (gx, mut datoms, mut dalpha, mut dres) = grad_buffers::<T>(s, n);
+    let ParamGrads { atoms: mut datoms, alpha: mut dalpha, res: mut dres } = ParamGrads::zeros(s);
     if n == 0 {
-        return (need_x.then_some(gx), datoms, dalpha, dres);
+        return Ok(ParamGrads { atoms: datoms, alpha: dalpha, res: dres });
     }
-    let (xd, gd) = (x.data::<T>(), g.data::<T>());
     let built;
     let f = match cached {
         Some(c) if !need_p || c.f.m == 0 || !c.f.rbase.is_empty() => &c.f,
         _ => {
-            built = SepAll::<T>::new(s, need_p);
+            built = SepAll::<T>::new(s, need_p)?;
             &built
         }
     };
     let m = f.m;
     let (wr, wc) = (nbc * m, nbr * m);
     // q = G @ R-slabs, (n, nbr, nbc, m); q2 the same with the block axes swapped
-    let q2 = if m > 0 { swap_blocks(&stage_rows(s, f, gd, n, lay.out), n, nbr, nbc, m) } else { Scratch::zeros(0) };
-    if need_x {
-        let gxp = SendPtr(gx.data_ptr::<T>());
+    let q2 = if m > 0 { swap_blocks(&stage_rows(s, f, gd, n, lay.out)?, n, nbr, nbc, m)? } else { scratch(0)? };
+    if let Some(gx) = gx {
+        assert_eq!(gx.len(), n * lay.inp, "linear_bwd_gemm: dx length");
+        let gxp = SendPtr(gx.as_mut_ptr());
         for_each_index(nbc, work_estimate(s, n), |c| {
             let mut dense_buf: Vec<T> = Vec::new();
             let (_, _, c0, cols) = lay.block_extent(c);
-            // Safety: block column c owns columns c0..c0+cols of gx.
+            // SAFETY: block column c owns columns c0..c0+cols of gx (row stride lay.inp); q2, the slabs
+            // of C, the upstream gradient and the private dense buffer are only read.
             unsafe {
                 let gxc = gxp.get().add(c0);
                 if m > 0 {
@@ -1034,7 +776,7 @@ fn linear_bwd_raw<T: RbeFloat>(
         });
     }
     if !need_p {
-        return (need_x.then_some(gx), datoms, dalpha, dres);
+        return Ok(ParamGrads { atoms: datoms, alpha: dalpha, res: dres });
     }
     let (pa, pl, pr) = (SendPtr(datoms.as_mut_ptr()), SendPtr(dalpha.as_mut_ptr()), SendPtr(dres.as_mut_ptr()));
     if m > 0 {
@@ -1043,16 +785,16 @@ fn linear_bwd_raw<T: RbeFloat>(
         let p2 = match cached.and_then(|c| c.p2.as_ref()) {
             Some(p2) => p2,
             None => {
-                computed = swap_blocks(&stage_cols(s, f, xd, n, lay.inp), n, nbc, nbr, m);
+                computed = swap_blocks(&stage_cols(s, f, xd, n, lay.inp)?, n, nbc, nbr, m)?;
                 &computed
             }
         };
-        let mut dr = Scratch::<T>::uninit(nbr * lay.br * wr);
-        let mut dc = Scratch::<T>::uninit(nbc * lay.bc * wc);
+        let mut dr = scratch::<T>(nbr * lay.br * wr)?;
+        let mut dc = scratch::<T>(nbc * lay.bc * wc)?;
         let (drp, dcp) = (SendPtr(dr.as_mut_ptr()), SendPtr(dc.as_mut_ptr()));
         for_each_index(nbr, n * lay.out * wr, |r| {
             let rows = lay.br.min(lay.out - r * lay.br);
-            // Safety: block row r owns its dr slab.
+            // SAFETY: block row r owns its dr slab (rows x wr at r*br*wr); gd and p2 are only read.
             unsafe {
                 mm(
                     rows,
@@ -1073,7 +815,7 @@ fn linear_bwd_raw<T: RbeFloat>(
         });
         for_each_index(nbc, n * lay.inp * wc, |c| {
             let (_, _, c0, cols) = lay.block_extent(c);
-            // Safety: block column c owns its dc slab.
+            // SAFETY: block column c owns its dc slab (cols x wc at c*bc*wc); xd and q2 are only read.
             unsafe {
                 mm(
                     cols,
@@ -1127,7 +869,7 @@ fn linear_bwd_raw<T: RbeFloat>(
                     }
                     let o = (b * s.j + a) * 4;
                     let amp = s.atoms[o];
-                    // Safety: block row r owns these slots (fields A, phi, py) of its blocks.
+                    // SAFETY: block row r owns these slots (fields A, phi, py) of its blocks; o < nb*j*4.
                     unsafe {
                         *pa.get().add(o) += sa_[c * js + t];
                         *pa.get().add(o + 1) += amp * sh[c * js + t];
@@ -1135,6 +877,7 @@ fn linear_bwd_raw<T: RbeFloat>(
                     }
                 }
                 for q in 0..s.k {
+                    // SAFETY: block row r owns the residual slots of its blocks; b*k+q < nb*k.
                     unsafe { *pr.get().add(b * s.k + q) += sq[c * s.k + q] };
                 }
             }
@@ -1158,7 +901,8 @@ fn linear_bwd_raw<T: RbeFloat>(
                 for t in 0..js {
                     let a = f.slot[b * js + t];
                     if a != usize::MAX {
-                        // Safety: block column c owns the px slots of its blocks.
+                        // SAFETY: block column c owns the px slots of its blocks (this loop runs after the
+                        // block-row loop above has finished).
                         unsafe { *pa.get().add((b * s.j + a) * 4 + 2) += kk * skx[r * js + t] };
                     }
                 }
@@ -1173,13 +917,14 @@ fn linear_bwd_raw<T: RbeFloat>(
             for r in 0..nbr {
                 let b = r * nbc + c;
                 let (sep, dense) = s.split(b);
-                if dense.is_empty() && !(need_gamma && !sep.is_empty()) {
+                if dense.is_empty() && (!need_gamma || sep.is_empty()) {
                     continue;
                 }
                 let (r0, rows, c0, cols) = lay.block_extent(b);
                 gfull.clear();
                 gfull.resize(rows * cols, <T as GemmElem>::ZERO);
-                // Safety: block column c owns the gradient slots of its blocks.
+                // SAFETY: block column c owns the gradient slots of its blocks (the loops above have
+                // finished); gfull is private; gd and xd are only read.
                 unsafe {
                     mm(rows, cols, n, gfull.as_mut_ptr(), cols, 1, false, gd.as_ptr().add(r0), 1, lay.out, xd.as_ptr().add(c0), lay.inp, 1);
                     let (da, dl) = (
@@ -1191,14 +936,14 @@ fn linear_bwd_raw<T: RbeFloat>(
             }
         });
     }
-    (need_x.then_some(gx), datoms, dalpha, dres)
+    Ok(ParamGrads { atoms: datoms, alpha: dalpha, res: dres })
 }
 
 /// Batches up to this size take the streaming path: bases are generated per
 /// block and used at once, so no factor matrix is ever written to memory
 /// (at such sizes the layer is memory-bound, and the factors would be the
 /// largest thing it touches).
-const SMALL_BATCH: usize = 8;
+pub const SMALL_BATCH: usize = 8;
 
 /// Reusable per-thread buffers of the streaming path.
 #[derive(Default)]
@@ -1259,16 +1004,16 @@ fn col_dots(bufs: &StreamBufs, v: &[f64], xw: Option<&[f64]>, out: &mut [[f64; 4
     }
 }
 
-fn linear_fwd_small<T: RbeFloat>(s: &Snap, x: &Tensor) -> Tensor {
+/// `y = x W^T` for `n` rows of `x` (`n x in`, row-major) into `y` (`n x out`,
+/// zeroed by the caller), streaming the bases of each block (small batches).
+pub fn linear_fwd_small<T: RbeFloat>(s: &Snap, xd: &[T], n: usize, y: &mut [T]) {
     let lay = s.lay;
-    let n = x.shape()[0];
-    let y = Tensor::zeros(&[n, lay.out], T::DTYPE);
+    assert!(xd.len() == n * lay.inp && y.len() == n * lay.out, "linear_fwd_small: buffer lengths");
     if n == 0 {
-        return y;
+        return;
     }
     let (nbr, nbc) = lay.grid();
-    let xd = x.data::<T>();
-    let yp = SendPtr(y.data_ptr::<T>());
+    let yp = SendPtr(y.as_mut_ptr());
     let (drm, dcm) = (dct_cached(lay.br), dct_cached(lay.bc));
     for_each_index(nbr, work_estimate(s, n), |r| {
         let mut bufs = StreamBufs::default();
@@ -1314,25 +1059,37 @@ fn linear_fwd_small<T: RbeFloat>(s: &Snap, x: &Tensor) -> Tensor {
             }
         }
         for nn in 0..n {
-            // Safety: block row r owns columns r0..r0+rows of y.
             for (i, &a) in acc[nn * lay.br..nn * lay.br + rows].iter().enumerate() {
+                // SAFETY: block row r owns columns r0..r0+rows of y; nn < n, so the element is inside y.
                 unsafe { *yp.get().add(nn * lay.out + r0 + i) = T::c(a) };
             }
         }
     });
-    y
 }
 
-fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool, need_p: bool, need_gamma: bool) -> LinearGrads {
+/// Backward of [`linear_fwd_small`] for the upstream gradient `gd` (`n x out`):
+/// `dx` into `gx` (`n x in`, zeroed by the caller) when given, and the
+/// parameter gradients when `need_p` (gamma of the SIN atoms only with `need_gamma`).
+pub fn linear_bwd_small<T: RbeFloat>(
+    s: &Snap,
+    xd: &[T],
+    gd: &[T],
+    n: usize,
+    gx: Option<&mut [T]>,
+    need_p: bool,
+    need_gamma: bool,
+) -> ParamGrads {
     let lay = s.lay;
-    let n = x.shape()[0];
+    assert!(xd.len() == n * lay.inp && gd.len() == n * lay.out, "linear_bwd_small: buffer lengths");
+    assert!(gx.as_ref().is_none_or(|g| g.len() == n * lay.inp), "linear_bwd_small: dx length");
     let (nbr, nbc) = lay.grid();
-    let (gx, mut datoms, mut dalpha, mut dres) = grad_buffers::<T>(s, n);
+    let ParamGrads { atoms: mut datoms, alpha: mut dalpha, res: mut dres } = ParamGrads::zeros(s);
     if n == 0 {
-        return (need_x.then_some(gx), datoms, dalpha, dres);
+        return ParamGrads { atoms: datoms, alpha: dalpha, res: dres };
     }
-    let (xd, gd) = (x.data::<T>(), g.data::<T>());
-    let gxp = SendPtr(gx.data_ptr::<T>());
+    let need_x = gx.is_some();
+    // dereferenced only when need_x
+    let gxp = SendPtr(gx.map_or(std::ptr::null_mut(), |g| g.as_mut_ptr()));
     let (pa, pl, pr) = (SendPtr(datoms.as_mut_ptr()), SendPtr(dalpha.as_mut_ptr()), SendPtr(dres.as_mut_ptr()));
     let (drm, dcm) = (dct_cached(lay.br), dct_cached(lay.bc));
     let kk = 2.0 * lay.kappa;
@@ -1353,7 +1110,7 @@ fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool,
             if need_x && !bufs.dense.is_empty() {
                 dense_block(s, b, &bufs.dense, rows, cols, &mut dense_buf);
             }
-            // Safety: block column c owns columns c0.. of gx and the gradient slots of its blocks.
+            // SAFETY: block column c owns the gradient slots of its blocks (b < nb, so in bounds).
             let (da, dl, dq) = unsafe {
                 (
                     std::slice::from_raw_parts_mut(pa.get().add(b * s.j * 4), s.j * 4),
@@ -1403,12 +1160,12 @@ fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool,
                         da[o + 3] += kk * amp * (qy1 * p0 - qy0 * p1);
                     }
                 }
-                for q in 0..s.k {
+                for (q, dq) in dq.iter_mut().enumerate() {
                     let idx = s.res_idx[b * s.k + q];
                     let (u, v) = (idx / lay.bc, idx % lay.bc);
                     let gq: f64 = (0..rows).map(|i| gv[i] * drm[u * lay.br + i]).sum();
                     if need_p {
-                        dq[q] += gq * (0..cols).map(|j| xv[j] * dcm[v * lay.bc + j]).sum::<f64>();
+                        *dq += gq * (0..cols).map(|j| xv[j] * dcm[v * lay.bc + j]).sum::<f64>();
                     }
                     if need_x {
                         let w = gq * s.res_vals[b * s.k + q];
@@ -1427,6 +1184,7 @@ fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool,
             if need_p && (!bufs.dense.is_empty() || !sin_for_gamma.is_empty()) {
                 gfull.clear();
                 gfull.resize(rows * cols, <T as GemmElem>::ZERO);
+                // SAFETY: gfull is private (rows x cols); gd (n x out) and xd (n x in) are only read.
                 unsafe {
                     mm(rows, cols, n, gfull.as_mut_ptr(), cols, 1, false, gd.as_ptr().add(r0), 1, lay.out, xd.as_ptr().add(c0), lay.inp, 1)
                 };
@@ -1436,11 +1194,11 @@ fn linear_bwd_small<T: RbeFloat>(s: &Snap, x: &Tensor, g: &Tensor, need_x: bool,
         if need_x {
             for nn in 0..n {
                 for j in 0..cols {
-                    // Safety: as above.
+                    // SAFETY: need_x, so gxp points at gx (n x in); block column c owns columns c0..c0+cols.
                     unsafe { *gxp.get().add(nn * lay.inp + c0 + j) = T::c(gxacc[nn * lay.bc + j]) };
                 }
             }
         }
     });
-    (need_x.then_some(gx), datoms, dalpha, dres)
+    ParamGrads { atoms: datoms, alpha: dalpha, res: dres }
 }
