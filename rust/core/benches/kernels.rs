@@ -253,7 +253,7 @@ fn bench_mlp(c: &mut Criterion) {
     let x = randn(&[batch, 784], DType::F32);
     let target = creation::randint(&[batch], 0, 10, DType::I64, None).unwrap();
     let mlp = Mlp::new();
-    let one = Tensor::ones(&[], DType::F32);
+    let one = Tensor::ones(&[], DType::F32).unwrap();
     // Sanity check once: backward fills every parameter's gradient.
     run_backward(&[mlp.loss(&x, &target)], std::slice::from_ref(&one), false, false, None, false).unwrap();
     for p in mlp.params() {

@@ -352,7 +352,7 @@ fn accumulate_slice(slot: &mut Option<Tensor>, g: &Tensor, shape: &[usize], dt: 
     let buf = match slot {
         Some(b) if exclusively_owned(b) && b.dtype() == dt && b.shape() == shape => b.clone(),
         Some(_) => return Ok(false),
-        None => Tensor::zeros(shape, dt),
+        None => Tensor::zeros(shape, dt)?,
     };
     let (dim, start, step) = spec;
     let len = g.shape()[dim];
@@ -616,7 +616,7 @@ pub fn run_backward(
                     multi.push(match g {
                         None if *materialize => {
                             let (shape, dt) = &node.output_meta[k];
-                            Some(Tensor::zeros(shape, *dt))
+                            Some(Tensor::zeros(shape, *dt)?)
                         }
                         g => g,
                     });

@@ -146,42 +146,35 @@ impl Tensor {
             .ok_or_else(|| crate::memory_err!("out of memory: a tensor of shape {:?} and dtype {} is too large", shape, dtype.name()))
     }
 
-    fn nbytes_of(shape: &[usize], dtype: DType) -> usize {
-        Tensor::checked_nbytes(shape, dtype).unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// Contiguous tensor with unspecified contents (a pooled buffer is reused
-    /// as is): the caller must write every element.
-    pub fn empty(shape: &[usize], dtype: DType) -> Tensor {
-        let st = Arc::new(Storage::uninit(Tensor::nbytes_of(shape, dtype)));
-        Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype)
-    }
-    pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
-        let st = Arc::new(Storage::zeroed(Tensor::nbytes_of(shape, dtype)));
-        Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype)
-    }
-    /// `empty` that reports an allocation that cannot be served as an error.
-    pub fn try_empty(shape: &[usize], dtype: DType) -> Result<Tensor> {
+    /// as is): the caller must write every element. Errors: a shape whose
+    /// element count overflows, an allocation that cannot be served.
+    pub fn empty(shape: &[usize], dtype: DType) -> Result<Tensor> {
         let st = Arc::new(Storage::try_alloc(Tensor::checked_nbytes(shape, dtype)?, false)?);
         Ok(Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype))
     }
-    /// `zeros` that reports an allocation that cannot be served as an error.
-    pub fn try_zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
+    /// A zero-filled contiguous tensor (errors as `empty`).
+    pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
         let st = Arc::new(Storage::try_alloc(Tensor::checked_nbytes(shape, dtype)?, true)?);
         Ok(Tensor::from_parts(st, shape.into(), contiguous_strides(shape), 0, dtype))
     }
-    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+    /// A contiguous tensor filled with `value` (cast to `dtype`; errors as `empty`).
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
         if value == 0.0 {
             return Tensor::zeros(shape, dtype);
         }
-        crate::dispatch_all!(dtype, T => {
-            let mut t = FreshTensor::<T>::uninit(shape).unwrap_or_else(|e| panic!("{e}"));
+        Ok(crate::dispatch_all!(dtype, T => {
+            let mut t = FreshTensor::<T>::uninit(shape)?;
             t.fill(T::from_f64(value));
             t.into_tensor()
-        })
+        }))
     }
-    pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
+    pub fn ones(shape: &[usize], dtype: DType) -> Result<Tensor> {
         Tensor::full(shape, 1.0, dtype)
+    }
+    /// A 0-dim tensor holding `value` (cast to `dtype`).
+    pub fn scalar_of(value: f64, dtype: DType) -> Tensor {
+        crate::dispatch_all!(dtype, T => Tensor::scalar(T::from_f64(value)))
     }
     pub fn from_vec<T: Elem>(v: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         if v.len() != numel_of(shape) {
@@ -195,7 +188,7 @@ impl Tensor {
     }
     /// A 0-dim tensor standing for a Python number (lowest promotion priority).
     pub fn wrapped_scalar(v: f64, dtype: DType) -> Tensor {
-        let t = Tensor::full(&[], v, dtype);
+        let t = Tensor::scalar_of(v, dtype);
         let mut imp = Arc::try_unwrap(t.0).ok().expect("fresh tensor");
         imp.wrapped_scalar = true;
         Tensor(Arc::new(imp))
@@ -464,11 +457,11 @@ impl<T: Elem> FreshTensor<T> {
     /// Contents unspecified (a pooled buffer keeps its old bytes): write
     /// every element that will be read.
     pub fn uninit(shape: &[usize]) -> Result<FreshTensor<T>> {
-        Ok(FreshTensor { t: Tensor::try_empty(shape, T::DTYPE)?, _elem: std::marker::PhantomData })
+        Ok(FreshTensor { t: Tensor::empty(shape, T::DTYPE)?, _elem: std::marker::PhantomData })
     }
     /// All elements zero.
     pub fn zeros(shape: &[usize]) -> Result<FreshTensor<T>> {
-        Ok(FreshTensor { t: Tensor::try_zeros(shape, T::DTYPE)?, _elem: std::marker::PhantomData })
+        Ok(FreshTensor { t: Tensor::zeros(shape, T::DTYPE)?, _elem: std::marker::PhantomData })
     }
     /// The elements, row-major.
     pub fn as_slice(&self) -> &[T] {

@@ -116,11 +116,11 @@ fn projected(f: &MultiFn, x: &[Tensor], diff: &[bool], order: usize, seed: u64) 
         if !s.requires_grad() {
             return binary::mul_scalar(&s, 0.0);
         }
-        let one = Tensor::ones(&[], s.dtype());
+        let one = Tensor::ones(&[], s.dtype())?;
         let g = run_backward(&[s.clone()], &[one], true, true, Some(&wrt), true)?;
         s = match weighted_sum(&g, seed.wrapping_add(level as u64 * 104_729))? {
             Some(v) => v,
-            None => Tensor::zeros(&[], DType::F64),
+            None => Tensor::zeros(&[], DType::F64)?,
         };
     }
     Ok(s)
@@ -140,7 +140,7 @@ pub fn check_derivatives(f: &MultiFn, inputs: &[Tensor], diff: &[bool], opts: &C
             let s = projected(f, &x, diff, order, opts.seed)?;
             let wrt: Vec<Tensor> = x.iter().zip(diff).filter(|(_, &d)| d).map(|(t, _)| t.clone()).collect();
             let analytic = if s.requires_grad() {
-                let one = Tensor::ones(&[], s.dtype());
+                let one = Tensor::ones(&[], s.dtype())?;
                 run_backward(&[s], &[one], false, false, Some(&wrt), true)?
             } else {
                 vec![None; wrt.len()]
@@ -189,7 +189,7 @@ fn values_and_grads(f: &MultiFn, inputs: &[Tensor], diff: &[bool], seed: u64) ->
     let s = weighted_sum(&outs.iter().cloned().map(Some).collect::<Vec<_>>(), seed)?;
     let grads = match s {
         Some(s) if s.requires_grad() && !wrt.is_empty() => {
-            let one = Tensor::ones(&[], s.dtype());
+            let one = Tensor::ones(&[], s.dtype())?;
             run_backward(&[s], &[one], false, false, Some(&wrt), true)?
         }
         _ => vec![None; wrt.len()],
@@ -235,8 +235,8 @@ pub fn check_matches_composite(
             let (a, b) = match (a, b) {
                 (Some(a), Some(b)) => (a.clone(), b.clone()),
                 (None, None) => continue,
-                (Some(a), None) => (a.clone(), Tensor::zeros(a.shape(), a.dtype())),
-                (None, Some(b)) => (Tensor::zeros(b.shape(), b.dtype()), b.clone()),
+                (Some(a), None) => (a.clone(), Tensor::zeros(a.shape(), a.dtype())?),
+                (None, Some(b)) => (Tensor::zeros(b.shape(), b.dtype())?, b.clone()),
             };
             if let Err(e) = compare(&format!("gradient of differentiated input {k}"), &a, &b, atol, rtol) {
                 return Ok(Err(e));
@@ -338,7 +338,7 @@ mod tests {
         let g = |x: &[Tensor]| -> Result<Vec<Tensor>> {
             let z = binary::mul(&x[0], &x[1])?;
             let e = unary::exp(&binary::mul_scalar(&z, 2.0)?)?;
-            Ok(vec![binary::div(&binary::sub(&e, &Tensor::ones(&[], DType::F64))?, &binary::add(&e, &Tensor::ones(&[], DType::F64))?)?])
+            Ok(vec![binary::div(&binary::sub(&e, &Tensor::ones(&[], DType::F64)?)?, &binary::add(&e, &Tensor::ones(&[], DType::F64)?)?)?])
         };
         let x = [t(&[0.3, -0.7, 1.1], &[3]), t(&[0.5, 0.2, -0.4], &[3])];
         let opts = CheckOptions { order: 3, fused_rtol: 1e-12, fused_atol: 1e-14, ..CheckOptions::default() };

@@ -13,7 +13,7 @@ fn t(v: &[f64], shape: &[usize], grad: bool) -> Tensor {
 
 fn grad_of(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
     let y = f(x);
-    let one = Tensor::ones(&[], DType::F64);
+    let one = Tensor::ones(&[], DType::F64).unwrap();
     let g = run_backward(&[y], &[one], false, false, Some(std::slice::from_ref(x)), false).unwrap();
     g[0].as_ref().unwrap().to_vec::<f64>()
 }
@@ -46,7 +46,7 @@ fn broadcast_gradient_is_reduced_to_input_shape() {
     let a = t(&[1.0, 2.0, 3.0], &[3, 1], true);
     let b = t(&[10.0, 20.0], &[1, 2], true);
     let y = reduce::sum(&binary::mul(&a, &b).unwrap(), None, false).unwrap();
-    let one = Tensor::ones(&[], DType::F64);
+    let one = Tensor::ones(&[], DType::F64).unwrap();
     run_backward(&[y], &[one], false, false, None, false).unwrap();
     assert_eq!(a.grad().unwrap().shape(), &[3, 1]);
     assert_eq!(a.grad().unwrap().to_vec::<f64>(), vec![30.0, 30.0, 30.0]);
@@ -58,7 +58,7 @@ fn second_derivative_via_create_graph() {
     // d2/dx2 of x^3 = 6x
     let x = t(&[0.5, -2.0], &[2], true);
     let y = reduce::sum(&binary::pow(&x, &Tensor::wrapped_scalar(3.0, DType::F64)).unwrap(), None, false).unwrap();
-    let one = Tensor::ones(&[], DType::F64);
+    let one = Tensor::ones(&[], DType::F64).unwrap();
     let g = run_backward(&[y], std::slice::from_ref(&one), true, true, Some(std::slice::from_ref(&x)), false).unwrap();
     let gs = reduce::sum(g[0].as_ref().unwrap(), None, false).unwrap();
     let h = run_backward(&[gs], &[one], false, false, Some(std::slice::from_ref(&x)), false).unwrap();
@@ -79,8 +79,8 @@ fn views_share_storage_and_reshape_copies_only_when_needed() {
 
 #[test]
 fn errors_name_the_shapes() {
-    let a = Tensor::zeros(&[2, 3], DType::F32);
-    let b = Tensor::zeros(&[4, 3], DType::F32);
+    let a = Tensor::zeros(&[2, 3], DType::F32).unwrap();
+    let b = Tensor::zeros(&[4, 3], DType::F32).unwrap();
     let e = binary::add(&a, &b).unwrap_err().to_string();
     assert!(e.contains("[2, 3]") && e.contains("[4, 3]"), "{e}");
 }
@@ -123,7 +123,7 @@ fn multi_output_node_runs_backward_once_with_both_gradients() {
     assert_eq!((s.output_nr(), c.output_nr()), (0, 1));
     // y = sum(3 s + c^2): dy/dx = 3 cos x - 2 c sin x
     let y = reduce::sum(&binary::add(&binary::mul_scalar(&s, 3.0).unwrap(), &binary::mul(&c, &c).unwrap()).unwrap(), None, false).unwrap();
-    run_backward(&[y], &[Tensor::ones(&[], DType::F64)], false, false, None, false).unwrap();
+    run_backward(&[y], &[Tensor::ones(&[], DType::F64).unwrap()], false, false, None, false).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let want: Vec<f64> = [0.3f64, -1.1, 2.0].iter().map(|v| 3.0 * v.cos() - 2.0 * v.cos() * v.sin()).collect();
     assert_close(&x.grad().unwrap().to_vec::<f64>(), &want, 1e-14);
@@ -137,14 +137,14 @@ fn multi_output_node_unused_output_is_zeros_or_none_and_second_order_works() {
         let x = t(&[0.5, 1.5], &[2], true);
         let (s, _c) = sincos(&x, Arc::new(AtomicUsize::new(0)), materialize);
         let y = reduce::sum(&s, None, false).unwrap();
-        let g = run_backward(&[y], &[Tensor::ones(&[], DType::F64)], false, false, Some(std::slice::from_ref(&x)), false).unwrap();
+        let g = run_backward(&[y], &[Tensor::ones(&[], DType::F64).unwrap()], false, false, Some(std::slice::from_ref(&x)), false).unwrap();
         assert_close(&g[0].as_ref().unwrap().to_vec::<f64>(), &[0.5f64.cos(), 1.5f64.cos()], 1e-14);
     }
     // d2/dx2 sum(s * c) = d/dx sum(cos 2x) = -2 sin 2x
     let x = t(&[0.2, -0.7], &[2], true);
     let (s, c) = sincos(&x, Arc::new(AtomicUsize::new(0)), true);
     let y = reduce::sum(&binary::mul(&s, &c).unwrap(), None, false).unwrap();
-    let one = Tensor::ones(&[], DType::F64);
+    let one = Tensor::ones(&[], DType::F64).unwrap();
     // retain_graph with create_graph (torch's default): the gradient of s is c, whose history is this node
     let g = run_backward(&[y], std::slice::from_ref(&one), true, true, Some(std::slice::from_ref(&x)), false).unwrap();
     let gs = reduce::sum(g[0].as_ref().unwrap(), None, false).unwrap();
@@ -171,9 +171,9 @@ fn saved_tensor_modified_in_place_is_reported() {
     let y = reduce::sum(&e, None, false).unwrap();
     {
         let _ng = rbe_core::autograd::no_grad();
-        binary::add_assign_raw(&e, &Tensor::ones(&[2], DType::F64)).unwrap();
+        binary::add_assign_raw(&e, &Tensor::ones(&[2], DType::F64).unwrap()).unwrap();
     }
-    let err = run_backward(&[y], &[Tensor::ones(&[], DType::F64)], false, false, None, false).unwrap_err();
+    let err = run_backward(&[y], &[Tensor::ones(&[], DType::F64).unwrap()], false, false, None, false).unwrap_err();
     assert!(matches!(err, rbe_core::Error::Autograd(ref m) if m.contains("modified by an inplace operation")), "{err:?}");
 }
 
@@ -181,7 +181,7 @@ fn saved_tensor_modified_in_place_is_reported() {
 fn second_backward_needs_retain_graph() {
     let x = t(&[1.0, 2.0], &[2], true);
     let y = reduce::sum(&unary::exp(&x).unwrap(), None, false).unwrap();
-    let one = Tensor::ones(&[], DType::F64);
+    let one = Tensor::ones(&[], DType::F64).unwrap();
     run_backward(std::slice::from_ref(&y), std::slice::from_ref(&one), true, false, None, false).unwrap();
     run_backward(std::slice::from_ref(&y), std::slice::from_ref(&one), false, false, None, false).unwrap();
     assert_close(&x.grad().unwrap().to_vec::<f64>(), &[2.0 * 1f64.exp(), 2.0 * 2f64.exp()], 1e-14);

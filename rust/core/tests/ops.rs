@@ -196,7 +196,7 @@ fn activations_and_clamp() {
     derivs("clamp", &|x| Ok(vec![unary::clamp(&x[0], Some(-1.0), Some(1.5))?]), xs, 1);
     derivs(
         "where",
-        &|x| Ok(vec![binary::where_(&binary::gt(&x[0], &Tensor::zeros(&[], DType::F64))?, &x[0], &unary::sin(&x[0])?)?]),
+        &|x| Ok(vec![binary::where_(&binary::gt(&x[0], &Tensor::zeros(&[], DType::F64).unwrap())?, &x[0], &unary::sin(&x[0])?)?]),
         xs,
         2,
     );

@@ -77,7 +77,7 @@ fn finish(f: impl FnOnce() -> Result<Tensor, crate::tensor::GuardErr>, requires_
 #[pyfunction]
 #[pyo3(signature = (shape, dtype=None, requires_grad=false))]
 pub(crate) fn zeros(shape: Vec<isize>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
-    finish(|| Ok(Tensor::zeros(&to_usize_shape(&shape)?, dt_or_default(dtype)?)), requires_grad)
+    finish(|| Ok(Tensor::zeros(&to_usize_shape(&shape)?, dt_or_default(dtype)?)?), requires_grad)
 }
 
 #[pyfunction]
@@ -97,7 +97,7 @@ pub(crate) fn full(
         },
     };
     let val = if dt == DType::I64 { v.item_i64().py()? as f64 } else { v.item_f64().py()? };
-    finish(|| Ok(Tensor::full(&to_usize_shape(&shape)?, val, dt)), requires_grad)
+    finish(|| Ok(Tensor::full(&to_usize_shape(&shape)?, val, dt)?), requires_grad)
 }
 
 #[pyfunction]
@@ -430,7 +430,7 @@ pub(crate) fn run_backward(
             Some(g) if !g.is_none() => {
                 let g = operand(g)?;
                 if g.is_wrapped_scalar() && o.numel() == 1 {
-                    Tensor::full(o.shape(), g.item_f64().py()?, o.dtype())
+                    Tensor::full(o.shape(), g.item_f64().py()?, o.dtype()).py()?
                 } else {
                     g
                 }
@@ -442,7 +442,7 @@ pub(crate) fn run_backward(
                         o.shape()
                     )));
                 }
-                Tensor::ones(o.shape(), o.dtype())
+                Tensor::ones(o.shape(), o.dtype()).py()?
             }
         });
     }

@@ -18,7 +18,7 @@
 //!     .push(RbeLinear::new(64, 1, RbeConfig { seed: 1, ..cfg })?);
 //! let mut opt = Adam::new(model.parameters(), 1e-2)?;
 //! # use rbe_core::ext::{DType, Tensor};
-//! # let (x, y) = (Tensor::zeros(&[8, 16], DType::F32), Tensor::zeros(&[8, 1], DType::F32));
+//! # let (x, y) = (Tensor::zeros(&[8, 16], DType::F32)?, Tensor::zeros(&[8, 1], DType::F32)?);
 //! for _ in 0..100 {
 //!     opt.zero_grad()?;
 //!     let loss = mse_loss(&model.forward(&x)?, &y)?;
@@ -219,7 +219,7 @@ impl RbeLinear {
         let (res_vals, res_idx) = if k > 0 {
             let one = low_frequency_indices(br, bc, k);
             let idx: Vec<i64> = (0..nb).flat_map(|_| one.iter().map(|&i| i as i64)).collect();
-            (Some(leaf_param(Tensor::zeros(&[nb, k], dt))?), Some(Tensor::from_vec(idx, &[nb, k])?))
+            (Some(leaf_param(Tensor::zeros(&[nb, k], dt)?)?), Some(Tensor::from_vec(idx, &[nb, k])?))
         } else {
             (None, None)
         };
@@ -416,7 +416,7 @@ pub fn backward(loss: &Tensor) -> Result<()> {
             fmt_shape(loss.shape())
         ));
     }
-    let seed = Tensor::ones(loss.shape(), loss.dtype());
+    let seed = Tensor::ones(loss.shape(), loss.dtype())?;
     run_backward(std::slice::from_ref(loss), &[seed], false, false, None, false)?;
     Ok(())
 }
@@ -494,11 +494,14 @@ impl Adam {
         for (i, (p, st)) in self.params.iter().zip(self.state.iter_mut()).enumerate() {
             let Some(g) = p.grad() else { continue };
             which.push(i);
-            let s = st.get_or_insert_with(|| AdamState {
-                exp_avg: Tensor::zeros(p.shape(), p.dtype()),
-                exp_avg_sq: Tensor::zeros(p.shape(), p.dtype()),
-                step: 0,
-            });
+            if st.is_none() {
+                *st = Some(AdamState {
+                    exp_avg: Tensor::zeros(p.shape(), p.dtype())?,
+                    exp_avg_sq: Tensor::zeros(p.shape(), p.dtype())?,
+                    step: 0,
+                });
+            }
+            let Some(s) = st.as_mut() else { continue };
             ps.push(p.clone());
             gs.push(g.contiguous());
             ms.push(s.exp_avg.clone());

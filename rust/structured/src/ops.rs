@@ -180,7 +180,7 @@ fn generate_vjp_graph(lay: &Layout, p: &RbeParams, g: &Tensor) -> Result<Vec<Opt
     let u = add(&add(&mul(&kx, &xs)?, &mul(&ky, &ys)?)?, &phi)?;
     let (sn, cs, th) = (sin(&u)?, cos(&u)?, tanh(&u)?);
     let gv = add(&sn, &mul(&al, &sub(&th, &sn)?)?)?;
-    let one_m_t2 = sub(&Tensor::ones(&[], dt), &mul(&th, &th)?)?;
+    let one_m_t2 = sub(&Tensor::ones(&[], dt)?, &mul(&th, &th)?)?;
     let dg = add(&cs, &mul(&al, &sub(&one_m_t2, &cs)?)?)?;
     let red = |t: &Tensor| sum(t, Some(&[2, 3]), false);
     let d_a = red(&mul(&gb, &gv)?)?;

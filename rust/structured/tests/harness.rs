@@ -186,7 +186,7 @@ fn check_graph_backward(f: &dyn Fn(&[Tensor]) -> Result<Vec<Tensor>>, inputs: &[
         let y = f(&leaves)?.remove(0);
         let w = Tensor::from_vec(uniform(y.numel(), 77, -1.5, 1.5), y.shape())?;
         let s = sum(&mul(&y, &w)?, None, false)?;
-        let one = Tensor::ones(&[], DType::F64);
+        let one = Tensor::ones(&[], DType::F64).unwrap();
         let fused = run_backward(std::slice::from_ref(&s), std::slice::from_ref(&one), true, false, Some(&leaves), true)?;
         let graph = run_backward(&[s], &[one], false, true, Some(&leaves), true)?;
         Ok(fused
@@ -332,17 +332,17 @@ fn bad_inputs_are_errors_not_panics() {
     let c = case((5, 7, 3, 4), 2, 2, Tracks::Mixed, true, 30);
     let (vals, idx) = c.res.as_ref().unwrap();
     let p = RbeParams { atoms: &c.atoms, tracks: &c.tracks, res_vals: Some(vals), res_idx: Some(idx) };
-    let x = Tensor::zeros(&[2, 7], DType::F64);
+    let x = Tensor::zeros(&[2, 7], DType::F64).unwrap();
     assert!(rbe_linear(&x, &c.lay, &p, c.bias.as_ref()).is_ok());
     // input width, input dtype, bias shape and dtype
-    assert!(rbe_linear(&Tensor::zeros(&[2, 6], DType::F64), &c.lay, &p, None).is_err());
-    assert!(rbe_linear(&Tensor::zeros(&[2, 7], DType::F32), &c.lay, &p, None).is_err());
-    assert!(rbe_linear(&x, &c.lay, &p, Some(&Tensor::zeros(&[4], DType::F64))).is_err());
-    assert!(rbe_linear(&x, &c.lay, &p, Some(&Tensor::zeros(&[5], DType::F32))).is_err());
+    assert!(rbe_linear(&Tensor::zeros(&[2, 6], DType::F64).unwrap(), &c.lay, &p, None).is_err());
+    assert!(rbe_linear(&Tensor::zeros(&[2, 7], DType::F32).unwrap(), &c.lay, &p, None).is_err());
+    assert!(rbe_linear(&x, &c.lay, &p, Some(&Tensor::zeros(&[4], DType::F64).unwrap())).is_err());
+    assert!(rbe_linear(&x, &c.lay, &p, Some(&Tensor::zeros(&[5], DType::F32).unwrap())).is_err());
     // parameters: atoms shape, tracks dtype, residual index out of range, values without indices
-    let bad_atoms = Tensor::zeros(&[3, 2, 4], DType::F64);
+    let bad_atoms = Tensor::zeros(&[3, 2, 4], DType::F64).unwrap();
     assert!(rbe_generate(&c.lay, &RbeParams { atoms: &bad_atoms, ..p }).is_err());
-    let bad_tracks = Tensor::zeros(&[4, 2], DType::F32);
+    let bad_tracks = Tensor::zeros(&[4, 2], DType::F32).unwrap();
     assert!(rbe_generate(&c.lay, &RbeParams { tracks: &bad_tracks, ..p }).is_err());
     let far = Tensor::from_vec(vec![12i64; 8], &[4, 2]).unwrap();
     assert!(rbe_generate(&c.lay, &RbeParams { res_idx: Some(&far), ..p }).is_err());

@@ -103,7 +103,7 @@ fn track_grad_is_opt_in() {
     let cfg = RbeConfig { block: (4, 4), atoms: 2, track: TrackInit::Mixed, seed: 1, ..RbeConfig::default() };
     let layer = RbeLinear::new(8, 6, cfg).unwrap();
     let x = rand(&[5, 8], -1.0, 1.0, DType::F32, Some(&Mutex::new(Generator::new(2)))).unwrap();
-    let y = Tensor::zeros(&[5, 6], DType::F32);
+    let y = Tensor::zeros(&[5, 6], DType::F32).unwrap();
     backward(&mse_loss(&layer.forward(&x).unwrap(), &y).unwrap()).unwrap();
     assert!(layer.track_grad().is_none());
     assert_eq!(layer.atoms.grad().unwrap().shape(), [4, 2, 4]);
@@ -210,14 +210,14 @@ fn errors_not_panics() {
     assert!(RbeLinear::new(4, 4, RbeConfig { dtype: DType::I64, ..RbeConfig::default() }).is_err());
     assert!(RbeLinear::new(4, 4, RbeConfig { kappa: Some(-1.0), ..RbeConfig::default() }).is_err());
     let layer = RbeLinear::new(4, 3, RbeConfig { block: (2, 2), ..RbeConfig::default() }).unwrap();
-    assert!(layer.forward(&Tensor::zeros(&[2, 5], DType::F32)).is_err());
-    assert!(layer.forward(&Tensor::zeros(&[2, 4], DType::F64)).is_err());
-    assert!(mse_loss(&Tensor::zeros(&[3, 1], DType::F32), &Tensor::zeros(&[3], DType::F32)).is_err());
-    assert!(backward(&Tensor::zeros(&[2], DType::F32)).is_err());
-    assert!(backward(&Tensor::zeros(&[], DType::F32)).is_err()); // no graph
-    assert!(Adam::new(vec![Tensor::zeros(&[2], DType::I64)], 0.1).is_err());
+    assert!(layer.forward(&Tensor::zeros(&[2, 5], DType::F32).unwrap()).is_err());
+    assert!(layer.forward(&Tensor::zeros(&[2, 4], DType::F64).unwrap()).is_err());
+    assert!(mse_loss(&Tensor::zeros(&[3, 1], DType::F32).unwrap(), &Tensor::zeros(&[3], DType::F32).unwrap()).is_err());
+    assert!(backward(&Tensor::zeros(&[2], DType::F32).unwrap()).is_err());
+    assert!(backward(&Tensor::zeros(&[], DType::F32).unwrap()).is_err()); // no graph
+    assert!(Adam::new(vec![Tensor::zeros(&[2], DType::I64).unwrap()], 0.1).is_err());
     assert!(Adam::new(layer.parameters(), -1.0).is_err());
-    let t = leaf_param(Tensor::zeros(&[2], DType::F32));
+    let t = leaf_param(Tensor::zeros(&[2], DType::F32).unwrap());
     assert!(Adam::new(vec![t.clone(), t], 0.1).is_err());
     assert!(Dense::new(0, 2, true, DType::F32, 0).is_err());
 }
@@ -228,7 +228,7 @@ fn dense_init_and_forward() {
     let b = 1.0 / 10f64.sqrt();
     assert!(d.weight.to_vec_f64().iter().chain(d.bias.as_ref().unwrap().to_vec_f64().iter()).all(|&v| (-b..b).contains(&v)));
     assert_eq!(d.num_parameters(), 33);
-    let x = Tensor::ones(&[1, 10], DType::F64);
+    let x = Tensor::ones(&[1, 10], DType::F64).unwrap();
     let y = d.forward(&x).unwrap().to_vec_f64();
     let (w, bb) = (d.weight.to_vec_f64(), d.bias.as_ref().unwrap().to_vec_f64());
     for o in 0..3 {

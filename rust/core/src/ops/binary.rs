@@ -256,7 +256,7 @@ pub fn arith(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let (xa, xb) = (SavedTensor::input(a), SavedTensor::input(b));
             attach(&out, if op == Arith::Rem { "RemainderBackward0" } else { "FloorDivideBackward0" }, &[a, b], true, move |ctx, g| {
                 if op == Arith::FloorDiv {
-                    let z = crate::ops::unary::zeros_like(g);
+                    let z = crate::ops::unary::zeros_like(g)?;
                     return Ok(vec![Some(sum_to(&z, &sa)?), Some(sum_to(&z, &sb)?)]);
                 }
                 let (a, b) = (xa.get(ctx)?, xb.get(ctx)?);

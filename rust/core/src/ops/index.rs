@@ -83,7 +83,7 @@ pub fn gather(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
         let idx = idx.clone();
         let dt = x.dtype();
         attach(&out, "GatherBackward0", &[x], false, move |_, g| {
-            Ok(vec![Some(scatter_add(&Tensor::zeros(&shape, dt), d as isize, &idx, g)?)])
+            Ok(vec![Some(scatter_add(&Tensor::zeros(&shape, dt)?, d as isize, &idx, g)?)])
         });
     }
     Ok(out)
@@ -138,7 +138,7 @@ fn scatter_impl(x: &Tensor, dim: isize, idx: &Tensor, src: &Tensor, accumulate: 
                 if accumulate {
                     Some(g.clone())
                 } else {
-                    let z = Tensor::zeros(idx.shape(), g.dtype());
+                    let z = Tensor::zeros(idx.shape(), g.dtype())?;
                     Some(scatter(g, d as isize, &idx, &z)?)
                 }
             } else {
@@ -212,7 +212,7 @@ pub fn index_select(x: &Tensor, dim: isize, idx: &Tensor) -> Result<Tensor> {
         let idx = idx.clone();
         let dt = x.dtype();
         attach(&out, "IndexSelectBackward0", &[x], false, move |_, g| {
-            Ok(vec![Some(index_add(&Tensor::zeros(&shape, dt), d as isize, &idx, g)?)])
+            Ok(vec![Some(index_add(&Tensor::zeros(&shape, dt)?, d as isize, &idx, g)?)])
         });
     }
     Ok(out)

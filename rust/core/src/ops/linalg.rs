@@ -41,7 +41,7 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     oshape.push(m);
     oshape.push(n);
     let dt = a.dtype();
-    let out = Tensor::empty(&oshape, dt);
+    let out = Tensor::empty(&oshape, dt)?;
     let nb: usize = batch.iter().product();
     // broadcast strides of the batch dims
     let mut ab_shape = batch.to_vec();
@@ -265,7 +265,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     oshape.push(out_f);
     let out = match bias {
         Some(b) => crate::kernels::copy_contiguous(&crate::ops::shape::expand(&b.detach(), &[rows, out_f])?),
-        None => Tensor::empty(&[rows, out_f], x.dtype()),
+        None => Tensor::empty(&[rows, out_f], x.dtype())?,
     };
     let xc = x.contiguous();
     if rows * out_f > 0 {

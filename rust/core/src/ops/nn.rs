@@ -27,7 +27,7 @@ fn shifted_and_log_sum(x: &Tensor, d: usize) -> Result<(Tensor, Tensor)> {
     // (its softmax is then NaN from 0/0, as torch's); a +inf max stays, so
     // that row is NaN everywhere, as torch's
     let all_neg_inf = super::binary::compare(super::binary::Cmp::Eq, &m, &Tensor::wrapped_scalar(f64::NEG_INFINITY, m.dtype()))?;
-    let m = super::binary::where_(&all_neg_inf, &Tensor::zeros(&[], m.dtype()), &m)?;
+    let m = super::binary::where_(&all_neg_inf, &Tensor::zeros(&[], m.dtype())?, &m)?;
     let shifted = sub(&x, &m)?;
     let ls = super::unary::log(&sum(&exp(&shifted)?, Some(&[d as isize]), true)?)?;
     Ok((shifted, ls))
@@ -108,7 +108,7 @@ pub fn pad_constant(x: &Tensor, pads: &[isize], value: f64) -> Result<Tensor> {
         src = slice(&src, d, crop_l as usize, keep, 1)?;
         starts[d] = l.max(0) as usize;
     }
-    let out = Tensor::full(&oshape, value, x.dtype());
+    let out = Tensor::full(&oshape, value, x.dtype())?;
     {
         let st = out.strides().to_vec();
         let off: isize = starts.iter().zip(&st).map(|(&s, &t)| s as isize * t).sum();

@@ -396,7 +396,7 @@ pub fn logsumexp(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Te
     } else {
         let (g, r) = grouped(&x, &d);
         if r == 0 {
-            Tensor::full(&oshape, f64::NEG_INFINITY, x.dtype())
+            Tensor::full(&oshape, f64::NEG_INFINITY, x.dtype())?
         } else {
             match x.dtype() {
                 DType::F32 => FreshTensor::<f32>::build(&oshape, |o| crate::simd::lse_runs_f32(g.data::<f32>(), r, o))?,

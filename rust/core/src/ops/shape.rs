@@ -337,7 +337,7 @@ pub fn slice(x: &Tensor, dim: usize, start: usize, len: usize, step: usize) -> R
 
 /// Zeros of `shape` with `g` written at the slice; its gradient is the slice again.
 pub fn slice_backward(g: &Tensor, shape: &[usize], dim: usize, start: usize, step: usize) -> Result<Tensor> {
-    let out = Tensor::zeros(shape, g.dtype());
+    let out = Tensor::zeros(shape, g.dtype())?;
     let len = g.shape()[dim];
     {
         let mut st = out.strides().to_vec();
@@ -423,7 +423,7 @@ pub fn cat(ts: &[Tensor], dim: isize) -> Result<Tensor> {
     }
     let mut shape = parts[0].shape().to_vec();
     shape[d] = total;
-    let out = Tensor::empty(&shape, dt);
+    let out = Tensor::empty(&shape, dt)?;
     let mut pos = 0;
     let mut sizes = Vec::with_capacity(parts.len());
     for t in &parts {

@@ -42,10 +42,10 @@ fn sc(v: f64, like: &Tensor) -> Tensor {
     Tensor::wrapped_scalar(v, if like.dtype().is_float() { like.dtype() } else { DType::F64 })
 }
 
-pub fn zeros_like(t: &Tensor) -> Tensor {
+pub fn zeros_like(t: &Tensor) -> Result<Tensor> {
     Tensor::zeros(t.shape(), t.dtype())
 }
-pub fn ones_like(t: &Tensor) -> Tensor {
+pub fn ones_like(t: &Tensor) -> Result<Tensor> {
     Tensor::ones(t.shape(), t.dtype())
 }
 
@@ -111,7 +111,7 @@ pub fn sign(x: &Tensor) -> Result<Tensor> {
         if v > z { T::from_i64(1) } else if v < z { T::from_i64(-1) } else { v }
     }));
     if needs_grad(&[x]) {
-        attach(&out, "SignBackward0", &[x], false, |_, g| Ok(vec![Some(zeros_like(g))]));
+        attach(&out, "SignBackward0", &[x], false, |_, g| Ok(vec![Some(zeros_like(g)?)]));
     }
     Ok(out)
 }
@@ -291,8 +291,8 @@ fn derivative(f: Fun, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         Fun::Atan => reciprocal(&add_scalar(&mul(x, x)?, 1.0)?)?,
         Fun::Sinh => unary(Fun::Cosh, x)?,
         Fun::Cosh => unary(Fun::Sinh, x)?,
-        Fun::Floor | Fun::Ceil | Fun::Round | Fun::Trunc => zeros_like(x),
-        Fun::Frac => ones_like(x),
+        Fun::Floor | Fun::Ceil | Fun::Round | Fun::Trunc => zeros_like(x)?,
+        Fun::Frac => ones_like(x)?,
     })
 }
 
@@ -496,21 +496,21 @@ pub fn isnan(x: &Tensor) -> Result<Tensor> {
     Ok(match x.dtype() {
         DType::F32 => map1::<f32, bool>(x, |v| v.is_nan()),
         DType::F64 => map1::<f64, bool>(x, |v| v.is_nan()),
-        _ => Tensor::zeros(x.shape(), DType::Bool),
+        _ => Tensor::zeros(x.shape(), DType::Bool)?,
     })
 }
 pub fn isfinite(x: &Tensor) -> Result<Tensor> {
     Ok(match x.dtype() {
         DType::F32 => map1::<f32, bool>(x, |v| v.is_finite()),
         DType::F64 => map1::<f64, bool>(x, |v| v.is_finite()),
-        _ => Tensor::ones(x.shape(), DType::Bool),
+        _ => Tensor::ones(x.shape(), DType::Bool)?,
     })
 }
 pub fn isinf(x: &Tensor) -> Result<Tensor> {
     Ok(match x.dtype() {
         DType::F32 => map1::<f32, bool>(x, |v| v.is_infinite()),
         DType::F64 => map1::<f64, bool>(x, |v| v.is_infinite()),
-        _ => Tensor::zeros(x.shape(), DType::Bool),
+        _ => Tensor::zeros(x.shape(), DType::Bool)?,
     })
 }
 

@@ -102,11 +102,11 @@ impl PyTensor {
                         self.t.shape()
                     )));
                 }
-                Tensor::ones(self.t.shape(), self.t.dtype())
+                Tensor::ones(self.t.shape(), self.t.dtype()).py()?
             }
         };
         let g = if g.shape() != self.t.shape() && g.numel() == self.t.numel() && g.is_wrapped_scalar() {
-            Tensor::full(self.t.shape(), g.item_f64().py()?, self.t.dtype())
+            Tensor::full(self.t.shape(), g.item_f64().py()?, self.t.dtype()).py()?
         } else {
             g
         };

@@ -121,8 +121,8 @@ impl PyTensor {
     #[pyo3(signature = (data=None, *, requires_grad=false))]
     fn py_new(data: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<Self> {
         let t = match data {
-            None => Tensor::empty(&[0], rbe_core::default_dtype()),
-            Some(d) if d.is_none() => Tensor::empty(&[0], rbe_core::default_dtype()),
+            None => Tensor::empty(&[0], rbe_core::default_dtype()).py()?,
+            Some(d) if d.is_none() => Tensor::empty(&[0], rbe_core::default_dtype()).py()?,
             Some(d) => {
                 if let Ok(t) = d.downcast::<PyTensor>() {
                     t.get().t.detach()
