@@ -145,8 +145,16 @@ impl PyDType {
     fn name(&self) -> &'static str {
         self.dt.name()
     }
-    fn __reduce__(&self) -> (String, (String,)) {
-        ("rbe._dtype_from_name".to_string(), (self.dt.name().to_string(),))
+    /// Pickled by name: `rbe.float32` (and so on) loads back as the same object.
+    fn __reduce__(&self) -> &'static str {
+        self.dt.name()
+    }
+    /// A dtype is a singleton: copies are the object itself.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
     }
 }
 

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rbe_core::ops::unary as un;
 use rbe_core::{DType, Tensor};
+use std::sync::Arc;
 
 #[pymethods]
 impl PyTensor {
@@ -152,6 +153,39 @@ impl PyTensor {
     }
     fn clone(&self) -> PyResult<PyTensor> {
         guard(|| Ok(un::clone(&self.t)?))
+    }
+    /// An identity of the memory under this tensor, equal for tensors that
+    /// share it (while they live); `copy.deepcopy` keys its memo with it.
+    fn _storage_key(&self) -> usize {
+        Arc::as_ptr(self.t.storage()) as usize
+    }
+    /// A copy of all the memory under this tensor, as a new 1-D contiguous
+    /// tensor of this dtype (`copy.deepcopy` copies each storage once).
+    fn _storage_copy(&self) -> PyResult<PyTensor> {
+        let st = self.t.storage();
+        let n = st.len_of(self.t.dtype());
+        let flat = Tensor::from_storage(st.clone(), &[n], &[1], 0, self.t.dtype());
+        guard(|| Ok(un::clone(&flat)?))
+    }
+    /// A tensor with this one's shape, strides and storage offset over the
+    /// memory of `storage` (a tensor made by `_storage_copy`); no autograd history.
+    fn _restride_onto(&self, storage: &Bound<'_, PyTensor>) -> PyResult<PyTensor> {
+        let s = &storage.get().t;
+        let n = s.storage().len_of(s.dtype()) as i128;
+        let (mut first, mut last) = (self.t.offset() as i128, self.t.offset() as i128);
+        for (&d, &st) in self.t.shape().iter().zip(self.t.strides()) {
+            let ext = (d as i128 - 1) * st as i128;
+            if ext < 0 {
+                first += ext;
+            } else {
+                last += ext;
+            }
+        }
+        let fits = s.dtype() == self.t.dtype() && (self.t.numel() == 0 || (first >= 0 && last < n));
+        if !fits {
+            return Err(PyRuntimeError::new_err("_restride_onto: the layout does not fit the given storage"));
+        }
+        Ok(pt(Tensor::from_storage(s.storage().clone(), self.t.shape(), self.t.strides(), self.t.offset(), self.t.dtype())))
     }
 }
 
