@@ -351,7 +351,10 @@ def randperm(n: int, *, generator=None, dtype=None, device=None) -> Tensor:
     return t if dtype is None else t.to(dtype)
 
 
-def bernoulli(input: Tensor, *, generator=None) -> Tensor:
+def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:
+    """0/1 draws: with probability ``input`` elementwise, or ``p`` for every element."""
+    if p is not None:
+        return zeros_like(input).bernoulli_(_BUILTIN_FLOAT(p), generator=generator)
     return _core.bernoulli(input, generator)
 
 
@@ -517,11 +520,21 @@ def expm1(input):
     return input.expm1()
 
 
+def _check_tolerances(rtol, atol):
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if not v >= 0:  # NaN too
+            from .errors import ArgumentError
+
+            raise ArgumentError(f"{name} must be greater than or equal to zero, but got {v}")
+
+
 def allclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> _BUILTIN_BOOL:
+    _check_tolerances(rtol, atol)
     return _BUILTIN_BOOL(_np.allclose(input.detach().numpy(), other.detach().numpy(), rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def isclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> Tensor:
+    _check_tolerances(rtol, atol)
     return from_numpy(_np.isclose(input.detach().numpy(), other.detach().numpy(), rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 

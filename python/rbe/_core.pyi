@@ -277,7 +277,8 @@ class Tensor:
     def tolist(self) -> Any:
         """Nested lists of Python numbers (a number for a 0-d tensor)."""
     def __float__(self) -> _float: ...
-    def __int__(self) -> _int: ...
+    def __int__(self) -> _int:
+        """As Python's ``int(float)``: exact, ValueError for NaN, OverflowError for the infinities."""
     def _storage_key(self) -> _int:
         """An identity of the memory under this tensor, equal for tensors that share it (while they live)."""
     def _storage_copy(self) -> Tensor:

@@ -276,6 +276,17 @@ pub fn scalar_operand(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     Err(PyTypeError::new_err(format!("expected a Tensor or a number, got {}", obj.get_type().name()?)))
 }
 
+/// torch's overflow check for a Python number `v` (a wrapped scalar from
+/// [`operand`]) written into a tensor of `dt`: NaN, the infinities and values
+/// beyond 2^63 refused by int64, finite values beyond its range by float32.
+/// A tensor value is cast as tensors are, unchecked (as torch does).
+pub fn check_number_for(v: &Tensor, dt: DType) -> PyResult<()> {
+    if v.is_wrapped_scalar() && v.dtype().is_float() {
+        rbe_core::ops::creation::check_scalar_fits(v.item_f64().py()?, dt).py()?;
+    }
+    Ok(())
+}
+
 pub fn tensor_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
     if let Ok(t) = obj.downcast::<PyTensor>() {
         return Ok(t.get().t.clone());

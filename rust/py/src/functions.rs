@@ -106,8 +106,8 @@ pub(crate) fn full(
             d => d,
         },
     };
-    let val = if dt == DType::I64 { v.item_i64().py()? as f64 } else { v.item_f64().py()? };
-    finish(|| Ok(Tensor::full(&to_usize_shape(&shape)?, val, dt)), requires_grad)
+    let shape = to_usize_shape(&shape)?;
+    finish(|| Ok(creation::full_scalar(&shape, &v, dt)?), requires_grad)
 }
 
 #[pyfunction]
@@ -199,11 +199,9 @@ pub(crate) fn randperm(n: usize, generator: Option<&Bound<'_, PyAny>>) -> PyResu
 #[pyfunction]
 #[pyo3(signature = (input, generator=None))]
 pub(crate) fn bernoulli(input: &Bound<'_, PyAny>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-    // elementwise probabilities: u < p
+    // elementwise probabilities (checked to be in [0, 1] first): u < p
     let p = tensor_arg(input, "bernoulli")?;
-    let u = with_gen(generator, |g| creation::rand(p.shape(), 0.0, 1.0, if p.dtype() == DType::F64 { DType::F64 } else { DType::F32 }, g))?;
-    let m = bin::lt(&u, &p.detach()).py()?;
-    guard(|| Ok(un::to_dtype(&m, p.dtype())?))
+    Ok(pt(with_gen(generator, |g| creation::bernoulli_tensor(&p, g))?))
 }
 
 #[pyfunction]

@@ -3,7 +3,7 @@ use super::{guard, pt, PyTensor};
 use crate::conv::*;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyList, PyTuple};
 use rbe_core::ops::unary as un;
 use rbe_core::{DType, Tensor};
 use std::sync::Arc;
@@ -25,11 +25,12 @@ impl PyTensor {
     fn __float__(&self) -> PyResult<f64> {
         self.t.item_f64().py()
     }
-    fn __int__(&self) -> PyResult<i64> {
+    /// As Python's `int(float)`: exact, ValueError for NaN, OverflowError for the infinities.
+    fn __int__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         if self.t.dtype().is_float() {
-            Ok(self.t.item_f64().py()?.trunc() as i64)
+            PyFloat::new(py, self.t.item_f64().py()?).call_method0("__int__")
         } else {
-            self.t.item_i64().py()
+            Ok(self.t.item_i64().py()?.into_pyobject(py)?.into_any())
         }
     }
     fn __index__(&self) -> PyResult<i64> {
