@@ -351,7 +351,10 @@ def randperm(n: int, *, generator=None, dtype=None, device=None) -> Tensor:
     return t if dtype is None else t.to(dtype)
 
 
-def bernoulli(input: Tensor, *, generator=None) -> Tensor:
+def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:
+    """0/1 draws: with probability ``input`` elementwise, or ``p`` for every element."""
+    if p is not None:
+        return zeros_like(input).bernoulli_(_BUILTIN_FLOAT(p), generator=generator)
     return _core.bernoulli(input, generator)
 
 
@@ -517,11 +520,21 @@ def expm1(input):
     return input.expm1()
 
 
+def _check_tolerances(rtol, atol):
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if not v >= 0:  # NaN too
+            from .errors import ArgumentError
+
+            raise ArgumentError(f"{name} must be greater than or equal to zero, but got {v}")
+
+
 def allclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> _BUILTIN_BOOL:
+    _check_tolerances(rtol, atol)
     return _BUILTIN_BOOL(_np.allclose(input.detach().numpy(), other.detach().numpy(), rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def isclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> Tensor:
+    _check_tolerances(rtol, atol)
     return from_numpy(_np.isclose(input.detach().numpy(), other.detach().numpy(), rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
@@ -705,13 +718,46 @@ def _format(self, spec):
     return repr(self)
 
 
+def _as_type_of(self, c):
+    """``c`` (a plain tensor) as an instance of ``type(self)`` sharing its memory, for subclasses."""
+    if type(self) is Tensor:
+        return c
+    out = Tensor.__new__(type(self), c, requires_grad=c.requires_grad)
+    return out
+
+
 def _deepcopy(self, memo):
-    c = self.detach().clone()
+    """As torch: each storage is copied once per ``deepcopy`` call, so tensors
+    that shared memory (a tensor and its views) still share it in the copy."""
+    import copy as _copy
+
+    if id(self) in memo:
+        return memo[id(self)]
+    key = ("rbe.storage", self._storage_key(), self.dtype.name)
+    storage = memo.get(key)
+    if storage is None:
+        storage = self._storage_copy()
+        memo[key] = storage
+        _copy._keep_alive(self, memo)  # the original's storage (and its key) outlives the copy
+    c = _as_type_of(self, self._restride_onto(storage))
     if self.requires_grad:
         c.requires_grad_(True)
-    if self.grad is not None:
-        c.grad = self.grad.clone()
     memo[id(self)] = c
+    if self.grad is not None:
+        c.grad = _copy.deepcopy(self.grad, memo)
+    if hasattr(self, "__dict__"):
+        c.__dict__.update(_copy.deepcopy(self.__dict__, memo))
+    return c
+
+
+def _shallow_copy(self):
+    """``copy.copy(t)``, as torch: a new tensor object over the same memory
+    (writes through either show in both), same ``requires_grad``, no ``grad``."""
+    c = _as_type_of(self, self.detach())
+    if self.requires_grad:
+        c.requires_grad_(True)
+    if hasattr(self, "__dict__"):
+        c.__dict__.update(self.__dict__)
     return c
 
 
@@ -726,6 +772,7 @@ for _n, _f in {
     "__reduce__": _reduce,
     "__format__": _format,
     "__deepcopy__": _deepcopy,
+    "__copy__": _shallow_copy,
 }.items():
     setattr(Tensor, _n, _f)
 del _n, _f

@@ -14,6 +14,9 @@ class                  also a                                    raised for
 ``ArgumentError``      ``RuntimeError``, ``ValueError``          a bad argument value
 ``UnsupportedError``   ``RuntimeError``                          valid but not supported
 ``OutOfMemoryError``   ``MemoryError``, ``RuntimeError``         an allocation refused
+``FileFormatError``    ``RuntimeError``, ``ValueError``          a file ``rbe.load`` refuses
+                                                                 (corrupt, truncated, absurd
+                                                                 sizes)
 =====================  =======================================  ==========================
 
 ``except RuntimeError`` (torch's habit) and ``except ValueError`` (rbe's
@@ -36,6 +39,7 @@ __all__ = [
     "ArgumentError",
     "UnsupportedError",
     "OutOfMemoryError",
+    "FileFormatError",
     "ConvergenceError",
     "RbeWarning",
     "ConvergenceWarning",
@@ -76,6 +80,13 @@ class UnsupportedError(RbeError, RuntimeError):
 
 class OutOfMemoryError(RbeError, MemoryError, RuntimeError):
     """An allocation that could not be served. Nothing was changed."""
+
+
+class FileFormatError(RbeError, RuntimeError, ValueError):
+    """A file that is not one ``rbe.load`` can read: not safetensors, truncated,
+    corrupt (bad JSON, offsets outside the data or overlapping, a dtype and
+    shape that do not match the byte length) or claiming absurd sizes. The
+    message names the file. Nothing of the claimed size was allocated."""
 
 
 class ConvergenceError(RbeError, RuntimeError):

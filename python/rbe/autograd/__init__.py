@@ -68,6 +68,10 @@ def grad(
     """
     outs = _as_list(outputs)
     ins = _as_list(inputs)
+    if not ins:
+        from ..errors import AutogradError
+
+        raise AutogradError("`inputs` argument to `grad()` cannot be empty.")
     gs = _as_list(grad_outputs) if grad_outputs is not None else [None] * len(outs)
     if len(gs) != len(outs):
         raise ValueError(f"grad_outputs has {len(gs)} entries but there are {len(outs)} outputs")

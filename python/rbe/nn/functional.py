@@ -6,6 +6,7 @@ import math
 from .. import _core
 from .._core import Tensor
 from .._grad import no_grad_ctx as _no_grad
+from ..errors import ArgumentError
 
 __all__ = [
     "relu", "leaky_relu", "elu", "gelu", "silu", "softplus", "sigmoid", "tanh",
@@ -84,6 +85,10 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     """Normalise over the batch (and length) dims; updates running stats in training mode."""
     if input.ndim not in (2, 3):
         raise ValueError(f"expected 2D or 3D input (got {input.ndim}D input)")
+    if training and not eps > 0:
+        raise ArgumentError(f"batch_norm eps must be positive during training, but got {eps}")
+    if not training and eps < 0:
+        raise ArgumentError(f"batch_norm eps must be non-negative, but got {eps}")
     c = input.shape[1]
     dims = (0,) if input.ndim == 2 else (0, 2)
     shape = (1, c) if input.ndim == 2 else (1, c, 1)
@@ -134,11 +139,15 @@ def embedding(input: Tensor, weight: Tensor, padding_idx=None) -> Tensor:
     """Rows of ``weight`` picked by the integer tensor ``input``; no gradient reaches ``padding_idx``."""
     if input.dtype != _core.int64:
         raise TypeError(f"Expected tensor for argument #1 'indices' to have scalar type Long; but got {input.dtype} instead")
+    if padding_idx is not None:
+        # torch's class (AssertionError) and message
+        if not -weight.shape[0] <= padding_idx < weight.shape[0]:
+            raise AssertionError("Padding_idx must be within num_embeddings")
+        if padding_idx < 0:
+            padding_idx += weight.shape[0]
     flat = input.reshape(-1)
     out = weight.index_select(0, flat)
     if padding_idx is not None:
-        if padding_idx < 0:
-            padding_idx += weight.shape[0]
         keep = (flat != padding_idx).unsqueeze(1)
         out = _core.where_(keep, out, out.detach())
     return out.reshape(*tuple(input.shape), weight.shape[1])
@@ -179,6 +188,8 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 
 
 def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0) -> Tensor:
+    if not delta > 0:
+        raise ArgumentError(f"huber_loss does not support non-positive values for delta (got {delta}).")
     _check_same_shape(input, target, "huber_loss")
     d = input - target
     a = d.abs()
@@ -187,6 +198,8 @@ def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: fl
 
 
 def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0) -> Tensor:
+    if not beta >= 0:
+        raise ArgumentError(f"smooth_l1_loss does not support negative values for beta (got {beta}).")
     if beta == 0.0:
         return l1_loss(input, target, reduction)
     return _reduce(huber_loss(input, target, "none", beta) / beta, reduction)
@@ -225,6 +238,10 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight=None, reduction: 
         raise ValueError(
             f"Using a target size ({tuple(target.shape)}) that is different to the input size ({tuple(input.shape)}) is deprecated. Please ensure they have the same size."
         )
+    for name, t in (("input", input), ("target", target)):
+        v = t.detach().numpy()
+        if v.size and not ((v >= 0) & (v <= 1)).all():  # NaN fails too, as in torch
+            raise ArgumentError(f"binary_cross_entropy: all elements of {name} should be between 0 and 1")
     # torch clamps the logs at -100; clamping the argument instead keeps the
     # gradient finite (no 0 * inf) where a probability is exactly 0 or 1
     tiny = math.exp(-100.0)

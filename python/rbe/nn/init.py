@@ -76,6 +76,10 @@ def small_normal_(tensor: Tensor, std: float = 1e-2, generator=None) -> Tensor:
 
 def trunc_normal_(tensor: Tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None) -> Tensor:
     """Normal(mean, std) truncated to [a, b], by inverse-CDF sampling."""
+    if not a <= b:  # NaN too
+        from ..errors import ArgumentError
+
+        raise ArgumentError(f"trunc_normal_ expects a <= b (the [a, b] range to truncate to), but found a={a} > b={b}" if a > b else f"trunc_normal_: a and b must be numbers, got a={a}, b={b}")
     from .. import special, rand, tensor as mk
 
     lo = special.ndtr(mk((a - mean) / std, dtype=_core.float64)).item()

@@ -145,8 +145,16 @@ impl PyDType {
     fn name(&self) -> &'static str {
         self.dt.name()
     }
-    fn __reduce__(&self) -> (String, (String,)) {
-        ("rbe._dtype_from_name".to_string(), (self.dt.name().to_string(),))
+    /// Pickled by name: `rbe.float32` (and so on) loads back as the same object.
+    fn __reduce__(&self) -> &'static str {
+        self.dt.name()
+    }
+    /// A dtype is a singleton: copies are the object itself.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
     }
 }
 
@@ -266,6 +274,17 @@ pub fn scalar_operand(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
         return Ok(t.downcast::<PyTensor>()?.get().t.clone());
     }
     Err(PyTypeError::new_err(format!("expected a Tensor or a number, got {}", obj.get_type().name()?)))
+}
+
+/// torch's overflow check for a Python number `v` (a wrapped scalar from
+/// [`operand`]) written into a tensor of `dt`: NaN, the infinities and values
+/// beyond 2^63 refused by int64, finite values beyond its range by float32.
+/// A tensor value is cast as tensors are, unchecked (as torch does).
+pub fn check_number_for(v: &Tensor, dt: DType) -> PyResult<()> {
+    if v.is_wrapped_scalar() && v.dtype().is_float() {
+        rbe_core::ops::creation::check_scalar_fits(v.item_f64().py()?, dt).py()?;
+    }
+    Ok(())
 }
 
 pub fn tensor_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {

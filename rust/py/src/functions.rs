@@ -49,7 +49,17 @@ impl PyGenerator {
     fn set_state(&self, state: (u64, u64)) {
         self.g.lock().set_state(state.0, state.1)
     }
+    /// Pickled (and deep-copied) with its state: the copy continues the same stream.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<GenReduce<'py>> {
+        Ok((slf.get_type().into_any(), ("cpu",), slf.get().g.lock().get_state()))
+    }
+    fn __setstate__(&self, state: (u64, u64)) {
+        self.g.lock().set_state(state.0, state.1)
+    }
 }
+
+/// `Generator.__reduce__`: (the class, its constructor arguments, the state for `__setstate__`).
+type GenReduce<'py> = (Bound<'py, PyAny>, (&'static str,), (u64, u64));
 
 /// Run `f` with the generator passed from Python (or the default one).
 pub fn with_gen<R>(gen: Option<&Bound<'_, PyAny>>, f: impl FnOnce(Option<&Mutex<Generator>>) -> rbe_core::Result<R>) -> PyResult<R> {
@@ -96,8 +106,8 @@ pub(crate) fn full(
             d => d,
         },
     };
-    let val = if dt == DType::I64 { v.item_i64().py()? as f64 } else { v.item_f64().py()? };
-    finish(|| Ok(Tensor::full(&to_usize_shape(&shape)?, val, dt)?), requires_grad)
+    let shape = to_usize_shape(&shape)?;
+    finish(|| Ok(creation::full_scalar(&shape, &v, dt)?), requires_grad)
 }
 
 #[pyfunction]
@@ -189,11 +199,9 @@ pub(crate) fn randperm(n: usize, generator: Option<&Bound<'_, PyAny>>) -> PyResu
 #[pyfunction]
 #[pyo3(signature = (input, generator=None))]
 pub(crate) fn bernoulli(input: &Bound<'_, PyAny>, generator: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-    // elementwise probabilities: u < p
+    // elementwise probabilities (checked to be in [0, 1] first): u < p
     let p = tensor_arg(input, "bernoulli")?;
-    let u = with_gen(generator, |g| creation::rand(p.shape(), 0.0, 1.0, if p.dtype() == DType::F64 { DType::F64 } else { DType::F32 }, g))?;
-    let m = bin::lt(&u, &p.detach()).py()?;
-    guard(|| Ok(un::to_dtype(&m, p.dtype())?))
+    Ok(pt(with_gen(generator, |g| creation::bernoulli_tensor(&p, g))?))
 }
 
 #[pyfunction]
@@ -241,67 +249,172 @@ pub(crate) fn set_grad_enabled(mode: bool) -> bool {
 struct PyOwner(#[allow(dead_code)] Py<PyAny>);
 
 /// A tensor sharing memory with a NumPy array (any strides, including negative ones).
+///
+/// The layout is read from the array itself, through a plain `np.ndarray` view
+/// of it: a subclass overriding `__array_interface__` (or `shape`, `dtype`,
+/// ...) cannot make rbe address memory outside the array. The view must also
+/// stay inside the memory that owns it (an `as_strided` view reaching past its
+/// base is refused).
 #[pyfunction]
 pub(crate) fn from_numpy(arr: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-    let np = arr.py().import("numpy")?;
-    if !arr.is_instance(&np.getattr("ndarray")?)? {
+    let py = arr.py();
+    let np = py.import("numpy")?;
+    let ndarray = np.getattr("ndarray")?;
+    if !arr.get_type().is_subclass(&ndarray)? {
         return Err(PyTypeError::new_err(format!("expected np.ndarray (got {})", arr.get_type().name()?)));
     }
-    let ai = arr.getattr("__array_interface__")?;
-    let ai = ai.downcast::<PyDict>()?;
-    let typestr: String = ai.get_item("typestr")?.unwrap().extract()?;
-    let dt = match &typestr[1..] {
+    // np.ndarray.view(arr, np.ndarray): the same memory, as a base-class array
+    let view = ndarray.getattr("view")?.call1((arr, &ndarray))?;
+    let lay = Layout::of(&view)?;
+    let dt = match &lay.typestr[1..] {
         "f4" => DType::F32,
         "f8" => DType::F64,
         "i8" => DType::I64,
         "b1" => DType::Bool,
         _ => {
-            let name: String = arr.getattr("dtype")?.getattr("name")?.extract()?;
+            let name: String = view.getattr("dtype")?.getattr("name")?.extract()?;
             return Err(PyTypeError::new_err(format!(
                 "can't convert np.ndarray of type numpy.{name}. The only supported types are: float64, float32, int64, and bool."
             )));
         }
     };
-    if typestr.starts_with('>') {
+    if lay.typestr.starts_with('>') {
         return Err(PyValueError::new_err("given numpy array has byte order different from the native byte order"));
     }
-    let shape: Vec<usize> = ai.get_item("shape")?.unwrap().extract()?;
-    let (ptr, readonly): (usize, bool) = ai.get_item("data")?.unwrap().extract()?;
-    let isz = dt.size() as isize;
-    let strides: Vec<isize> = match ai.get_item("strides")? {
-        Some(s) if !s.is_none() => {
-            let b: Vec<isize> = s.extract()?;
-            if b.iter().any(|x| x % isz != 0) {
-                return Err(PyValueError::new_err(
-                    "given numpy array strides not a multiple of the element byte size. Copy the numpy array to reallocate the memory.",
-                ));
-            }
-            b.iter().map(|x| x / isz).collect()
-        }
-        _ => rbe_core::tensor::contiguous_strides(&shape).to_vec(),
-    };
-    let n: usize = shape.iter().product();
-    // lowest and highest element offsets touched by the view
-    let (mut lo, mut hi) = (0isize, 0isize);
-    if n > 0 {
-        for (d, &s) in shape.iter().zip(&strides) {
-            let ext = (*d as isize - 1) * s;
-            if ext < 0 {
-                lo += ext
-            } else {
-                hi += ext
-            }
+    let isz = dt.size() as i128;
+    if lay.strides.iter().any(|x| x % isz != 0) {
+        return Err(PyValueError::new_err(
+            "given numpy array strides not a multiple of the element byte size. Copy the numpy array to reallocate the memory.",
+        ));
+    }
+    let n_zero = lay.shape.contains(&0);
+    let (lo, hi) = lay.span(isz);
+    if !n_zero {
+        let (blo, bhi) = owner_extent(&view)?;
+        if lo < blo || hi > bhi {
+            return Err(to_py_err(rbe_core::Error::Value(format!(
+                "from_numpy: the array's shape {:?} and strides {:?} reach bytes [{}, {}) relative to its data, outside the memory that holds it ([{}, {})); copy the array first",
+                lay.shape,
+                lay.strides,
+                lo - lay.ptr,
+                hi - lay.ptr,
+                blo - lay.ptr,
+                bhi - lay.ptr
+            ))));
         }
     }
-    let base = (ptr as isize + lo * isz) as *mut u8;
-    let nbytes = if n == 0 { 0 } else { ((hi - lo + 1) * isz) as usize };
-    let owner = Box::new(PyOwner(arr.clone().unbind()));
-    // Safety: the array stays alive as long as the storage (owner), and the
-    // span [lo, hi] is inside its buffer.
-    let st = unsafe {
-        Storage::external(if n == 0 { std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8 } else { base }, nbytes, owner, !readonly)
-    };
-    Ok(pt(Tensor::from_storage(Arc::new(st), &shape, &strides, (-lo) as usize, dt).py()?))
+    let shape: Vec<usize> = lay.shape.iter().map(|&d| d as usize).collect();
+    let strides: Vec<isize> = lay.strides.iter().map(|&s| (s / isz) as isize).collect();
+    let nbytes = if n_zero { 0 } else { (hi - lo) as usize };
+    let offset = if n_zero { 0 } else { ((lay.ptr - lo) / isz) as usize };
+    let base = if n_zero { std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8 } else { lo as usize as *mut u8 };
+    let owner = Box::new(PyOwner(view.clone().unbind()));
+    // SAFETY: `view` (which holds the array, and so its memory) lives as long
+    // as the storage (the owner); [lo, hi) is the span of the view's elements,
+    // checked above to be inside the memory block that holds them.
+    let st = unsafe { Storage::external(base, nbytes, owner, !lay.readonly) };
+    Ok(pt(Tensor::from_storage(Arc::new(st), &shape, &strides, offset, dt).py()?))
+}
+
+/// The memory layout of a base-class `np.ndarray`, from its `__array_interface__`.
+struct Layout {
+    typestr: String,
+    shape: Vec<i128>,
+    /// In bytes.
+    strides: Vec<i128>,
+    ptr: i128,
+    readonly: bool,
+    itemsize: i128,
+}
+
+impl Layout {
+    /// `view` must be an instance of `np.ndarray` itself (not a subclass).
+    fn of(view: &Bound<'_, PyAny>) -> PyResult<Layout> {
+        let ai = view.getattr("__array_interface__")?;
+        let ai = ai.downcast::<PyDict>()?;
+        let item = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+            ai.get_item(k)?.ok_or_else(|| PyValueError::new_err(format!("from_numpy: the array interface has no '{k}'")))
+        };
+        let typestr: String = item("typestr")?.extract()?;
+        if typestr.len() < 2 {
+            return Err(PyValueError::new_err(format!("from_numpy: bad typestr {typestr:?}")));
+        }
+        let shape: Vec<i128> = item("shape")?.extract::<Vec<u64>>()?.into_iter().map(i128::from).collect();
+        let (ptr, readonly): (usize, bool) = item("data")?.extract()?;
+        let itemsize: i128 = view.getattr("itemsize")?.extract::<u64>()?.into();
+        let strides: Vec<i128> = match ai.get_item("strides")? {
+            Some(s) if !s.is_none() => s.extract::<Vec<i64>>()?.into_iter().map(i128::from).collect(),
+            _ => {
+                // C-contiguous
+                let mut st = vec![0i128; shape.len()];
+                let mut acc = itemsize;
+                for i in (0..shape.len()).rev() {
+                    st[i] = acc;
+                    acc = acc.saturating_mul(shape[i].max(1));
+                }
+                st
+            }
+        };
+        if strides.len() != shape.len() {
+            return Err(PyValueError::new_err("from_numpy: the array's strides and shape differ in length"));
+        }
+        Ok(Layout { typestr, shape, strides, ptr: ptr as i128, readonly, itemsize })
+    }
+
+    /// Byte addresses [lo, hi) spanned by the elements (sizes that overflow
+    /// saturate, and are then refused as outside any buffer).
+    fn span(&self, isz: i128) -> (i128, i128) {
+        let (mut lo, mut hi) = (self.ptr, self.ptr);
+        for (&d, &s) in self.shape.iter().zip(&self.strides) {
+            let ext = (d - 1).saturating_mul(s);
+            if ext < 0 {
+                lo = lo.saturating_add(ext);
+            } else {
+                hi = hi.saturating_add(ext);
+            }
+        }
+        (lo, hi.saturating_add(isz))
+    }
+}
+
+/// Byte addresses [lo, hi) of the memory block that holds the elements of the
+/// base-class array `view`: found by following `.base` to the array that owns
+/// its data, or to the buffer object (bytes, mmap, ...) under it.
+fn owner_extent(view: &Bound<'_, PyAny>) -> PyResult<(i128, i128)> {
+    let py = view.py();
+    let np = py.import("numpy")?;
+    let ndarray = np.getattr("ndarray")?;
+    let base_of = ndarray.getattr("base")?;
+    let mut cur = view.clone();
+    // bounded walk: numpy collapses chains of views, so this is short
+    for _ in 0..64 {
+        let base = base_of.call_method1("__get__", (&cur,))?;
+        if base.is_none() {
+            // `cur` owns its memory: exactly its own span
+            let lay = Layout::of(&ndarray.getattr("view")?.call1((&cur, &ndarray))?)?;
+            return Ok(lay.span(lay.itemsize));
+        }
+        if base.get_type().is_subclass(&ndarray)? {
+            cur = base;
+            continue;
+        }
+        // a buffer object (bytes, bytearray, mmap, memoryview, ...)
+        if let Ok(b) = np.call_method1("frombuffer", (&base, np.getattr("uint8")?)) {
+            let lay = Layout::of(&b)?;
+            return Ok((lay.ptr, lay.ptr + lay.shape.first().copied().unwrap_or(0)));
+        }
+        // an object exposing `__array_interface__` over another array (as_strided's)
+        match base.getattr("base") {
+            Ok(b) if b.get_type().is_subclass(&ndarray)? => {
+                cur = b;
+                continue;
+            }
+            _ => break,
+        }
+    }
+    // memory rbe cannot see the bounds of: trust numpy's layout of the array
+    let lay = Layout::of(&ndarray.getattr("view")?.call1((&cur, &ndarray))?)?;
+    Ok(lay.span(lay.itemsize))
 }
 
 #[pyfunction]

@@ -107,7 +107,7 @@ class Embedding(Module):
         self.embedding_dim = embedding_dim
         if padding_idx is not None:
             if padding_idx >= num_embeddings or padding_idx < -num_embeddings:
-                raise ValueError("Padding_idx must be within num_embeddings")
+                raise AssertionError("Padding_idx must be within num_embeddings")  # torch's class
             if padding_idx < 0:
                 padding_idx += num_embeddings
         self.padding_idx = padding_idx

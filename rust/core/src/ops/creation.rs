@@ -137,6 +137,60 @@ pub fn randperm(n: usize, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
     Ok(t.into_tensor())
 }
 
+/// torch's check of a Python number stored into an element of `dtype`
+/// (`full`, `fill_`, `x[i] = v`, `masked_fill`): an int64 takes a float in
+/// [-2^63, 2^63) (truncated toward zero) and refuses NaN, the infinities and
+/// anything beyond; a float32 refuses a finite value beyond its range
+/// (infinities and NaN are kept). Bool and float64 take every value.
+pub fn check_scalar_fits(v: f64, dtype: DType) -> Result<()> {
+    let ok = match dtype {
+        // 2^63 is exact in f64; the range is half-open as torch's check
+        DType::I64 => (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&v),
+        DType::F32 => !v.is_finite() || v.abs() <= f32::MAX as f64,
+        DType::F64 | DType::Bool => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let name = if dtype == DType::I64 { "int64" } else { "float32" };
+        Err(value_err!("value cannot be converted to type {name} without overflow (got {v:?})"))
+    }
+}
+
+/// A tensor of `shape` and `dtype` filled with the scalar `v` (a Python number
+/// as a one-element tensor): checked by [`check_scalar_fits`], and exact for
+/// integers (an int64 `v` into an int64 tensor is not rounded through f64).
+pub fn full_scalar(shape: &[usize], v: &Tensor, dtype: DType) -> Result<Tensor> {
+    match (v.dtype(), dtype) {
+        (DType::I64 | DType::Bool, DType::I64) => {
+            let x = v.item_i64()?;
+            FreshTensor::<i64>::build(shape, |d| d.fill(x))
+        }
+        _ => {
+            let x = v.item_f64()?;
+            if v.dtype().is_float() {
+                check_scalar_fits(x, dtype)?;
+            }
+            crate::dispatch_all!(dtype, T => FreshTensor::<T>::build(shape, |d| d.fill(T::from_f64(x))))
+        }
+    }
+}
+
+/// Elementwise 0/1 draws with the probabilities in `p` (same shape and float
+/// dtype as `p`; no gradient). Every probability must be in [0, 1]: a NaN or
+/// an out-of-range value is refused before anything is drawn.
+pub fn bernoulli_tensor(p: &Tensor, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
+    if p.dtype().is_float() {
+        if let Some(bad) = p.to_vec::<f64>().into_iter().find(|x| !(0.0..=1.0).contains(x)) {
+            return Err(value_err!("bernoulli: every probability must be in [0, 1], got {bad}"));
+        }
+    }
+    let dt = if p.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+    let u = rand(p.shape(), 0.0, 1.0, dt, g)?;
+    let m = super::binary::lt(&u, &p.detach())?;
+    super::unary::to_dtype(&m, p.dtype())
+}
+
 /// 0/1 draws with probability `p` of 1 (float tensor of `dtype`).
 pub fn bernoulli(shape: &[usize], p: f64, dtype: DType, g: Option<&Mutex<Generator>>) -> Result<Tensor> {
     if !(0.0..=1.0).contains(&p) {

@@ -519,6 +519,12 @@ pub fn fill_raw(t: &Tensor, v: f64) {
     dispatch_all!(t.dtype(), T => crate::kernels::apply_inplace::<T>(t, |_| T::from_f64(v)));
 }
 
+/// Fill every element of `t` with the integer `v` in place, exactly for an
+/// int64 tensor (no rounding through f64; no autograd check).
+pub fn fill_raw_i64(t: &Tensor, v: i64) {
+    dispatch_all!(t.dtype(), T => crate::kernels::apply_inplace::<T>(t, |_| T::from_i64(v)));
+}
+
 // ------------------------------------------------------------ fused backward ops
 // Backward formulas used at every order (PINNs differentiate through them two
 // or three times), fused into one kernel each and closed under differentiation:

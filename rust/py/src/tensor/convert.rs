@@ -3,9 +3,10 @@ use super::{guard, pt, PyTensor};
 use crate::conv::*;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyList, PyTuple};
 use rbe_core::ops::unary as un;
 use rbe_core::{DType, Tensor};
+use std::sync::Arc;
 
 #[pymethods]
 impl PyTensor {
@@ -24,11 +25,12 @@ impl PyTensor {
     fn __float__(&self) -> PyResult<f64> {
         self.t.item_f64().py()
     }
-    fn __int__(&self) -> PyResult<i64> {
+    /// As Python's `int(float)`: exact, ValueError for NaN, OverflowError for the infinities.
+    fn __int__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         if self.t.dtype().is_float() {
-            Ok(self.t.item_f64().py()?.trunc() as i64)
+            PyFloat::new(py, self.t.item_f64().py()?).call_method0("__int__")
         } else {
-            self.t.item_i64().py()
+            Ok(self.t.item_i64().py()?.into_pyobject(py)?.into_any())
         }
     }
     fn __index__(&self) -> PyResult<i64> {
@@ -152,6 +154,35 @@ impl PyTensor {
     }
     fn clone(&self) -> PyResult<PyTensor> {
         guard(|| Ok(un::clone(&self.t)?))
+    }
+    /// An identity of the memory under this tensor, equal for tensors that
+    /// share it (while they live); `copy.deepcopy` keys its memo with it.
+    fn _storage_key(&self) -> usize {
+        Arc::as_ptr(self.t.storage()) as usize
+    }
+    /// A copy of all the memory under this tensor, as a new 1-D contiguous
+    /// tensor of this dtype (`copy.deepcopy` copies each storage once).
+    fn _storage_copy(&self) -> PyResult<PyTensor> {
+        let st = self.t.storage();
+        let n = st.len_of(self.t.dtype());
+        guard(|| {
+            let flat = Tensor::from_storage(st.clone(), &[n], &[1], 0, self.t.dtype())?;
+            Ok(un::clone(&flat)?)
+        })
+    }
+    /// A tensor with this one's shape, strides and storage offset over the
+    /// memory of `storage` (a tensor made by `_storage_copy`); no autograd history.
+    fn _restride_onto(&self, storage: &Bound<'_, PyTensor>) -> PyResult<PyTensor> {
+        let s = &storage.get().t;
+        if s.dtype() != self.t.dtype() {
+            return Err(to_py_err(rbe_core::dtype_err!(
+                "_restride_onto: storage of dtype {} for a tensor of dtype {}",
+                s.dtype().name(),
+                self.t.dtype().name()
+            )));
+        }
+        // check_view (inside from_storage) refuses a layout that does not fit
+        Ok(pt(Tensor::from_storage(s.storage().clone(), self.t.shape(), self.t.strides(), self.t.offset(), self.t.dtype()).py()?))
     }
 }
 

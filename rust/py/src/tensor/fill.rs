@@ -23,10 +23,16 @@ impl PyTensor {
                 v.ndim()
             )));
         }
+        let me = &slf.get().t;
+        check_number_for(&v, me.dtype())?;
         if v.requires_grad() {
-            bin::inplace(&slf.get().t, "fill_", |x| shape::expand(&rbe_core::ops::as_dtype(&v, x.dtype())?, x.shape())).py()?;
+            bin::inplace(me, "fill_", |x| shape::expand(&rbe_core::ops::as_dtype(&v, x.dtype())?, x.shape())).py()?;
+        } else if me.dtype() == DType::I64 && matches!(v.dtype(), DType::I64 | DType::Bool) {
+            // exact: an int64 value is not rounded through f64 (int64 tensors never require grad)
+            bin::check_inplace(me).py()?;
+            un::fill_raw_i64(me, v.item_i64().py()?);
         } else {
-            fill_impl(&slf.get().t, v.item_f64().py()?)?;
+            fill_impl(me, v.item_f64().py()?)?;
         }
         Ok(slf.clone().unbind())
     }

@@ -18,6 +18,7 @@ impl PyTensor {
     fn __setitem__(&self, idx: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let items = parse_index(idx)?;
         let v = operand(value)?;
+        check_number_for(&v, self.t.dtype())?;
         index::setitem(&self.t, &items, &v).py()
     }
     fn nonzero(&self) -> PyResult<PyTensor> {
@@ -56,7 +57,9 @@ impl PyTensor {
         guard(|| Ok(index::index_add(&self.t, dim, &tensor_arg(index, "index_add")?, &src)?))
     }
     fn masked_fill(&self, mask: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        guard(|| Ok(index::masked_fill(&self.t, &tensor_arg(mask, "masked_fill")?, &operand(value)?)?))
+        let v = operand(value)?;
+        check_number_for(&v, self.t.dtype())?;
+        guard(|| Ok(index::masked_fill(&self.t, &tensor_arg(mask, "masked_fill")?, &v)?))
     }
     fn masked_select(&self, mask: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let m = tensor_arg(mask, "masked_select")?;
@@ -68,6 +71,7 @@ impl PyTensor {
     fn masked_fill_(slf: &Bound<'_, Self>, mask: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Py<Self>> {
         let m = tensor_arg(mask, "masked_fill_")?;
         let v = operand(value)?;
+        check_number_for(&v, slf.get().t.dtype())?;
         bin::inplace(&slf.get().t, "masked_fill_", |x| index::masked_fill(x, &m, &v)).py()?;
         Ok(slf.clone().unbind())
     }
