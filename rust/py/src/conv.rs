@@ -96,6 +96,18 @@ pub fn py_to_core_err(e: PyErr) -> Error {
     Error::external(e)
 }
 
+/// Runs a binding's body with panics caught: a Rust panic never reaches
+/// Python as `PanicException` (which escapes `except Exception`); an
+/// out-of-memory panic becomes `OutOfMemoryError`, any other a `RuntimeError`
+/// saying it is an internal error.
+#[inline]
+pub fn protect<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(panic_to_py(p)),
+    }
+}
+
 /// A panic caught at the boundary, as a Python exception (MemoryError for allocation failures).
 pub fn panic_to_py(p: Box<dyn std::any::Any + Send>) -> PyErr {
     let msg = if let Some(s) = p.downcast_ref::<String>() {

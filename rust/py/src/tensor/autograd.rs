@@ -15,12 +15,14 @@ impl PyTensor {
     }
     #[setter(requires_grad)]
     fn set_requires_grad(&self, v: bool) -> PyResult<()> {
-        self.t.set_requires_grad(v).py()
+        crate::conv::protect(|| self.t.set_requires_grad(v).py())
     }
     #[pyo3(signature = (requires_grad=true))]
     fn requires_grad_(slf: &Bound<'_, Self>, requires_grad: bool) -> PyResult<Py<Self>> {
-        slf.get().t.set_requires_grad(requires_grad).py()?;
-        Ok(slf.clone().unbind())
+        crate::conv::protect(|| {
+            slf.get().t.set_requires_grad(requires_grad).py()?;
+            Ok(slf.clone().unbind())
+        })
     }
     /// The version counter of the tensor's memory (bumped by every in-place write).
     #[getter]
@@ -33,9 +35,11 @@ impl PyTensor {
     }
     #[getter]
     fn grad_fn(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.t.grad_fn() {
-            Some(n) => Py::new(py, PyNode { n })?.into_any(),
-            None => py.None(),
+        crate::conv::protect(|| {
+            Ok(match self.t.grad_fn() {
+                Some(n) => Py::new(py, PyNode { n })?.into_any(),
+                None => py.None(),
+            })
         })
     }
     #[getter]
@@ -44,18 +48,18 @@ impl PyTensor {
     }
     #[setter(grad)]
     fn set_grad(&self, g: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        match g {
+        crate::conv::protect(|| match g {
             None => self.t.set_grad(None).py(),
             Some(g) if g.is_none() => self.t.set_grad(None).py(),
             Some(g) => self.t.set_grad(Some(tensor_arg(g, "grad")?)).py(),
-        }
+        })
     }
     #[getter]
     fn retains_grad(&self) -> bool {
         self.t.retains_grad()
     }
     fn retain_grad(&self) -> PyResult<()> {
-        autograd::retain_grad(&self.t).py()
+        crate::conv::protect(|| autograd::retain_grad(&self.t).py())
     }
     #[getter]
     fn data(&self) -> PyTensor {
@@ -63,26 +67,30 @@ impl PyTensor {
     }
     #[setter(data)]
     fn set_data(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let o = tensor_arg(other, "data")?;
-        if o.shape() != self.t.shape() || o.dtype() != self.t.dtype() {
-            return Err(PyRuntimeError::new_err(format!(
-                "setting .data to a tensor of a different shape or dtype is not supported (have {:?} {}, got {:?} {})",
-                self.t.shape(),
-                self.t.dtype().name(),
-                o.shape(),
-                o.dtype().name()
-            )));
-        }
-        let _g = autograd::no_grad();
-        rbe_core::kernels::copy_into(&self.t.detach(), &o).py()
+        crate::conv::protect(|| {
+            let o = tensor_arg(other, "data")?;
+            if o.shape() != self.t.shape() || o.dtype() != self.t.dtype() {
+                return Err(PyRuntimeError::new_err(format!(
+                    "setting .data to a tensor of a different shape or dtype is not supported (have {:?} {}, got {:?} {})",
+                    self.t.shape(),
+                    self.t.dtype().name(),
+                    o.shape(),
+                    o.dtype().name()
+                )));
+            }
+            let _g = autograd::no_grad();
+            rbe_core::kernels::copy_into(&self.t.detach(), &o).py()
+        })
     }
     fn detach(&self) -> PyTensor {
         pt(self.t.detach())
     }
     fn detach_(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
-        let me = &slf.get().t;
-        me.detach_in_place();
-        Ok(slf.clone().unbind())
+        crate::conv::protect(|| {
+            let me = &slf.get().t;
+            me.detach_in_place();
+            Ok(slf.clone().unbind())
+        })
     }
     #[pyo3(signature = (gradient=None, retain_graph=None, create_graph=false, inputs=None))]
     fn backward(
@@ -93,46 +101,50 @@ impl PyTensor {
         create_graph: bool,
         inputs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let g = match gradient {
-            Some(g) if !g.is_none() => operand(g)?,
-            _ => {
-                if self.t.numel() != 1 {
-                    return Err(to_py_err(rbe_core::autograd_err!(
-                        "grad can be implicitly created only for scalar outputs (got shape {:?})",
-                        self.t.shape()
-                    )));
+        crate::conv::protect(|| {
+            let g = match gradient {
+                Some(g) if !g.is_none() => operand(g)?,
+                _ => {
+                    if self.t.numel() != 1 {
+                        return Err(to_py_err(rbe_core::autograd_err!(
+                            "grad can be implicitly created only for scalar outputs (got shape {:?})",
+                            self.t.shape()
+                        )));
+                    }
+                    Tensor::ones(self.t.shape(), self.t.dtype()).py()?
                 }
-                Tensor::ones(self.t.shape(), self.t.dtype()).py()?
+            };
+            let g = if g.shape() != self.t.shape() && g.numel() == self.t.numel() && g.is_wrapped_scalar() {
+                Tensor::full(self.t.shape(), g.item_f64().py()?, self.t.dtype()).py()?
+            } else {
+                g
+            };
+            if inputs.is_some_and(|i| !i.is_none()) {
+                let f = py.import("rbe.autograd")?.getattr("backward")?;
+                let kw = PyDict::new(py);
+                kw.set_item("grad_tensors", pt(g))?;
+                kw.set_item("retain_graph", retain_graph)?;
+                kw.set_item("create_graph", create_graph)?;
+                kw.set_item("inputs", inputs)?;
+                f.call((Py::new(py, pt(self.t.clone()))?,), Some(&kw))?;
+                return Ok(());
             }
-        };
-        let g = if g.shape() != self.t.shape() && g.numel() == self.t.numel() && g.is_wrapped_scalar() {
-            Tensor::full(self.t.shape(), g.item_f64().py()?, self.t.dtype()).py()?
-        } else {
-            g
-        };
-        if inputs.is_some_and(|i| !i.is_none()) {
-            let f = py.import("rbe.autograd")?.getattr("backward")?;
-            let kw = PyDict::new(py);
-            kw.set_item("grad_tensors", pt(g))?;
-            kw.set_item("retain_graph", retain_graph)?;
-            kw.set_item("create_graph", create_graph)?;
-            kw.set_item("inputs", inputs)?;
-            f.call((Py::new(py, pt(self.t.clone()))?,), Some(&kw))?;
-            return Ok(());
-        }
-        let retain = retain_graph.unwrap_or(create_graph);
-        // the interpreter is released during backward (Python autograd.Function
-        // nodes take it back themselves)
-        let t = self.t.clone();
-        let r = py.allow_threads(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| autograd::run_backward(&[t], &[g], retain, create_graph, None, false)))
-        });
-        match r {
-            Ok(res) => {
-                res.py()?;
-                Ok(())
+            let retain = retain_graph.unwrap_or(create_graph);
+            // the interpreter is released during backward (Python autograd.Function
+            // nodes take it back themselves)
+            let t = self.t.clone();
+            let r = py.allow_threads(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    autograd::run_backward(&[t], &[g], retain, create_graph, None, false)
+                }))
+            });
+            match r {
+                Ok(res) => {
+                    res.py()?;
+                    Ok(())
+                }
+                Err(p) => Err(panic_to_py(p)),
             }
-            Err(p) => Err(panic_to_py(p)),
-        }
+        })
     }
 }

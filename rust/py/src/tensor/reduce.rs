@@ -13,96 +13,110 @@ use rbe_core::Tensor;
 impl PyTensor {
     #[pyo3(signature = (dim=None, keepdim=false, *, dtype=None))]
     fn sum(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        let x = cast_opt(&self.t, dtype)?;
-        guard(|| Ok(red::sum(&x, dim_opt(dim)?.as_deref(), keepdim)?))
+        crate::conv::protect(|| {
+            let x = cast_opt(&self.t, dtype)?;
+            guard(|| Ok(red::sum(&x, dim_opt(dim)?.as_deref(), keepdim)?))
+        })
     }
     #[pyo3(signature = (dim=None, keepdim=false, *, dtype=None))]
     fn mean(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        let x = cast_opt(&self.t, dtype)?;
-        guard(|| Ok(red::mean(&x, dim_opt(dim)?.as_deref(), keepdim)?))
+        crate::conv::protect(|| {
+            let x = cast_opt(&self.t, dtype)?;
+            guard(|| Ok(red::mean(&x, dim_opt(dim)?.as_deref(), keepdim)?))
+        })
     }
     #[pyo3(signature = (dim=None, keepdim=false, *, dtype=None))]
     fn prod(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        let x = cast_opt(&self.t, dtype)?;
-        guard(|| Ok(red::prod(&x, dim_opt(dim)?.as_deref(), keepdim)?))
+        crate::conv::protect(|| {
+            let x = cast_opt(&self.t, dtype)?;
+            guard(|| Ok(red::prod(&x, dim_opt(dim)?.as_deref(), keepdim)?))
+        })
     }
     #[pyo3(signature = (dim=None, unbiased=None, keepdim=false, *, correction=None))]
     fn var(&self, dim: Option<&Bound<'_, PyAny>>, unbiased: Option<bool>, keepdim: bool, correction: Option<f64>) -> PyResult<PyTensor> {
-        let c = correction_of(unbiased, correction);
-        guard(|| Ok(red::var(&self.t, dim_opt(dim)?.as_deref(), c, keepdim)?))
+        crate::conv::protect(|| {
+            let c = correction_of(unbiased, correction);
+            guard(|| Ok(red::var(&self.t, dim_opt(dim)?.as_deref(), c, keepdim)?))
+        })
     }
     #[pyo3(signature = (dim=None, unbiased=None, keepdim=false, *, correction=None))]
     fn std(&self, dim: Option<&Bound<'_, PyAny>>, unbiased: Option<bool>, keepdim: bool, correction: Option<f64>) -> PyResult<PyTensor> {
-        let c = correction_of(unbiased, correction);
-        guard(|| Ok(red::std(&self.t, dim_opt(dim)?.as_deref(), c, keepdim)?))
+        crate::conv::protect(|| {
+            let c = correction_of(unbiased, correction);
+            guard(|| Ok(red::std(&self.t, dim_opt(dim)?.as_deref(), c, keepdim)?))
+        })
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn amax(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        guard(|| Ok(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Max)?))
+        crate::conv::protect(|| guard(|| Ok(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Max)?)))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn amin(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        guard(|| Ok(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Min)?))
+        crate::conv::protect(|| guard(|| Ok(red::amax(&self.t, dim_opt(dim)?.as_deref(), keepdim, Extreme::Min)?)))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn max(&self, py: Python<'_>, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyObject> {
-        max_min(py, &self.t, dim, keepdim, Extreme::Max)
+        crate::conv::protect(|| max_min(py, &self.t, dim, keepdim, Extreme::Max))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn min(&self, py: Python<'_>, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyObject> {
-        max_min(py, &self.t, dim, keepdim, Extreme::Min)
+        crate::conv::protect(|| max_min(py, &self.t, dim, keepdim, Extreme::Min))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn argmax(&self, dim: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        guard(|| Ok(red::argext(&self.t, dim, keepdim, Extreme::Max)?))
+        crate::conv::protect(|| guard(|| Ok(red::argext(&self.t, dim, keepdim, Extreme::Max)?)))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn argmin(&self, dim: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        guard(|| Ok(red::argext(&self.t, dim, keepdim, Extreme::Min)?))
+        crate::conv::protect(|| guard(|| Ok(red::argext(&self.t, dim, keepdim, Extreme::Min)?)))
     }
     #[pyo3(signature = (dim, keepdim=false))]
     fn logsumexp(&self, dim: &Bound<'_, PyAny>, keepdim: bool) -> PyResult<PyTensor> {
-        guard(|| Ok(red::logsumexp(&self.t, parse_dims(Some(dim))?.as_deref(), keepdim)?))
+        crate::conv::protect(|| guard(|| Ok(red::logsumexp(&self.t, parse_dims(Some(dim))?.as_deref(), keepdim)?)))
     }
     #[pyo3(signature = (dim, *, dtype=None))]
     fn cumsum(&self, dim: isize, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        let x = cast_opt(&self.t, dtype)?;
-        guard(|| Ok(red::cumsum(&x, dim, false)?))
+        crate::conv::protect(|| {
+            let x = cast_opt(&self.t, dtype)?;
+            guard(|| Ok(red::cumsum(&x, dim, false)?))
+        })
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn all(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        guard(|| Ok(red::all(&self.t, dim_opt(dim)?.as_deref(), keepdim)?))
+        crate::conv::protect(|| guard(|| Ok(red::all(&self.t, dim_opt(dim)?.as_deref(), keepdim)?)))
     }
     #[pyo3(signature = (dim=None, keepdim=false))]
     fn any(&self, dim: Option<&Bound<'_, PyAny>>, keepdim: bool) -> PyResult<PyTensor> {
-        guard(|| Ok(red::any(&self.t, dim_opt(dim)?.as_deref(), keepdim)?))
+        crate::conv::protect(|| guard(|| Ok(red::any(&self.t, dim_opt(dim)?.as_deref(), keepdim)?)))
     }
     #[pyo3(signature = (dim, dtype=None))]
     fn softmax(&self, dim: isize, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        guard(|| Ok(nn::softmax(&cast_opt(&self.t, dtype)?, dim)?))
+        crate::conv::protect(|| guard(|| Ok(nn::softmax(&cast_opt(&self.t, dtype)?, dim)?)))
     }
     #[pyo3(signature = (dim, dtype=None))]
     fn log_softmax(&self, dim: isize, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        guard(|| Ok(nn::log_softmax(&cast_opt(&self.t, dtype)?, dim)?))
+        crate::conv::protect(|| guard(|| Ok(nn::log_softmax(&cast_opt(&self.t, dtype)?, dim)?)))
     }
 }
 
 static RETURN_TYPES: GILOnceCell<PyObject> = GILOnceCell::new();
 
 fn dim_opt(dim: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<isize>>> {
-    parse_dims(dim)
+    crate::conv::protect(|| parse_dims(dim))
 }
 
 fn max_result(py: Python<'_>, name: &str, v: Tensor, i: Tensor) -> PyResult<PyObject> {
-    let rt = py_helper(py, &RETURN_TYPES, "rbe._return_types", "make")?;
-    Ok(rt.call1((name, pt(v), pt(i)))?.unbind())
+    crate::conv::protect(|| {
+        let rt = py_helper(py, &RETURN_TYPES, "rbe._return_types", "make")?;
+        Ok(rt.call1((name, pt(v), pt(i)))?.unbind())
+    })
 }
 
 fn cast_opt(t: &Tensor, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<Tensor> {
-    match opt_dtype(dtype)? {
+    crate::conv::protect(|| match opt_dtype(dtype)? {
         Some(dt) => un::to_dtype(t, dt).py(),
         None => Ok(t.clone()),
-    }
+    })
 }
 
 fn correction_of(unbiased: Option<bool>, correction: Option<f64>) -> f64 {
@@ -114,7 +128,7 @@ fn correction_of(unbiased: Option<bool>, correction: Option<f64>) -> f64 {
 }
 
 fn max_min(py: Python<'_>, t: &Tensor, dim: Option<&Bound<'_, PyAny>>, keepdim: bool, which: Extreme) -> PyResult<PyObject> {
-    match dim {
+    crate::conv::protect(|| match dim {
         Some(d) if !d.is_none() => {
             if let Ok(o) = d.downcast::<PyTensor>() {
                 let o = o.get().t.clone();
@@ -126,5 +140,5 @@ fn max_min(py: Python<'_>, t: &Tensor, dim: Option<&Bound<'_, PyAny>>, keepdim: 
             max_result(py, if which == Extreme::Max { "max" } else { "min" }, v, i)
         }
         _ => Ok(Py::new(py, guard(|| Ok(red::amax(t, None, false, which)?))?)?.into_any()),
-    }
+    })
 }

@@ -98,38 +98,42 @@ unary_methods! {
 impl PyTensor {
     #[pyo3(signature = (eps=None))]
     fn logit(&self, eps: Option<f64>) -> PyResult<PyTensor> {
-        guard(|| Ok(un::logit(&self.t, eps)?))
+        crate::conv::protect(|| guard(|| Ok(un::logit(&self.t, eps)?)))
     }
     #[pyo3(signature = (min=None, max=None))]
     fn clamp(&self, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        clamp_impl(&self.t, min, max)
+        crate::conv::protect(|| clamp_impl(&self.t, min, max))
     }
     #[pyo3(signature = (min=None, max=None))]
     fn clip(&self, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-        clamp_impl(&self.t, min, max)
+        crate::conv::protect(|| clamp_impl(&self.t, min, max))
     }
     #[pyo3(signature = (min=None, max=None))]
     fn clamp_(slf: &Bound<'_, Self>, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_, PyAny>>) -> PyResult<Py<Self>> {
-        let me = &slf.get().t;
-        let (lo, hi) = (min.map(|m| m.clone().unbind()), max.map(|m| m.clone().unbind()));
-        let py = slf.py();
-        bin::inplace(me, "clamp_", |x| {
-            clamp_impl(x, lo.as_ref().map(|o| o.bind(py)), hi.as_ref().map(|o| o.bind(py)))
-                .map(|p| p.t)
-                .map_err(|e| rbe_core::Error::Value(e.to_string()))
+        crate::conv::protect(|| {
+            let me = &slf.get().t;
+            let (lo, hi) = (min.map(|m| m.clone().unbind()), max.map(|m| m.clone().unbind()));
+            let py = slf.py();
+            bin::inplace(me, "clamp_", |x| {
+                clamp_impl(x, lo.as_ref().map(|o| o.bind(py)), hi.as_ref().map(|o| o.bind(py)))
+                    .map(|p| p.t)
+                    .map_err(|e| rbe_core::Error::Value(e.to_string()))
+            })
+            .py()?;
+            Ok(slf.clone().unbind())
         })
-        .py()?;
-        Ok(slf.clone().unbind())
     }
 }
 
 fn unary_inplace(slf: &Bound<'_, PyTensor>, f: Fun) -> PyResult<Py<PyTensor>> {
-    bin::inplace(&slf.get().t, "unary_", |x| un::unary(f, x)).py()?;
-    Ok(slf.clone().unbind())
+    crate::conv::protect(|| {
+        bin::inplace(&slf.get().t, "unary_", |x| un::unary(f, x)).py()?;
+        Ok(slf.clone().unbind())
+    })
 }
 
 fn bound_value(o: Option<&Bound<'_, PyAny>>) -> PyResult<(Option<f64>, Option<Tensor>)> {
-    match o {
+    crate::conv::protect(|| match o {
         None => Ok((None, None)),
         Some(v) if v.is_none() => Ok((None, None)),
         Some(v) => {
@@ -139,25 +143,27 @@ fn bound_value(o: Option<&Bound<'_, PyAny>>) -> PyResult<(Option<f64>, Option<Te
                 Ok((Some(v.extract::<f64>()?), None))
             }
         }
-    }
+    })
 }
 
 fn clamp_impl(t: &Tensor, min: Option<&Bound<'_, PyAny>>, max: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
-    let (lo, lot) = bound_value(min)?;
-    let (hi, hit) = bound_value(max)?;
-    // torch promotes an integer tensor clamped by float bounds to a float result
-    let float_bound = [min, max].iter().flatten().any(|b| b.is_instance_of::<pyo3::types::PyFloat>());
-    let promoted;
-    let t = if !t.dtype().is_float() && float_bound {
-        promoted = un::to_dtype(t, rbe_core::default_dtype()).py()?;
-        &promoted
-    } else {
-        t
-    };
-    if lot.is_some() || hit.is_some() {
-        let lo_t = lot.or_else(|| lo.map(|v| Tensor::wrapped_scalar(v, DType::F64)));
-        let hi_t = hit.or_else(|| hi.map(|v| Tensor::wrapped_scalar(v, DType::F64)));
-        return guard(|| Ok(un::clamp_tensor(t, lo_t.as_ref(), hi_t.as_ref())?));
-    }
-    guard(|| Ok(un::clamp(t, lo, hi)?))
+    crate::conv::protect(|| {
+        let (lo, lot) = bound_value(min)?;
+        let (hi, hit) = bound_value(max)?;
+        // torch promotes an integer tensor clamped by float bounds to a float result
+        let float_bound = [min, max].iter().flatten().any(|b| b.is_instance_of::<pyo3::types::PyFloat>());
+        let promoted;
+        let t = if !t.dtype().is_float() && float_bound {
+            promoted = un::to_dtype(t, rbe_core::default_dtype()).py()?;
+            &promoted
+        } else {
+            t
+        };
+        if lot.is_some() || hit.is_some() {
+            let lo_t = lot.or_else(|| lo.map(|v| Tensor::wrapped_scalar(v, DType::F64)));
+            let hi_t = hit.or_else(|| hi.map(|v| Tensor::wrapped_scalar(v, DType::F64)));
+            return guard(|| Ok(un::clamp_tensor(t, lo_t.as_ref(), hi_t.as_ref())?));
+        }
+        guard(|| Ok(un::clamp(t, lo, hi)?))
+    })
 }
