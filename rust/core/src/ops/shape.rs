@@ -613,6 +613,10 @@ pub fn movedim(x: &Tensor, src: &[isize], dst: &[isize]) -> Result<Tensor> {
     }
     let s: Vec<usize> = src.iter().map(|&d| norm_dim(d, nd)).collect::<Result<_>>()?;
     let t: Vec<usize> = dst.iter().map(|&d| norm_dim(d, nd)).collect::<Result<_>>()?;
+    if nd == 0 {
+        // a 0-dim tensor has the one (scalar) dim 0 / -1, which stays where it is
+        return Ok(x.clone());
+    }
     for (v, what, given) in [(&s, "source", src), (&t, "destination", dst)] {
         if v.iter().enumerate().any(|(i, d)| v[..i].contains(d)) {
             return Err(value_err!("movedim: repeated dim in `{what}` ({:?})", given));
