@@ -126,7 +126,7 @@ pub(crate) fn pack<'py>(py: Python<'py>, fields: Vec<f64>, tracks: Vec<u8>, char
 #[pyfunction]
 pub(crate) fn unpack(data: &[u8]) -> PyResult<(Vec<f64>, Vec<u8>)> {
     crate::conv::protect(|| {
-        if data.len() % 16 != 0 {
+        if !data.len().is_multiple_of(16) {
             return Err(value_err!("rbe_unpack: {} bytes is not a whole number of 16-byte records", data.len())).py();
         }
         let n = data.len() / 16;

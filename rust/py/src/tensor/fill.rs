@@ -104,7 +104,7 @@ fn random_fill(me: &Tensor, r: &Tensor) -> PyResult<()> {
 fn fill_impl(t: &Tensor, v: f64) -> PyResult<()> {
     crate::conv::protect(|| {
         if autograd::is_grad_enabled() && t.requires_grad() {
-            bin::inplace(t, "fill_", |x| Ok(Tensor::full(x.shape(), v, x.dtype())?)).py()
+            bin::inplace(t, "fill_", |x| Tensor::full(x.shape(), v, x.dtype())).py()
         } else {
             bin::check_inplace(t).py()?;
             un::fill_raw(t, v);

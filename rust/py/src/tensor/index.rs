@@ -183,10 +183,10 @@ fn scatter_src(x: &Tensor, idx: &Tensor, src: Option<&Bound<'_, PyAny>>, value: 
                 return Ok(t.get().t.clone());
             }
             let v: f64 = s.extract()?;
-            return Ok(Tensor::full(idx.shape(), v, x.dtype()).py()?);
+            return Tensor::full(idx.shape(), v, x.dtype()).py();
         }
         if let Some(v) = value {
-            return Ok(Tensor::full(idx.shape(), v.extract::<f64>()?, x.dtype()).py()?);
+            return Tensor::full(idx.shape(), v.extract::<f64>()?, x.dtype()).py();
         }
         Err(PyTypeError::new_err("scatter(): expected either src or value"))
     })
