@@ -321,3 +321,20 @@ def test_clip_grad_value_matches_torch_for_any_value(clip):
         m.nn.utils.clip_grad_value_([p], clip)
         out[name] = p.grad.tolist()
     assert out["rbe"] == out["torch"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float_to_int64_cast_matches_torch_out_of_range_and_nan(dtype):
+    v = [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3.7, -3.7, 9.3e18, -9.223372036854775808e18, 0.0]
+    want = torch.tensor(v, dtype=getattr(torch, dtype)).to(torch.int64).tolist()
+    assert rbe.tensor(v, dtype=getattr(rbe, dtype)).to(rbe.int64).tolist() == want
+
+
+def test_cross_entropy_with_every_target_ignored_has_zero_gradient_as_torch():
+    res = []
+    for m in (torch, rbe):
+        z = m.tensor([[1.0, 2.0, 3.0], [0.5, 0.1, 0.2]], requires_grad=True)
+        loss = m.nn.functional.cross_entropy(z, m.tensor([1, 1]), ignore_index=1)
+        loss.backward()
+        res.append((math.isnan(loss.item()), z.grad.tolist()))
+    assert res[0] == res[1] == (True, [[0.0] * 3] * 2)

@@ -17,19 +17,19 @@ fn main() {
     }
     let t = Instant::now();
     for _ in 0..200 {
-        rbe_core::simd::lse_middle_f32(&x[..40000], 16, 50, 50, &mut out[..800]);
+        rbe_core::simd::lse_middle_f32(&x[..40000], 16, 50, 50, &mut out[..800], &mut [], &mut []);
     }
     println!("lse_middle 16x50x50: {:.2} us", t.elapsed().as_secs_f64() / 200.0 * 1e6);
     for &(o, r, i) in &[(16usize, 50usize, 64usize), (16, 64, 50), (1, 800, 50), (800, 50, 1)] {
         let t = Instant::now();
         for _ in 0..200 {
-            rbe_core::simd::lse_middle_f32(&x[..o * r * i], o, r, i, &mut out[..o * i]);
+            rbe_core::simd::lse_middle_f32(&x[..o * r * i], o, r, i, &mut out[..o * i], &mut [], &mut []);
         }
         println!("lse_middle {o}x{r}x{i}: {:.2} us", t.elapsed().as_secs_f64() / 200.0 * 1e6);
     }
     let t = Instant::now();
     for _ in 0..200 {
-        rbe_core::simd::lse_runs_f32(&x[..40000], 50, &mut out[..800]);
+        rbe_core::simd::lse_runs_f32(&x[..40000], 50, &mut out[..800], &mut [], &mut []);
     }
     println!("lse_runs 800x50: {:.2} us", t.elapsed().as_secs_f64() / 200.0 * 1e6);
 }

@@ -408,7 +408,16 @@ pub fn cast_elem<A: Elem, O: Elem>(x: A) -> O {
         DType::Bool => O::from_bool(x.to_bool()),
         DType::I64 => match A::DTYPE {
             DType::I64 | DType::Bool => O::from_i64(x.to_i64()),
-            _ => O::from_i64(x.to_f64() as i64),
+            // as torch on x86: NaN and values outside the int64 range give INT64_MIN
+            // (the result of cvttsd2si), rather than Rust's saturating cast
+            _ => {
+                let v = x.to_f64();
+                O::from_i64(if v.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v) {
+                    i64::MIN
+                } else {
+                    v as i64
+                })
+            }
         },
         _ => match A::DTYPE {
             DType::I64 => O::from_f64(x.to_i64() as f64),

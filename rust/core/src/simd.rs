@@ -35,8 +35,11 @@ pub fn has_avx2() -> bool {
 macro_rules! multiversion {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$m])*
+        // kernels take their slices and sizes as plain arguments
+        #[allow(clippy::too_many_arguments)]
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
+            #[allow(clippy::too_many_arguments)]
             {
                 #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
                 unsafe fn v512($($arg: $ty),*) $body
@@ -365,9 +368,12 @@ macro_rules! lse_kernels {
     ($mid:ident, $runs:ident, $bwd:ident, $t:ty, $w:literal, $exp:ident) => {
         multiversion! {
             /// log-sum-exp over the middle axis of a contiguous (outer, r, inner) block.
-            pub fn $mid(x: &[$t], outer: usize, r: usize, inner: usize, out: &mut [$t]) {
+            /// When `ms` and `lss` are not empty they receive, per output, the
+            /// shift (the max) and the log of the shifted sum (`out = ms + lss`),
+            /// from which the backward computes `exp((x - ms) - lss)` at full precision.
+            pub fn $mid(x: &[$t], outer: usize, r: usize, inner: usize, out: &mut [$t], ms: &mut [$t], lss: &mut [$t]) {
                 if inner == 1 {
-                    return $runs(x, r, out);
+                    return $runs(x, r, out, ms, lss);
                 }
                 // a partial chunk of columns is copied, padded with -inf, so that
                 // every loop below runs at full vector width
@@ -424,10 +430,16 @@ macro_rules! lse_kernels {
                             k0 = k1;
                         }
                         let mut res = [0.0 as $t; $w];
+                        let mut lsv = [0.0 as $t; $w];
                         for l in 0..$w {
-                            res[l] = if m[l].is_finite() { m[l] + ln_ge1(tot[l]) as $t } else { m[l] };
+                            lsv[l] = if m[l].is_finite() { ln_ge1(tot[l]) as $t } else { 0.0 };
+                            res[l] = if m[l].is_finite() { m[l] + lsv[l] } else { m[l] };
                         }
                         out[o * inner + j0..o * inner + j0 + w].copy_from_slice(&res[..w]);
+                        if !ms.is_empty() {
+                            ms[o * inner + j0..o * inner + j0 + w].copy_from_slice(&m[..w]);
+                            lss[o * inner + j0..o * inner + j0 + w].copy_from_slice(&lsv[..w]);
+                        }
                         j0 += w;
                     }
                 }
@@ -435,9 +447,10 @@ macro_rules! lse_kernels {
         }
 
         multiversion! {
-            /// log-sum-exp of each contiguous run of `r` elements (runs laid end to end).
-            pub fn $runs(x: &[$t], r: usize, out: &mut [$t]) {
-                for (d, run) in out.iter_mut().zip(x.chunks_exact(r)) {
+            /// log-sum-exp of each contiguous run of `r` elements (runs laid end to
+            /// end); `ms`/`lss` as for the middle-axis kernel.
+            pub fn $runs(x: &[$t], r: usize, out: &mut [$t], ms: &mut [$t], lss: &mut [$t]) {
+                for (i, (d, run)) in out.iter_mut().zip(x.chunks_exact(r)).enumerate() {
                     let ch = run.chunks_exact($w);
                     let rem = ch.remainder();
                     let mut mv = [<$t>::NEG_INFINITY; $w];
@@ -459,6 +472,10 @@ macro_rules! lse_kernels {
                     }
                     if !m.is_finite() {
                         *d = m;
+                        if !ms.is_empty() {
+                            ms[i] = m;
+                            lss[i] = 0.0;
+                        }
                         continue;
                     }
                     let mut tot = 0f64;
@@ -484,20 +501,26 @@ macro_rules! lse_kernels {
                         }
                         tot += s;
                     }
-                    *d = m + ln_ge1(tot) as $t;
+                    let ls = ln_ge1(tot) as $t;
+                    *d = m + ls;
+                    if !ms.is_empty() {
+                        ms[i] = m;
+                        lss[i] = ls;
+                    }
                 }
             }
         }
 
         multiversion! {
-            /// Gradient of log-sum-exp over the middle axis: out[o,k,j] = g[o,j] exp(x[o,k,j] - y[o,j]).
-            pub fn $bwd(x: &[$t], y: &[$t], g: &[$t], outer: usize, r: usize, inner: usize, out: &mut [$t]) {
+            /// Gradient of log-sum-exp over the middle axis from the forward's
+            /// shift `m` and log-sum `ls`: out[o,k,j] = g[o,j] exp((x[o,k,j] - m[o,j]) - ls[o,j]).
+            pub fn $bwd(x: &[$t], m: &[$t], ls: &[$t], g: &[$t], outer: usize, r: usize, inner: usize, out: &mut [$t]) {
                 for o in 0..outer {
-                    let (yr, gr) = (&y[o * inner..(o + 1) * inner], &g[o * inner..(o + 1) * inner]);
+                    let (mr, lr, gr) = (&m[o * inner..(o + 1) * inner], &ls[o * inner..(o + 1) * inner], &g[o * inner..(o + 1) * inner]);
                     if inner == 1 {
-                        let (yv, gv) = (yr[0], gr[0]);
+                        let (mv, lv, gv) = (mr[0], lr[0], gr[0]);
                         for (d, &v) in out[o * r..(o + 1) * r].iter_mut().zip(&x[o * r..(o + 1) * r]) {
-                            *d = gv * $exp(v - yv);
+                            *d = gv * $exp((v - mv) - lv);
                         }
                         continue;
                     }
@@ -506,8 +529,8 @@ macro_rules! lse_kernels {
                         let xr = &x[base..base + inner];
                         let dr = &mut out[base..base + inner];
                         if inner < $w {
-                            for (((d, &v), &yv), &gv) in dr.iter_mut().zip(xr).zip(yr).zip(gr) {
-                                *d = gv * $exp(v - yv);
+                            for ((((d, &v), &mv), &lv), &gv) in dr.iter_mut().zip(xr).zip(mr).zip(lr).zip(gr) {
+                                *d = gv * $exp((v - mv) - lv);
                             }
                             continue;
                         }
@@ -516,11 +539,12 @@ macro_rules! lse_kernels {
                         while j0 < inner {
                             let j = j0.min(inner - $w);
                             let xv: &[$t; $w] = xr[j..j + $w].try_into().unwrap();
-                            let yv: &[$t; $w] = yr[j..j + $w].try_into().unwrap();
+                            let mv: &[$t; $w] = mr[j..j + $w].try_into().unwrap();
+                            let lv: &[$t; $w] = lr[j..j + $w].try_into().unwrap();
                             let gv: &[$t; $w] = gr[j..j + $w].try_into().unwrap();
                             let dv: &mut [$t; $w] = (&mut dr[j..j + $w]).try_into().unwrap();
                             for l in 0..$w {
-                                dv[l] = gv[l] * $exp(xv[l] - yv[l]);
+                                dv[l] = gv[l] * $exp((xv[l] - mv[l]) - lv[l]);
                             }
                             j0 += $w;
                         }
@@ -553,7 +577,7 @@ mod lse_tests {
         let (outer, r, inner) = (3, 70, 19);
         let x: Vec<f64> = (0..outer * r * inner).map(|i| ((i * 7919) % 1000) as f64 * 0.013 - 6.0).collect();
         let mut mid = vec![0.0; outer * inner];
-        lse_middle_f64(&x, outer, r, inner, &mut mid);
+        lse_middle_f64(&x, outer, r, inner, &mut mid, &mut [], &mut []);
         for o in 0..outer {
             for j in 0..inner {
                 let want = (0..r).map(|k| x[(o * r + k) * inner + j].exp()).sum::<f64>().ln();
@@ -562,7 +586,7 @@ mod lse_tests {
         }
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let mut runs = vec![0f32; outer * inner];
-        lse_runs_f32(&xf, r, &mut runs);
+        lse_runs_f32(&xf, r, &mut runs, &mut [], &mut []);
         for i in 0..outer * inner {
             let want = xf[i * r..(i + 1) * r].iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
             assert!((runs[i] as f64 - want).abs() < 2e-6);

@@ -7,7 +7,7 @@
 //! weighted probabilities for soft targets) and `A = sum_c a_c`. Its gradient
 //! is `softmax(z) * A - a` for the logits and `-log p` for the coefficients.
 use super::binary::{mul, sub};
-use super::reduce::{logsumexp, sum};
+use super::reduce::sum;
 use super::shape::{movedim, reshape, unsqueeze};
 use crate::autograd::{attach, is_grad_enabled, needs_grad, SavedTensor};
 use crate::dtype::DType;
@@ -42,7 +42,9 @@ pub fn ce_rows(z: &Tensor, a: &Tensor) -> Result<Tensor> {
     let ac = a.contiguous();
     let (out, lse) = crate::dispatch_float!(z.dtype(), "cross_entropy", T => {
         let mut out = FreshTensor::<T>::uninit(&[r])?;
-        let mut lse = FreshTensor::<T>::uninit(&[r])?;
+        // per row: the max and the log of the shifted sum, kept apart so the
+        // backward computes exp((z - max) - log_sum) at full precision
+        let mut lse = FreshTensor::<T>::uninit(&[r, 2])?;
         let zd = zc.data::<T>();
         let ad = ac.data::<T>();
         let (o, l) = (out.as_mut_slice(), lse.as_mut_slice());
@@ -59,7 +61,8 @@ pub fn ce_rows(z: &Tensor, a: &Tensor) -> Result<Tensor> {
                 }
             }
             let ls = m as f64 + s.ln();
-            l[i] = ls as T;
+            l[2 * i] = m;
+            l[2 * i + 1] = s.ln() as T;
             o[i] = if sa == 0.0 { 0.0 } else { (ls * sa - dot) as T };
         }
         (out.into_tensor(), lse.into_tensor())
@@ -74,8 +77,7 @@ pub fn ce_rows(z: &Tensor, a: &Tensor) -> Result<Tensor> {
             let gz = if ctx.needs(0) {
                 if is_grad_enabled() {
                     // create_graph: the same formula written with differentiable ops
-                    let l = logsumexp(&z, Some(&[1]), true)?;
-                    let p = super::unary::exp(&sub(&z, &l)?)?;
+                    let p = super::nn::softmax(&z, 1)?;
                     let big_a = sum(&a, Some(&[1]), true)?;
                     Some(mul(&g1, &sub(&mul(&p, &big_a)?, &a)?)?)
                 } else {
@@ -84,12 +86,7 @@ pub fn ce_rows(z: &Tensor, a: &Tensor) -> Result<Tensor> {
             } else {
                 None
             };
-            let ga = if ctx.needs(1) {
-                let l = logsumexp(&z, Some(&[1]), true)?;
-                Some(mul(&g1, &sub(&l, &z)?)?)
-            } else {
-                None
-            };
+            let ga = if ctx.needs(1) { Some(mul(&g1, &super::unary::neg(&super::nn::log_softmax(&z, 1)?)?)?) } else { None };
             Ok(vec![gz, ga])
         });
     }
@@ -107,7 +104,7 @@ fn ce_grad_kernel(z: &Tensor, a: &Tensor, lse: &Tensor, g: &Tensor) -> Result<Te
         for i in 0..r {
             let sa: T = ad[i * c..(i + 1) * c].iter().copied().sum();
             for k in 0..c {
-                let p = (zd[i * c + k] - ld[i]).exp();
+                let p = ((zd[i * c + k] - ld[2 * i]) - ld[2 * i + 1]).exp();
                 o[i * c + k] = gd[i] * (p * sa - ad[i * c + k]);
             }
         }
@@ -221,6 +218,11 @@ pub fn cross_entropy(
     match reduction {
         Reduction::None => reshape(&per_row, &row_shape),
         Reduction::Sum => sum(&per_row, None, false),
+        // every target ignored (or zero total weight): the loss is 0/0 = NaN
+        // as torch's, but its gradient is zero, as torch's (not NaN from 0 * inf)
+        Reduction::Mean if norm == 0.0 => {
+            super::binary::add_scalar(&super::binary::mul_scalar(&sum(&per_row, None, false)?, 0.0)?, f64::NAN)
+        }
         Reduction::Mean => super::binary::mul_scalar(&sum(&per_row, None, false)?, 1.0 / norm),
     }
 }

@@ -388,43 +388,74 @@ pub fn logsumexp(x: &Tensor, dims: Option<&[isize]>, keepdim: bool) -> Result<Te
         return Err(dtype_err!("logsumexp: expected a floating point tensor, got {}", x.dtype().name()));
     }
     let oshape = out_shape(x.shape(), &d, keepdim);
-    let out = if let Some((outer, r, inner)) = middle_layout(&x, &d) {
+    let grad = needs_grad(&[&x]);
+    // with a gradient to come, the shift and the log-sum of each output are kept
+    let aux = |n: usize| if grad { n } else { 0 };
+    let (out, ms, lss) = if let Some((outer, r, inner)) = middle_layout(&x, &d) {
+        let n = aux(outer * inner);
+        macro_rules! run {
+            ($T:ty, $k:path) => {{
+                let (mut o, mut m, mut l) =
+                    (FreshTensor::<$T>::uninit(&oshape)?, FreshTensor::<$T>::uninit(&[n])?, FreshTensor::<$T>::uninit(&[n])?);
+                $k(x.data::<$T>(), outer, r, inner, &mut o, &mut m, &mut l);
+                (o.into_tensor(), m.into_tensor(), l.into_tensor())
+            }};
+        }
         match x.dtype() {
-            DType::F32 => FreshTensor::<f32>::build(&oshape, |o| crate::simd::lse_middle_f32(x.data::<f32>(), outer, r, inner, o))?,
-            _ => FreshTensor::<f64>::build(&oshape, |o| crate::simd::lse_middle_f64(x.data::<f64>(), outer, r, inner, o))?,
+            DType::F32 => run!(f32, crate::simd::lse_middle_f32),
+            _ => run!(f64, crate::simd::lse_middle_f64),
         }
     } else {
         let (g, r) = grouped(&x, &d);
+        let n = numel_of(&oshape);
         if r == 0 {
-            Tensor::full(&oshape, f64::NEG_INFINITY, x.dtype())?
+            let o = Tensor::full(&oshape, f64::NEG_INFINITY, x.dtype())?;
+            (o.clone(), Tensor::full(&[aux(n)], f64::NEG_INFINITY, x.dtype())?, Tensor::zeros(&[aux(n)], x.dtype())?)
         } else {
+            let n = aux(n);
+            macro_rules! run {
+                ($T:ty, $k:path) => {{
+                    let (mut o, mut m, mut l) =
+                        (FreshTensor::<$T>::uninit(&oshape)?, FreshTensor::<$T>::uninit(&[n])?, FreshTensor::<$T>::uninit(&[n])?);
+                    $k(g.data::<$T>(), r, &mut o, &mut m, &mut l);
+                    (o.into_tensor(), m.into_tensor(), l.into_tensor())
+                }};
+            }
             match x.dtype() {
-                DType::F32 => FreshTensor::<f32>::build(&oshape, |o| crate::simd::lse_runs_f32(g.data::<f32>(), r, o))?,
-                _ => FreshTensor::<f64>::build(&oshape, |o| crate::simd::lse_runs_f64(g.data::<f64>(), r, o))?,
+                DType::F32 => run!(f32, crate::simd::lse_runs_f32),
+                _ => run!(f64, crate::simd::lse_runs_f64),
             }
         }
     };
-    if needs_grad(&[&x]) {
+    if grad {
         let sx = SavedTensor::input(&x);
         let so = SavedTensor::output(&out);
         let shape = x.shape().to_vec();
+        let (ms, lss) = (reshape(&ms, &oshape)?, reshape(&lss, &oshape)?);
         attach(&out, "LogsumexpBackward0", &[&x], true, move |ctx, g| {
             let x = sx.get(ctx)?;
-            if let Some(gx) = lse_backward_fused(&x, &so.get(ctx)?, g, &d)? {
+            if let Some(gx) = lse_backward_fused(&x, &ms, &lss, g, &d)? {
                 return Ok(vec![Some(gx)]);
             }
-            let y = expand_back(&so.get(ctx)?, &shape, &d, keepdim)?;
+            // (x - m) - ls has the value of x - y at full precision; adding
+            // (y - y.detach()), which is zero, keeps y's history for higher orders
+            let y = so.get(ctx)?;
+            let m = expand_back(&ms, &shape, &d, keepdim)?;
+            let ls = expand_back(&lss, &shape, &d, keepdim)?;
+            let dy = expand_back(&sub(&y, &y.detach())?, &shape, &d, keepdim)?;
+            let z = sub(&sub(&sub(&x, &m)?, &ls)?, &dy)?;
             let ge = expand_back(g, &shape, &d, keepdim)?;
-            Ok(vec![Some(mul(&ge, &exp(&sub(&x, &y)?)?)?)])
+            Ok(vec![Some(mul(&ge, &exp(&z)?)?)])
         });
     }
     Ok(out)
 }
 
-/// `g * exp(x - y)` in one pass when nothing needs a graph of it (first-order
-/// backward) and the reduced dims form one contiguous block of a contiguous `x`.
-fn lse_backward_fused(x: &Tensor, y: &Tensor, g: &Tensor, dims: &[usize]) -> Result<Option<Tensor>> {
-    if dims.is_empty() || needs_grad(&[x, y, g]) || g.dtype() != x.dtype() || y.dtype() != x.dtype() || x.numel() == 0 {
+/// `g * exp((x - m) - ls)` in one pass when nothing needs a graph of it
+/// (first-order backward) and the reduced dims form one contiguous block of a
+/// contiguous `x`; `m` and `ls` are the forward's shift and log-sum.
+fn lse_backward_fused(x: &Tensor, m: &Tensor, ls: &Tensor, g: &Tensor, dims: &[usize]) -> Result<Option<Tensor>> {
+    if dims.is_empty() || needs_grad(&[x, g]) || g.dtype() != x.dtype() || x.numel() == 0 {
         return Ok(None);
     }
     let (d0, d1) = (dims[0], *dims.last().unwrap());
@@ -434,16 +465,16 @@ fn lse_backward_fused(x: &Tensor, y: &Tensor, g: &Tensor, dims: &[usize]) -> Res
     let outer: usize = x.shape()[..d0].iter().product();
     let r: usize = x.shape()[d0..=d1].iter().product();
     let inner: usize = x.shape()[d1 + 1..].iter().product();
-    let (yc, gc) = (y.contiguous(), g.contiguous());
-    if yc.numel() != outer * inner || gc.numel() != outer * inner {
+    let gc = g.contiguous();
+    if m.numel() != outer * inner || gc.numel() != outer * inner {
         return Ok(None);
     }
     let out = match x.dtype() {
         DType::F32 => FreshTensor::<f32>::build(x.shape(), |o| {
-            crate::simd::lse_backward_f32(x.data::<f32>(), yc.data::<f32>(), gc.data::<f32>(), outer, r, inner, o)
+            crate::simd::lse_backward_f32(x.data::<f32>(), m.data::<f32>(), ls.data::<f32>(), gc.data::<f32>(), outer, r, inner, o)
         })?,
         _ => FreshTensor::<f64>::build(x.shape(), |o| {
-            crate::simd::lse_backward_f64(x.data::<f64>(), yc.data::<f64>(), gc.data::<f64>(), outer, r, inner, o)
+            crate::simd::lse_backward_f64(x.data::<f64>(), m.data::<f64>(), ls.data::<f64>(), gc.data::<f64>(), outer, r, inner, o)
         })?,
     };
     Ok(Some(out))
