@@ -15,6 +15,7 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -88,7 +89,9 @@ class Worker:
 
     def run(self, case):
         if self.p is None or self.p.poll() is not None:
-            self.p = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # stderr goes to a file: a pipe nobody reads fills up with warnings and blocks the worker
+            self.err = tempfile.TemporaryFile(mode="w+")
+            self.p = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
         self.p.stdin.write(json.dumps(case) + "\n")
         self.p.stdin.flush()
         ready, _, _ = select.select([self.p.stdout], [], [], TIMEOUT)
@@ -99,7 +102,8 @@ class Worker:
             return f"HUNG for more than {TIMEOUT} s"
         line = self.p.stdout.readline()
         if not line:
-            err = self.p.stderr.read()[-600:]
+            self.err.seek(0)
+            err = self.err.read()[-600:]
             rc = self.p.wait()
             self.p = None
             return f"DIED rc={rc} {err}"
