@@ -7,6 +7,7 @@ is silent, and the size/accuracy study.
 from __future__ import annotations
 
 import math
+import operator
 import weakref
 from collections import namedtuple
 from typing import Optional, Tuple, Union
@@ -286,15 +287,38 @@ class RBELinear(Module):
             records = np.asarray(packed["records"])
         except (KeyError, TypeError):
             raise ValueError("RBELinear.from_packed: expected a dict with 'header' and 'records' (from to_packed())") from None
-        if h.get("magic") != _MAGIC or h.get("version") != 1:
-            raise ValueError(f"RBELinear.from_packed: unknown header magic/version {h.get('magic')!r}/{h.get('version')!r}")
+        if not isinstance(h, dict) or h.get("magic") != _MAGIC or h.get("version") != 1:
+            raise ValueError(f"RBELinear.from_packed: unknown header magic/version {h.get('magic')!r}/{h.get('version')!r}" if isinstance(h, dict) else "RBELinear.from_packed: the header must be a dict")
+        # everything is checked against the records before the layer (whose
+        # size the header claims) is allocated
+        try:
+            fin, fout, j, k = (operator.index(h[key]) for key in ("in_features", "out_features", "atoms", "residual"))
+            br, bc = (operator.index(v) for v in h["block"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("RBELinear.from_packed: the header needs integer in_features, out_features, atoms, residual and a (rows, cols) block") from None
+        if min(fin, fout, br, bc) <= 0 or min(j, k) < 0:
+            raise ValueError(f"RBELinear.from_packed: bad layout in the header: in={fin}, out={fout}, block=({br}, {bc}), atoms={j}, residual={k}")
+        nb = -(-fout // br) * -(-fin // bc)
+        if records.dtype != np.uint64 or records.shape != (nb * j, 2):
+            raise ValueError(f"RBELinear.from_packed: records must be uint64 of shape ({nb * j}, 2) for the header's layout, got {records.dtype} {records.shape}")
+        if k:
+            ridx = np.asarray(packed.get("residual_index"))
+            rval = np.asarray(packed.get("residual_value"))
+            if ridx.shape != (nb, k) or rval.shape != (nb, k):
+                raise ValueError(f"RBELinear.from_packed: residual arrays must have shape ({nb}, {k}), got {ridx.shape} and {rval.shape}")
+            if not np.issubdtype(ridx.dtype, np.integer) or np.any(ridx < 0) or np.any(ridx >= br * bc):
+                raise ValueError("RBELinear.from_packed: a residual index is outside its block")
+            if not np.all(np.isfinite(rval.astype(np.float64))):
+                raise ValueError("RBELinear.from_packed: residual values must be finite")
+        if packed.get("bias") is not None:
+            b = np.asarray(packed["bias"], dtype=np.float64)
+            if b.shape != (fout,) or not np.all(np.isfinite(b)):
+                raise ValueError(f"RBELinear.from_packed: bias must be {fout} finite values, got shape {b.shape}")
         layer = cls(
             h["in_features"], h["out_features"], block=tuple(h["block"]), atoms=h["atoms"], residual=h["residual"],
             track=h.get("track", "sin"), bias=packed.get("bias") is not None, kappa=h["kappa"], dtype=dtype,
         )
-        nb, j, k = layer.n_blocks, layer.n_atoms, layer.n_residual
-        if records.dtype != np.uint64 or records.shape != (nb * j, 2):
-            raise ValueError(f"RBELinear.from_packed: records must be uint64 of shape ({nb * j}, 2), got {records.dtype} {records.shape}")
+        assert (nb, j, k) == (layer.n_blocks, layer.n_atoms, layer.n_residual)
         fields, tracks = _native.unpack(records.astype("<u8").tobytes())
         from .. import tensor
 
@@ -303,12 +327,6 @@ class RBELinear(Module):
             layer.atoms.copy_(tensor(np.array(fields).reshape(nb, j, 4), dtype=dt))
             layer.tracks.copy_(tensor(np.frombuffer(bytes(tracks), dtype=np.uint8).astype(np.float64).reshape(nb, j), dtype=dt))
             if k:
-                ridx = np.asarray(packed["residual_index"])
-                rval = np.asarray(packed["residual_value"])
-                if ridx.shape != (nb, k) or rval.shape != (nb, k):
-                    raise ValueError(f"RBELinear.from_packed: residual arrays must have shape ({nb}, {k})")
-                if np.any(ridx.astype(np.int64) >= layer.block[0] * layer.block[1]):
-                    raise ValueError("RBELinear.from_packed: a residual index is outside its block")
                 layer.residual_index = tensor(ridx.astype(np.int64))
                 layer.residual.copy_(tensor(rval.astype(np.float64), dtype=dt))
             if layer.bias is not None:

@@ -189,6 +189,15 @@ impl Packed128 {
         if !atom.px.is_finite() || !atom.py.is_finite() {
             return Err(value_err!("Packed128::pack: point p must be finite, got (px, py) = ({}, {})", atom.px, atom.py));
         }
+        // the top code is 2^(32767/2048) ~ 65514: an amplitude far beyond it
+        // would be stored as something else entirely, so it is refused, not clamped
+        if (2048.0 * atom.amp.abs().log2()).round() + 32768.0 > 65535.0 {
+            return Err(value_err!(
+                "Packed128::pack: amplitude {} exceeds the largest storable magnitude {} (16-bit log code)",
+                atom.amp,
+                amp_of_code(65535, false)
+            ));
+        }
         let (code, sign) = amp_code_of(atom.amp);
         let polar = || polar_of_point(atom.px, atom.py);
         let (flag, lo) = match chart {
