@@ -24,14 +24,23 @@ class ExpSavingOutput(rbe.autograd.Function):
         return g * y
 
 
-def _growth(step):
-    for _ in range(20):  # warm the pool
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _growth(step, rss_limit=16 << 20):
+    """Growth of rbe.memory_allocated() over ITERS steps (after a warm-up);
+    the process's resident memory may not grow by more than `rss_limit` either."""
+    for _ in range(50):  # warm the pool and the interpreter's caches
         step(0)
     gc.collect()
-    before = rbe.memory_allocated()
+    before, rss0 = rbe.memory_allocated(), _rss()
     for i in range(ITERS):
         step(i)
     gc.collect()
+    rss_growth = _rss() - rss0
+    assert rss_growth <= rss_limit, f"resident memory grew by {rss_growth / 2**20:.1f} MiB over {ITERS} steps"
     return rbe.memory_allocated() - before
 
 

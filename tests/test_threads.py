@@ -1,5 +1,6 @@
 """Backward passes in several Python threads at once (the engine releases the
 interpreter during backward, so they really run concurrently)."""
+import os
 import threading
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 import rbe
 
-REPS = 60
+REPS = int(os.environ.get("RBE_THREAD_REPS", "60"))
 
 
 def _in_threads(fns):
