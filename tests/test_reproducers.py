@@ -34,6 +34,19 @@ CASES = [
     ("max over dim 2^40", "rbe.zeros(1, 1).expand(2**20, 2**20).max(1)", "MemoryError"),
     ("index_add_ 2^40", "x = rbe.zeros(2**20); x.index_add_(0, rbe.zeros(1, dtype=rbe.int64).expand(2**40), rbe.zeros(1).expand(2**40))", "MemoryError"),
     ("movedim repeated", "rbe.ones(2, 3).movedim((0, 1), (0, 0))", "RuntimeError"),
+    (
+        "matmul under a tight address-space limit, no worker thread can start",
+        "import resource\n"
+        "a = rbe.ones(512, 512)\n"
+        "vm = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + 4_000_000, vm + 4_000_000))\n"
+        "for _ in range(5):\n"
+        "    try:\n"
+        "        c = a @ a\n"
+        "    except MemoryError:\n"
+        "        pass\n",
+        None,
+    ),
     ("softmax inf", "import math; r = rbe.softmax(rbe.tensor([math.inf, 1.0]), 0); assert all(math.isnan(v) for v in r.tolist()), r", None),
 ]
 

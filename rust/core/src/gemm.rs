@@ -130,11 +130,10 @@ unsafe fn gemm_crate<T: GemmElem>(
         )
     };
     let blocks = m.div_ceil(ROW_BLOCK);
-    let pool = crate::parallel::pool();
-    if m * n * k < PAR_THRESHOLD || blocks == 1 || pool.current_num_threads() == 1 {
+    if m * n * k < PAR_THRESHOLD || blocks == 1 || crate::parallel::num_threads() == 1 {
         (0..blocks).for_each(block);
     } else {
-        pool.install(|| {
+        crate::parallel::pool().install(|| {
             use rayon::prelude::*;
             (0..blocks).into_par_iter().for_each(block);
         });
@@ -481,8 +480,7 @@ macro_rules! avx512_gemm {
             pub unsafe fn gemm(m: usize, n: usize, k: usize, c: MatMut<$T>, accumulate: bool, a: Mat<$T>, b: Mat<$T>) {
                 let npanels = n.div_ceil(NR);
                 let kblocks = k.div_ceil(KC);
-                let pool = crate::parallel::pool();
-                let threads = if m * n * k <= PAR_THRESHOLD { 1 } else { pool.current_num_threads() };
+                let threads = if m * n * k <= PAR_THRESHOLD { 1 } else { crate::parallel::num_threads() };
                 with_scratch::<$T, _>(&PACK_B, kblocks * npanels * KC * NR, |bp| {
                     let bpm = MatMut { p: bp, rs: 0, cs: 0 };
                     let pack = move |q: usize, jp0: usize, jp1: usize| {
@@ -557,7 +555,7 @@ macro_rules! avx512_gemm {
                             tile(k, n, a, bpm.p, c, accumulate, i0, rows_per.min(m - i0), g * per_group, ((g + 1) * per_group).min(npanels), None);
                         }
                     };
-                    pool.in_place_scope(|s| {
+                    crate::parallel::pool().in_place_scope(|s| {
                         for _ in 1..threads {
                             s.spawn(|_| work());
                         }

@@ -5,8 +5,11 @@ use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The global pool, tagged with the fork generation it was built in.
-static POOL: RwLock<Option<(u64, Arc<rayon::ThreadPool>)>> = RwLock::new(None);
+/// The global pool, tagged with the fork generation it was built in; `None`
+/// inside when not even one worker thread could be started (kernels then run
+/// on the calling thread: see [`num_threads`]).
+type Global = Option<(u64, Option<Arc<rayon::ThreadPool>>)>;
+static POOL: RwLock<Global> = RwLock::new(None);
 
 /// Bumped in a child process right after `fork()`: the parent's worker
 /// threads do not exist there, so a pool built before the fork must not be
@@ -60,12 +63,8 @@ thread_local! {
     static OVERRIDE: std::cell::RefCell<Option<Arc<rayon::ThreadPool>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The pool parallel kernels run on: the calling thread's override from
-/// [`with_num_threads`] if any, else the global one.
-pub fn pool() -> Arc<rayon::ThreadPool> {
-    if let Some(p) = OVERRIDE.with(|o| o.borrow().clone()) {
-        return p;
-    }
+/// The global pool for this process (built on first use).
+fn global() -> Option<Arc<rayon::ThreadPool>> {
     let generation = FORK_GEN.load(Ordering::SeqCst);
     if let Some((g, p)) = POOL.read().as_ref() {
         if *g == generation {
@@ -82,17 +81,27 @@ pub fn pool() -> Arc<rayon::ThreadPool> {
     let n = match w.take() {
         // built before a fork: its threads are not in this process, so it is
         // forgotten rather than dropped (dropping would signal absent threads)
-        Some((_, old)) => {
+        Some((_, Some(old))) => {
             let n = old.current_num_threads();
             std::mem::forget(old);
             n
         }
-        None => default_threads(),
+        Some((_, None)) | None => default_threads(),
     };
-    // a system that cannot start even one thread leaves nothing to run on
-    let p = build(n).unwrap_or_else(|e| panic!("{e}"));
+    // a system that cannot start even one thread leaves the calling thread
+    let p = build(n).ok();
     *w = Some((generation, p.clone()));
     p
+}
+
+/// The pool parallel kernels run on: the calling thread's override from
+/// [`with_num_threads`] if any, else the global one. Call it only when
+/// [`num_threads`] is above 1 (then a pool exists).
+pub fn pool() -> Arc<rayon::ThreadPool> {
+    if let Some(p) = OVERRIDE.with(|o| o.borrow().clone()) {
+        return p;
+    }
+    global().unwrap_or_else(|| panic!("no worker thread could be started (num_threads() is 1: run on the calling thread)"))
 }
 
 pub fn set_num_threads(n: usize) -> crate::Result<()> {
@@ -101,12 +110,16 @@ pub fn set_num_threads(n: usize) -> crate::Result<()> {
     }
     register_fork_handler();
     let p = build(n)?;
-    *POOL.write() = Some((FORK_GEN.load(Ordering::SeqCst), p));
+    *POOL.write() = Some((FORK_GEN.load(Ordering::SeqCst), Some(p)));
     Ok(())
 }
 
+/// Threads parallel kernels may use: 1 when no worker thread could be started.
 pub fn num_threads() -> usize {
-    pool().current_num_threads()
+    if let Some(p) = OVERRIDE.with(|o| o.borrow().clone()) {
+        return p.current_num_threads();
+    }
+    global().map(|p| p.current_num_threads()).unwrap_or(1)
 }
 
 /// Runs `f` with kernels called from this thread using a pool of `n`

@@ -136,8 +136,7 @@ const OPT_PAR_THRESHOLD: usize = 1 << 18;
 /// on the pool (entered once) when the step is large, else on this thread.
 fn for_chunks(lens: &[usize], f: impl Fn(usize, usize, usize) + Sync) {
     let total: usize = lens.iter().sum();
-    let pool = crate::parallel::pool();
-    if total < OPT_PAR_THRESHOLD || pool.current_num_threads() == 1 {
+    if total < OPT_PAR_THRESHOLD || crate::parallel::num_threads() == 1 {
         for (i, &n) in lens.iter().enumerate() {
             f(i, 0, n);
         }
@@ -148,7 +147,7 @@ fn for_chunks(lens: &[usize], f: impl Fn(usize, usize, usize) + Sync) {
         .enumerate()
         .flat_map(|(i, &n)| (0..n.div_ceil(OPT_CHUNK)).map(move |c| (i, c * OPT_CHUNK, ((c + 1) * OPT_CHUNK).min(n))))
         .collect();
-    pool.install(|| {
+    crate::parallel::pool().install(|| {
         use rayon::prelude::*;
         tasks.par_iter().for_each(|&(i, a, b)| f(i, a, b));
     });
