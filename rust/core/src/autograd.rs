@@ -469,6 +469,45 @@ impl std::hash::Hasher for PtrHasher {
 }
 type NodeMap = std::collections::HashMap<*const Node, usize, std::hash::BuildHasherDefault<PtrHasher>>;
 
+/// Node -> slot map of one backward pass: a linear list for the small graphs
+/// of most passes (no allocation, no hashing), a hash map beyond.
+enum Seen {
+    Small(SmallVec<[(*const Node, usize); 24]>),
+    Big(NodeMap),
+}
+
+impl Seen {
+    fn new() -> Seen {
+        Seen::Small(SmallVec::new())
+    }
+    /// Sets `k`'s slot; returns whether `k` was already there.
+    fn insert(&mut self, k: *const Node, v: usize) -> bool {
+        match self {
+            Seen::Small(l) => {
+                if let Some(e) = l.iter_mut().find(|e| e.0 == k) {
+                    e.1 = v;
+                    return true;
+                }
+                if l.len() < 24 {
+                    l.push((k, v));
+                    return false;
+                }
+                let mut m: NodeMap = l.iter().copied().collect();
+                m.insert(k, v);
+                *self = Seen::Big(m);
+                false
+            }
+            Seen::Big(m) => m.insert(k, v).is_some(),
+        }
+    }
+    fn get(&self, k: *const Node) -> Option<usize> {
+        match self {
+            Seen::Small(l) => l.iter().find(|e| e.0 == k).map(|e| e.1),
+            Seen::Big(m) => m.get(&k).copied(),
+        }
+    }
+}
+
 /// Run backward from `roots` (seeded with `root_grads`). With `inputs`, return
 /// the gradients with respect to them instead of accumulating into `.grad`.
 pub fn run_backward(
@@ -483,8 +522,8 @@ pub fn run_backward(
         return Err(autograd_err!("backward: got {} tensors but {} gradients", roots.len(), root_grads.len()));
     }
     let _mode = GradModeGuard::new(create_graph);
-    let mut order: Vec<Arc<Node>> = Vec::new();
-    let mut stack: Vec<Arc<Node>> = Vec::new();
+    let mut order: SmallVec<[Arc<Node>; 16]> = SmallVec::new();
+    let mut stack: SmallVec<[Arc<Node>; 16]> = SmallVec::new();
     let mut root_edges = Vec::with_capacity(roots.len());
     for (i, r) in roots.iter().enumerate() {
         let e = grad_edge(r).ok_or_else(|| autograd_err!("element {i} of tensors does not require grad and does not have a grad_fn"))?;
@@ -508,13 +547,13 @@ pub fn run_backward(
     }
     // The walk's bookkeeping is local to this pass (nothing is written into
     // the nodes), so passes in several threads over one graph do not interfere.
-    let mut seen = NodeMap::default();
+    let mut seen = Seen::new();
     while let Some(n) = stack.pop() {
-        if seen.insert(Arc::as_ptr(&n), 0).is_some() {
+        if seen.insert(Arc::as_ptr(&n), 0) {
             continue;
         }
         for e in n.edges.iter().flatten() {
-            if !seen.contains_key(&Arc::as_ptr(&e.node)) {
+            if seen.get(Arc::as_ptr(&e.node)).is_none() {
                 stack.push(e.node.clone());
             }
         }
@@ -527,20 +566,23 @@ pub fn run_backward(
     }
     let n_nodes = order.len();
     // The gradient of output `k` of the node in slot `i` lives at `base[i] + k`.
-    let mut base = Vec::with_capacity(n_nodes);
+    let mut base: SmallVec<[usize; 16]> = SmallVec::with_capacity(n_nodes);
     let mut n_grads = 0usize;
     for n in &order {
         base.push(n_grads);
         n_grads += n.num_outputs();
     }
-    let slot_of = |n: &Arc<Node>, _order: &[Arc<Node>]| -> usize { seen[&Arc::as_ptr(n)] };
+    let slot_of = |n: &Arc<Node>, _order: &[Arc<Node>]| -> usize {
+        seen.get(Arc::as_ptr(n)).expect("every node of the pass was recorded in the walk")
+    };
     // Which nodes must run: with `inputs`, only those leading to an input.
-    let mut needed = vec![inputs.is_none(); n_nodes];
+    let mut needed: SmallVec<[bool; 16]> = SmallVec::from_elem(inputs.is_none(), n_nodes);
     // For each node, the (input index, output number) pairs whose gradient is returned.
-    let mut capture: Vec<SmallVec<[(usize, u32); 1]>> = vec![SmallVec::new(); n_nodes];
+    // (slot, input index, output number) of the nodes whose gradient is returned
+    let mut capture: SmallVec<[(usize, usize, u32); 2]> = SmallVec::new();
     for (k, e) in input_edges.iter().enumerate() {
         let s = slot_of(&e.node, &order);
-        capture[s].push((k, e.nr));
+        capture.push((s, k, e.nr));
         needed[s] = true;
     }
     if inputs.is_some() {
@@ -550,14 +592,14 @@ pub fn run_backward(
             }
         }
     }
-    let mut grads: Vec<Option<Tensor>> = vec![None; n_grads];
+    let mut grads: SmallVec<[Option<Tensor>; 16]> = SmallVec::from_elem(None, n_grads);
     for (e, g) in root_edges.iter().zip(root_grads) {
         let s = base[slot_of(&e.node, &order)] + e.nr as usize;
         let g = if create_graph { g.clone() } else { g.detach() };
         accumulate_into(&mut grads[s], g, create_graph)?;
     }
     let mut results: Vec<Option<Tensor>> = vec![None; input_edges.len()];
-    let mut edge_needed: Vec<bool> = Vec::new();
+    let mut edge_needed: SmallVec<[bool; 4]> = SmallVec::new();
     let mut multi: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
     for i in 0..n_nodes {
         let node = &order[i];
@@ -572,7 +614,7 @@ pub fn run_backward(
             }
             continue;
         }
-        for &(k, nr) in &capture[i] {
+        for &(_, k, nr) in capture.iter().filter(|c| c.0 == i) {
             results[k] = grads[b + nr as usize].clone();
         }
         let retained: SmallVec<[(u32, Tensor); 1]> =
@@ -672,7 +714,7 @@ fn backward_fn<F: ?Sized>(slot: &Mutex<Option<Arc<F>>>, node: &Node, release: bo
     })
 }
 
-fn set_edge_needed(out: &mut Vec<bool>, node: &Node, needed: &[bool], slot_of: &mut dyn FnMut(&Arc<Node>) -> usize) {
+fn set_edge_needed(out: &mut SmallVec<[bool; 4]>, node: &Node, needed: &[bool], slot_of: &mut dyn FnMut(&Arc<Node>) -> usize) {
     out.clear();
     out.extend(node.edges.iter().map(|e| match e {
         Some(e) => needed[slot_of(&e.node)],

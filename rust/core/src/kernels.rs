@@ -379,6 +379,33 @@ pub fn map3<A: Elem, B: Elem, C: Elem, O: Elem>(a: &Tensor, b: &Tensor, c: &Tens
         loop3(o, a.data::<A>(), b.data::<B>(), c.data::<C>(), f);
         return Ok(out.into_tensor());
     }
+    // Operands that are either full contiguous tensors or one value (a scalar,
+    // or a gradient expanded from one: every stride 0) take a flat loop; this
+    // is the usual case of fused backward kernels (`g` broadcast from a sum).
+    let n = o.len();
+    let one = |t: &Tensor| t.numel() == 1 || (t.numel() > 0 && t.strides().iter().all(|&s| s == 0));
+    let full = |t: &Tensor| t.is_contiguous() && t.shape() == &shape[..];
+    if n > 0 && [a, b, c].iter().all(|t| one(t) || full(t)) {
+        // SAFETY: a one-value operand has an element at its data pointer; a
+        // full operand is contiguous with n elements.
+        let (va, vb, vc) = unsafe { (*a.data_ptr::<A>(), *b.data_ptr::<B>(), *c.data_ptr::<C>()) };
+        let (xa, xb, xc) = (
+            if one(a) { None } else { Some(a.data::<A>()) },
+            if one(b) { None } else { Some(b.data::<B>()) },
+            if one(c) { None } else { Some(c.data::<C>()) },
+        );
+        match (xa, xb, xc) {
+            (Some(xa), Some(xb), None) => o.iter_mut().zip(xa).zip(xb).for_each(|((y, &p), &q)| *y = f(p, q, vc)),
+            (Some(xa), None, Some(xc)) => o.iter_mut().zip(xa).zip(xc).for_each(|((y, &p), &r)| *y = f(p, vb, r)),
+            (None, Some(xb), Some(xc)) => o.iter_mut().zip(xb).zip(xc).for_each(|((y, &q), &r)| *y = f(va, q, r)),
+            (Some(xa), None, None) => o.iter_mut().zip(xa).for_each(|(y, &p)| *y = f(p, vb, vc)),
+            (None, Some(xb), None) => o.iter_mut().zip(xb).for_each(|(y, &q)| *y = f(va, q, vc)),
+            (None, None, Some(xc)) => o.iter_mut().zip(xc).for_each(|(y, &r)| *y = f(va, vb, r)),
+            (None, None, None) => o.iter_mut().for_each(|y| *y = f(va, vb, vc)),
+            (Some(xa), Some(xb), Some(xc)) => loop3(o, xa, xb, xc, f),
+        }
+        return Ok(out.into_tensor());
+    }
     let sa = broadcast_strides(a, &shape)?;
     let sb = broadcast_strides(b, &shape)?;
     let sc = broadcast_strides(c, &shape)?;

@@ -38,7 +38,7 @@ pub fn contiguous_strides(shape: &[usize]) -> Strides {
     let mut acc = 1isize;
     for i in (0..shape.len()).rev() {
         st[i] = acc;
-        acc = acc.saturating_mul(isize::try_from(shape[i].max(1)).unwrap_or(isize::MAX));
+        acc = acc.saturating_mul(shape[i].clamp(1, isize::MAX as usize) as isize);
     }
     st
 }
