@@ -471,6 +471,8 @@ type NodeMap = std::collections::HashMap<*const Node, usize, std::hash::BuildHas
 
 /// Node -> slot map of one backward pass: a linear list for the small graphs
 /// of most passes (no allocation, no hashing), a hash map beyond.
+// the inline list is the point: it lives on the stack of the pass
+#[allow(clippy::large_enum_variant)]
 enum Seen {
     Small(SmallVec<[(*const Node, usize); 24]>),
     Big(NodeMap),
