@@ -165,7 +165,7 @@ def estimate(
     """Estimate ``model`` by maximum (simulated) likelihood; see the module docs.
 
     ``gtol`` is the tolerance on the gradient of ``LL / N`` (for ``"bhhh"``
-    on ``g' (S'S)^{-1} g / N``). ``verbose`` prints a progress line per
+    on ``g' (S'S)^{-1} g``, about twice the distance of LL to its maximum). ``verbose`` prints a progress line per
     iteration (every ``print_every``). Returns :class:`Results`; a run that
     stops early (iteration limit, line-search failure, an exception in the
     model function, Ctrl-C) keeps the best iterate and says why in
@@ -273,12 +273,16 @@ def estimate(
 
         warnings.warn(f"estimation of {model.name!r} did not converge: {message}", ConvergenceWarning, stacklevel=2)
     t1 = time.perf_counter()
-    ll_hat, g_hat = model.loglik_and_gradient(x_hat)
     cov = None
     H = S = None
-    if hessian:
-        _, g_hat, H, S = model.hessian_and_scores(x_hat)
-        cov = covariances(H, S, names)
+    try:
+        ll_hat, g_hat = model.loglik_and_gradient(x_hat)
+        if hessian:
+            _, g_hat, H, S = model.hessian_and_scores(x_hat)
+            cov = covariances(H, S, names)
+    except Exception as e:  # the model fails at the estimates too: report what we have
+        ll_hat, g_hat = tr.best_ll, np.full(len(x_hat), np.nan)
+        message += f"; no standard errors ({type(e).__name__} at the estimates)"
     t_hess = time.perf_counter() - t1
     ll_zero = None
     try:
@@ -324,9 +328,9 @@ def _bhhh(model, x0, maxiter, gtol, tr) -> Tuple[np.ndarray, bool, str, int]:
             d = np.linalg.solve(B, g)
         except np.linalg.LinAlgError:
             return x, False, "BHHH: the outer product of the scores is singular (an unidentified parameter?)", it - 1
-        crit = float(g @ d) / N
+        crit = float(g @ d)  # about twice the distance to the maximum of LL
         if crit <= gtol:
-            return x, True, f"BHHH converged: g'(S'S)^-1 g / N = {crit:.3e} <= {gtol}", it - 1
+            return x, True, f"BHHH converged: g'(S'S)^-1 g = {crit:.3e} <= {gtol}", it - 1
         step, accepted = 1.0, False
         for _ in range(40):
             y = x + step * d

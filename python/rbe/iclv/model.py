@@ -122,6 +122,10 @@ class Model:
                 raise SpecificationError(f"component {k!r} has shape {shp}; expected ({N} individuals, R) or ({N},){hint}")
             if len(shp) == 1:
                 v = v.unsqueeze(1)
+            elif len(shp) == 2 and shp[1] > 1 and self.draws is None:
+                raise SpecificationError(
+                    f"component {k!r} has shape {shp}: it seems to depend on draws but the model has none (Model(..., draws=Draws(...)))"
+                )
             elif len(shp) != 2 or shp[1] not in (1, R):
                 raise SpecificationError(f"component {k!r} has shape {shp}; expected ({N}, {R}) with R = {R} draws, ({N}, 1) or ({N},)")
             comps[k] = v
