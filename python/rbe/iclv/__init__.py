@@ -15,9 +15,9 @@ maximum likelihood, with exact gradients and Hessians by autodiff (see
 >>> res = iclv.Model(loglik, data, params, draws).estimate()
 >>> print(res.summary())
 
-The kernels are the Rust crate ``rust/iclv`` (``rbe-iclv``), bound as
-``rbe._core.iclv``; this package imports from ``rbe`` and is never imported
-by it.
+The likelihood blocks are plain ``rbe`` ops (the core's vectorised
+``log_ndtr``, ``logsumexp``, ``index_add``...); this package imports from
+``rbe`` and is never imported by it.
 """
 from .components import (
     binary_logit,
