@@ -10,7 +10,7 @@ grep -q "Recovery (true value, estimate, robust s.e.)" "$out/study.txt"
 test -s "$out/study/results.json"
 python -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['converged'] and r['parameters'] == 43, r" "$out/study/run.json"
 if python -c "import rbe.iclv.bench" 2>/dev/null; then
-  python -m rbe.cli bench iclv --quick --out "$out/bench" > "$out/bench.txt"
+  python -m rbe.cli bench iclv --quick --no-jax --out "$out/bench" > "$out/bench.txt"
   test -s "$out/bench/bench.json"
 fi
 echo "iclv smoke OK"

@@ -23,7 +23,9 @@ def test_rbe_iclv_runs_a_small_study_and_reports_recovery(tmp_path, capsys):
 
     tab = pd.read_csv(tmp_path / "recovery.csv", index_col=0)
     np.testing.assert_allclose(tab["estimate"].to_numpy(), [res[n] for n in tab.index], rtol=1e-12)
-    truth = iclv.simulate.origin_study(n_individuals=50, n_tasks=5, n_draws=12, n_indicators_per_lv=2).truth
+    from rbe.iclv.simulate import origin_study
+
+    truth = origin_study(n_individuals=50, n_tasks=5, n_draws=12, n_indicators_per_lv=2).truth
     np.testing.assert_allclose(tab["true"].to_numpy(), [truth[n] for n in tab.index])
     assert np.all(np.isfinite(tab["robust_se"].to_numpy())) and np.all(tab["robust_se"].to_numpy() > 0)
 

@@ -113,6 +113,33 @@ def test_mnl_with_availability_matches_numpy():
     np.testing.assert_allclose(got, want, rtol=RTOL)
 
 
+def test_mnl_gradient_and_hessian_match_torch_log_softmax():
+    # the shift by the largest available utility is a constant: first and
+    # second derivatives equal those of log_softmax (torch, autograd)
+    import torch
+
+    rng = np.random.default_rng(4)
+    M, R, J = 12, 5, 3
+    U = rng.normal(0, 3, (M, R, J))
+    av = rng.uniform(size=(M, J)) < 0.7
+    y = rng.integers(0, J, M)
+    av[np.arange(M), y] = True
+    w = rng.normal(size=(M, R))
+    us = [t(U[:, :, j]).requires_grad_(True) for j in range(J)]
+    lp = F.mnl_logprob(us, ti(y), av)
+    gs = rbe.autograd.grad((lp * t(w)).sum(), us, create_graph=True)
+    h = rbe.autograd.grad(sum(g.sum() for g in gs), us)
+    Ut = torch.tensor(U, requires_grad=True)
+    Um = torch.where(torch.tensor(av)[:, None, :], Ut, torch.tensor(-math.inf, dtype=torch.float64))
+    lpt = Um.log_softmax(-1).gather(-1, torch.tensor(y).reshape(-1, 1, 1).expand(M, R, 1)).squeeze(-1)
+    (gt,) = torch.autograd.grad((lpt * torch.tensor(w)).sum(), Ut, create_graph=True)
+    (ht,) = torch.autograd.grad(gt.sum(), Ut)
+    np.testing.assert_allclose(lp.detach().numpy(), lpt.detach().numpy(), rtol=1e-12)
+    for j in range(J):
+        np.testing.assert_allclose(gs[j].detach().numpy(), gt[:, :, j].detach().numpy(), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(h[j].numpy(), ht[:, :, j].numpy(), rtol=1e-9, atol=1e-13)
+
+
 def test_panel_sum_and_log_mean_exp():
     rng = np.random.default_rng(2)
     off = np.array([0, 3, 4, 9, 10])

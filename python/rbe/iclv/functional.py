@@ -184,14 +184,31 @@ def composite_ordered_logprob(v, tau, y, link: str = "probit"):
 
 
 def composite_mnl_logprob(us, choice, avail=None):
-    """:func:`mnl_logprob` with plain ops: ``log_softmax`` over the available alternatives."""
-    shape = _rbe.broadcast_shapes(*[tuple(u.shape) for u in us])
-    U = _rbe.stack([u.expand(*shape) for u in us], -1)  # (M, R, J)
-    if avail is not None:
-        U = _rbe.where(avail.unsqueeze(1), U, _core.full([], -math.inf, _core.float64, False))
-    lp = U.log_softmax(-1)
-    idx = choice.reshape(-1, 1, 1).expand(shape[0], shape[1], 1)
-    return lp.gather(-1, idx).squeeze(-1)
+    """:func:`mnl_logprob` with plain ops, one alternative at a time on
+    ``(M, R)`` (no ``(M, R, J)`` stack): ``(u_chosen - m) - log sum_j a_j
+    exp(u_j - m)`` with ``m`` the largest available utility (taken as a
+    constant: the value does not depend on it, so every derivative is exact)
+    and unavailable alternatives at ``-inf`` (weight 0, gradient 0)."""
+    ch = choice.numpy().reshape(-1)
+    M = ch.shape[0]
+    av = None if avail is None else avail.numpy().reshape(M, -1)
+    shifted = []
+    for j, u in enumerate(us):
+        if av is not None and not av[:, j].all():
+            u = u + _core.from_numpy(np.where(av[:, j], 0.0, -math.inf).reshape(M, 1))
+        shifted.append(u)
+    with _rbe.no_grad():
+        m = shifted[0].detach()
+        for u in shifted[1:]:
+            m = _rbe.maximum(m, u.detach())
+    s = None
+    uc = None
+    for j, (u, ua) in enumerate(zip(us, shifted)):
+        e = (ua - m).exp()
+        s = e if s is None else s + e
+        pick = u * _core.from_numpy((ch == j).astype(np.float64).reshape(M, 1))
+        uc = pick if uc is None else uc + pick
+    return (uc - m) - s.log()
 
 
 def composite_panel_sum(x, offsets):
