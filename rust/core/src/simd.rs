@@ -827,10 +827,14 @@ fn ndtr_v(x: f64) -> f64 {
 
 #[inline(always)]
 fn log_ndtr_v(x: f64) -> f64 {
-    // right half: log1p(-Phi(-x)); left half: -x^2/2 + log(erfcx(-x/sqrt2)/2)
-    let right = log1p_neg_small(ndtr_nonpos_v(-x.abs()));
-    let t = (-x * FRAC_1_SQRT_2).clamp(0.0, 1e300);
-    let left = -0.5 * (x * x) + ln_pos(0.5 * erfcx_nonneg_v(t));
+    // both halves need erfcx(|x|/sqrt2), evaluated once:
+    // right half (x > 0): log1p(-Phi(-x)), Phi(-x) = exp(-x^2/2) erfcx(x/sqrt2) / 2 (0 beyond 40);
+    // left half: -x^2/2 + log(erfcx(-x/sqrt2)/2)
+    let ax = x.abs();
+    let e = erfcx_nonneg_v((ax * FRAC_1_SQRT_2).min(1e300));
+    let q = 0.5 * exp_neg_half_sq_v(ax.min(40.0)) * e;
+    let right = if ax > 40.0 { 0.0 } else { log1p_neg_small(q) };
+    let left = -0.5 * (x * x) + ln_pos(0.5 * e);
     let y = if x > 0.0 { right } else { left };
     let y = if x == f64::NEG_INFINITY { f64::NEG_INFINITY } else { y };
     if x.is_nan() {
@@ -843,16 +847,39 @@ fn log_ndtr_v(x: f64) -> f64 {
 /// `phi(x) / Phi(x)` for `x >= -1e8` (the caller takes the scalar below).
 #[inline(always)]
 fn ndtr_ratio_v(x: f64) -> f64 {
-    let t = (-x * FRAC_1_SQRT_2).clamp(0.0, 1e300);
-    let left = SQRT_2_OVER_PI / erfcx_nonneg_v(t);
-    let xr = x.clamp(0.0, 40.0);
-    let right = FRAC_1_SQRT_2PI * exp_neg_half_sq_v(xr) / (1.0 - ndtr_nonpos_v(-xr));
+    // erfcx(|x|/sqrt2) once, as in `log_ndtr_v`
+    let ax = x.abs();
+    let e = erfcx_nonneg_v((ax * FRAC_1_SQRT_2).min(1e300));
+    let left = SQRT_2_OVER_PI / e;
+    let g = exp_neg_half_sq_v(ax.min(40.0));
+    let right = FRAC_1_SQRT_2PI * g / (1.0 - 0.5 * g * e);
     let y = if x <= 0.0 { left } else { right };
     let y = if x > 40.0 { 0.0 } else { y };
     if x.is_nan() {
         x
     } else {
         y
+    }
+}
+
+/// `(log Phi(x), phi(x) / Phi(x))` for `x >= -1e8` from one erfcx and one exp
+/// evaluation: bit for bit the values of [`log_ndtr_v`] and [`ndtr_ratio_v`].
+#[inline(always)]
+fn log_ndtr_and_ratio_v(x: f64) -> (f64, f64) {
+    let ax = x.abs();
+    let e = erfcx_nonneg_v((ax * FRAC_1_SQRT_2).min(1e300));
+    let g = exp_neg_half_sq_v(ax.min(40.0));
+    let q = 0.5 * g * e;
+    let right = if ax > 40.0 { 0.0 } else { log1p_neg_small(q) };
+    let left = -0.5 * (x * x) + ln_pos(0.5 * e);
+    let y = if x > 0.0 { right } else { left };
+    let y = if x == f64::NEG_INFINITY { f64::NEG_INFINITY } else { y };
+    let r = if x <= 0.0 { SQRT_2_OVER_PI / e } else { FRAC_1_SQRT_2PI * g / (1.0 - q) };
+    let r = if x > 40.0 { 0.0 } else { r };
+    if x.is_nan() {
+        (x, x)
+    } else {
+        (y, r)
     }
 }
 
@@ -928,6 +955,23 @@ pub fn ndtr_ratio_slice_f32(x: &[f32], out: &mut [f32]) {
             *o = r as f32;
         }
     }
+}
+
+multiversion! {
+    /// y[i] = log Phi(x[i]) and r[i] = phi(x[i]) / Phi(x[i]) for x[i] >= -1e8 (use [`log_ndtr_and_ratio_f64`], which fixes up the lanes below)
+    pub fn log_ndtr_and_ratio_raw_f64(x: &[f64], y: &mut [f64], r: &mut [f64]) {
+        for ((yo, ro), &v) in y.iter_mut().zip(r.iter_mut()).zip(x) {
+            let (a, b) = log_ndtr_and_ratio_v(v);
+            *yo = a;
+            *ro = b;
+        }
+    }
+}
+
+/// `y[i] = log Phi(x[i])` and `r[i] = phi(x[i]) / Phi(x[i])` (the derivative) in one pass.
+pub fn log_ndtr_and_ratio_f64(x: &[f64], y: &mut [f64], r: &mut [f64]) {
+    log_ndtr_and_ratio_raw_f64(x, y, r);
+    fix_lanes(x, r, |v| v < -1e8, crate::special::ndtr_ratio);
 }
 
 multiversion! {
@@ -1013,6 +1057,20 @@ mod special_tests {
         for ((&v, &gv), &o) in x.iter().zip(&g).zip(&out) {
             let want = gv * special::ndtr_ratio(v);
             assert!(ulps(o, want) <= 4.0 || (want.abs() < f64::MIN_POSITIVE && (o - want).abs() < 1e-320), "log_ndtr backward at {v}");
+        }
+    }
+
+    #[test]
+    fn log_ndtr_and_ratio_in_one_pass_equal_the_separate_kernels() {
+        let x = grid();
+        let (mut y, mut r) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        let (mut y1, mut r1) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        log_ndtr_and_ratio_f64(&x, &mut y, &mut r);
+        log_ndtr_slice_f64(&x, &mut y1);
+        ndtr_ratio_slice_f64(&x, &mut r1);
+        for i in 0..x.len() {
+            assert!(y[i].to_bits() == y1[i].to_bits() || (y[i].is_nan() && y1[i].is_nan()), "log_ndtr({})", x[i]);
+            assert!(r[i].to_bits() == r1[i].to_bits() || (r[i].is_nan() && r1[i].is_nan()), "ratio({})", x[i]);
         }
     }
 

@@ -390,6 +390,47 @@ fn uses(f: Fun) -> (bool, bool) {
     }
 }
 
+/// `k(x, y, r)` over fixed chunks (as [`par_chunks`]), for kernels with two outputs.
+fn par_chunks_pair(x: &[f64], y: &mut [f64], r: &mut [f64], k: fn(&[f64], &mut [f64], &mut [f64])) {
+    let n = x.len().min(y.len()).min(r.len());
+    if n <= CHUNK {
+        return k(&x[..n], &mut y[..n], &mut r[..n]);
+    }
+    let (yp, rp) = (crate::parallel::SendPtr(y.as_mut_ptr()), crate::parallel::SendPtr(r.as_mut_ptr()));
+    crate::parallel::for_each_index(n.div_ceil(CHUNK), n.saturating_mul(32), |c| {
+        let lo = c * CHUNK;
+        let hi = (lo + CHUNK).min(n);
+        // SAFETY: chunk `c` writes only y[lo..hi] and r[lo..hi], inside both
+        // slices (hi <= n <= their lengths) and disjoint from the other chunks.
+        let (yo, ro) = unsafe {
+            (std::slice::from_raw_parts_mut(yp.get().add(lo), hi - lo), std::slice::from_raw_parts_mut(rp.get().add(lo), hi - lo))
+        };
+        k(&x[lo..hi], yo, ro);
+    });
+}
+
+/// `log_ndtr` of a float64 tensor whose gradient is wanted: the forward pass
+/// also writes `phi / Phi` (from the same erfcx evaluation), kept for a
+/// first-order backward that is one product; under `create_graph` the
+/// composite derivative (any order).
+fn log_ndtr_with_ratio(x: &Tensor) -> Result<Tensor> {
+    let xc = x.contiguous();
+    let mut y = FreshTensor::<f64>::uninit(x.shape())?;
+    let mut r = FreshTensor::<f64>::uninit(x.shape())?;
+    par_chunks_pair(xc.data::<f64>(), y.as_mut_slice(), r.as_mut_slice(), crate::simd::log_ndtr_and_ratio_f64);
+    let out = y.into_tensor();
+    let ratio = r.into_tensor();
+    let sx = SavedTensor::input(x);
+    attach(&out, name(Fun::LogNdtr), &[x], true, move |ctx, g| {
+        let x = sx.get(ctx)?; // version check, as for every saved input
+        if !crate::autograd::is_grad_enabled() && g.dtype() == DType::F64 {
+            return Ok(vec![Some(mul(g, &ratio)?)]);
+        }
+        Ok(vec![Some(mul(g, &derivative(Fun::LogNdtr, &x, &Tensor::scalar(0f64))?)?)])
+    });
+    Ok(out)
+}
+
 /// Apply `f` elementwise, recording its backward.
 pub fn unary(f: Fun, x: &Tensor) -> Result<Tensor> {
     let xf = if matches!(f, Fun::Floor | Fun::Ceil | Fun::Round | Fun::Trunc) && !x.dtype().is_float() {
@@ -397,6 +438,9 @@ pub fn unary(f: Fun, x: &Tensor) -> Result<Tensor> {
     } else {
         floatify(x)?
     };
+    if f == Fun::LogNdtr && xf.dtype() == DType::F64 && needs_grad(&[&xf]) {
+        return log_ndtr_with_ratio(&xf);
+    }
     let out = kernel(f, &xf)?;
     if needs_grad(&[&xf]) {
         let (ux, uy) = uses(f);
