@@ -167,6 +167,15 @@ fn kernel(f: Fun, x: &Tensor) -> Result<Tensor> {
             d => Err(dtype_err!("exp: expected a floating point tensor (float32 or float64), got {}", d.name())),
         };
     }
+    if matches!(f, Fun::Log | Fun::Log1p | Fun::Expm1) && x.dtype() == DType::F64 {
+        let xc = x.contiguous();
+        let k: SliceKernel<f64> = match f {
+            Fun::Log => crate::simd::log_slice_f64,
+            Fun::Log1p => crate::simd::log1p_slice_f64,
+            _ => crate::simd::expm1_slice_f64,
+        };
+        return FreshTensor::<f64>::build(x.shape(), |o| par_chunks(xc.data::<f64>(), o, k));
+    }
     if matches!(f, Fun::Erf | Fun::Erfc | Fun::Ndtr | Fun::LogNdtr | Fun::NdtrRatio) {
         use crate::simd::*;
         let xc = x.contiguous();
