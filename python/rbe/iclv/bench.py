@@ -243,6 +243,10 @@ def _versions() -> Dict[str, str]:
         pass
     out["cpu"] = cpu
     out["cores"] = str(os.cpu_count())
+    try:
+        out["load average"] = "%.2f" % os.getloadavg()[0]  # timings on a shared machine depend on it
+    except OSError:
+        pass
     return out
 
 
