@@ -412,6 +412,7 @@ pub fn fwd_scratch_len(k: usize) -> usize {
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the per-sequence slices, passed apart so the borrows stay disjoint
 fn forward_seq_impl<T: HmmReal>(
     pi: &[T],
     sh: Option<&Shifted<T>>,
@@ -606,6 +607,7 @@ fn exact_xi<T: HmmReal>(lf: &[T], a: &[T], w: &[T], k: usize, scale: T, out: &mu
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the per-sequence slices, passed apart so the borrows stay disjoint
 fn backward_seq_impl<T: HmmReal>(
     sh: Option<&Shifted<T>>,
     a: &[T],
@@ -842,6 +844,7 @@ pub fn adj_scratch_len(l: usize, k: usize) -> usize {
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the per-sequence slices, passed apart so the borrows stay disjoint
 fn adjoint_seq_impl<T: HmmReal>(
     a: &[T],
     per_step: bool,
@@ -1000,9 +1003,9 @@ fn adjoint_seq_impl<T: HmmReal>(
             abar[(t - 1) * k + i] += s;
         }
     }
-    for j in 0..k {
-        out.pi[j] += abar[j];
-        out.e[j] += abar[j];
+    for (j, &g) in abar[..k].iter().enumerate() {
+        out.pi[j] += g;
+        out.e[j] += g;
     }
 }
 isa_dispatch! {
@@ -1014,6 +1017,7 @@ isa_dispatch! {
 // ---------------------------------------------------------------- Viterbi
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the per-sequence slices, passed apart so the borrows stay disjoint
 fn viterbi_seq_impl<T: HmmReal>(
     pi: &[T],
     a: &[T],

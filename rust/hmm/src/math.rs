@@ -96,7 +96,7 @@ pub fn exp_f64(x: f64) -> f64 {
     const HI: f64 = 709.8;
     let xc = x.clamp(LO, HI);
     let n = (xc * std::f64::consts::LOG2_E).round_ties_even();
-    let r = (xc - n * 6.931_471_803_691_238_164_90e-01) - n * 1.908_214_929_270_587_700_02e-10;
+    let r = (xc - n * 6.931_471_803_691_238e-1) - n * 1.908_214_929_270_587_7e-10;
     let mut p: f64 = 1.0 / 6_227_020_800.0;
     for c in [
         1.0 / 479_001_600.0,
@@ -186,7 +186,7 @@ pub fn ln_f64(x: f64) -> f64 {
     // ln m = 2s + 2s s^2 p, with 2s exact; f - s f = 2s - ... keeps the low bits
     let lnm = (2.0 * s).mul_add(s2 * p, 2.0 * s);
     let ef = e as f64;
-    let y = ef.mul_add(6.931_471_803_691_238_164_90e-01, ef.mul_add(1.908_214_929_270_587_700_02e-10, lnm));
+    let y = ef.mul_add(6.931_471_803_691_238e-1, ef.mul_add(1.908_214_929_270_587_7e-10, lnm));
     let y = if x == 0.0 { f64::NEG_INFINITY } else { y };
     let y = if x == f64::INFINITY { f64::INFINITY } else { y };
     if x < 0.0 || x.is_nan() {

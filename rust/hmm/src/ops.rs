@@ -304,7 +304,8 @@ fn composite_backward(m: &Meta, ins: &[Tensor], grads: &[Option<Tensor>], needs:
         return Ok(out);
     }
     let inputs: Vec<Tensor> = wrt.iter().map(|&i| ins[i].clone()).collect();
-    let gs = run_backward(&roots, &seeds, false, true, Some(&inputs), true)?;
+    // retained: the gradients' own graph runs through the composite graph's saved values
+    let gs = run_backward(&roots, &seeds, true, true, Some(&inputs), true)?;
     for (&i, g) in wrt.iter().zip(gs) {
         out[i] = g;
     }

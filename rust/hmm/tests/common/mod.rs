@@ -42,6 +42,7 @@ pub struct Case {
 
 impl Case {
     /// Random log-probabilities; emissions spread over `escale` nats.
+    #[allow(clippy::too_many_arguments)] // a test fixture: every knob of a case
     pub fn random(b: usize, t: usize, k: usize, kind: TransKind, pi_per_seq: bool, lens: Vec<usize>, seed: u64, escale: f64) -> Case {
         let pi = log_rows(if pi_per_seq { b } else { 1 }, k, seed);
         let na = match kind {
