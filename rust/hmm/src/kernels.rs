@@ -354,6 +354,49 @@ isa_dispatch! {
     pub fn shift<T>(a: &[T], k: usize, sh: &mut Shifted<T>) = shift_impl
 }
 
+/// `q[j] = sum_i p[i] * c[i * k + j]` for every `j` (the rows of the
+/// `K x K` matrix `c` weighted by `p`). Each `q[j]` is summed over `i` in
+/// order, as the plain row-by-row loop would (same bits); the columns go in
+/// blocks of 16 accumulators that stay in registers instead of loading and
+/// storing `q` once per row.
+#[inline(always)]
+fn vecmat<T: HmmReal>(p: &[T], c: &[T], k: usize, q: &mut [T]) {
+    const W: usize = 16;
+    let full = k / W * W;
+    for j0 in (0..full).step_by(W) {
+        // a fixed-size block with only constant indices, so it stays in registers
+        let mut acc = [T::ZERO; W];
+        for (i, &pv) in p.iter().enumerate() {
+            let row = &c[i * k + j0..i * k + j0 + W];
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += pv * x;
+            }
+        }
+        q[j0..j0 + W].copy_from_slice(&acc);
+    }
+    if full < k && k >= W {
+        // the last W columns as one more block: the columns it shares with
+        // the previous block get the same sums again (same order, same bits)
+        let j0 = k - W;
+        let mut acc = [T::ZERO; W];
+        for (i, &pv) in p.iter().enumerate() {
+            let row = &c[i * k + j0..i * k + j0 + W];
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += pv * x;
+            }
+        }
+        q[j0..j0 + W].copy_from_slice(&acc);
+    } else if full < k {
+        let tail = &mut q[full..k];
+        tail.fill(T::ZERO);
+        for (i, &pv) in p.iter().enumerate() {
+            for (a, &x) in tail.iter_mut().zip(&c[i * k + full..(i + 1) * k]) {
+                *a += pv * x;
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- forward
 
 /// Exact `logsumexp_i(prev[i] + a[i][j])` for one column `j`.
@@ -451,14 +494,7 @@ fn forward_seq_impl<T: HmmReal>(
                 for (pi, &x) in p.iter_mut().zip(prev) {
                     *pi = (x - m).vexp();
                 }
-                q.fill(T::ZERO);
-                for (i, &pv) in p.iter().enumerate() {
-                    if pv != T::ZERO {
-                        for (qj, &c) in q.iter_mut().zip(&sh.col[i * k..(i + 1) * k]) {
-                            *qj += pv * c;
-                        }
-                    }
-                }
+                vecmat(p, &sh.col, k, q);
                 for (((uj, &qj), &cj), &ej) in u.iter_mut().zip(q.iter()).zip(&sh.cs).zip(et) {
                     *uj = (m + cj) + qj.vln() + ej;
                 }
@@ -558,7 +594,61 @@ pub struct BwdOut<'o, T> {
 
 /// Scratch of [`backward_seq`]: `2 K^2 + 9 K`.
 pub fn bwd_scratch_len(k: usize) -> usize {
-    2 * k * k + 9 * k
+    2 * k * k + 9 * k + 2 * XI_BATCH * k
+}
+
+/// Steps whose rank-one updates of the expected counts are gathered before
+/// they are added (see [`flush_xi`]).
+const XI_BATCH: usize = 32;
+
+/// `acc[i][j] += sum_s cp[s][i] * rv[s][j]` over the `n` gathered steps, in
+/// the order they were gathered (the bits of adding each rank-one update as
+/// it comes), with 16 accumulators of a row in registers.
+#[inline(always)]
+fn flush_xi<T: HmmReal>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize) {
+    const W: usize = 16;
+    let full = k / W * W;
+    for i in 0..k {
+        let row = &mut acc[i * k..(i + 1) * k];
+        for j0 in (0..full).step_by(W) {
+            let mut a = [T::ZERO; W];
+            a.copy_from_slice(&row[j0..j0 + W]);
+            for s in 0..n {
+                let ci = cp[s * k + i];
+                for (x, &y) in a.iter_mut().zip(&rv[s * k + j0..s * k + j0 + W]) {
+                    *x += ci * y;
+                }
+            }
+            row[j0..j0 + W].copy_from_slice(&a);
+        }
+        if full < k && k >= W {
+            // the last W columns as one block, the ones already done masked
+            // out (adding an exact 0 keeps their bits)
+            let j0 = k - W;
+            let mut mask = [T::ZERO; W];
+            for (l, m) in mask.iter_mut().enumerate() {
+                if j0 + l >= full {
+                    *m = T::ONE;
+                }
+            }
+            let mut a = [T::ZERO; W];
+            a.copy_from_slice(&row[j0..k]);
+            for s in 0..n {
+                let ci = cp[s * k + i];
+                for ((x, &y), &m) in a.iter_mut().zip(&rv[s * k + j0..s * k + k]).zip(&mask) {
+                    *x += ci * (y * m);
+                }
+            }
+            row[j0..k].copy_from_slice(&a);
+        } else if full < k {
+            for s in 0..n {
+                let ci = cp[s * k + i];
+                for (x, &y) in row[full..].iter_mut().zip(&rv[s * k + full..(s + 1) * k]) {
+                    *x += ci * y;
+                }
+            }
+        }
+    }
 }
 
 /// Exact `u[i] = logsumexp_j(a[i][j] + w[j])` for one row.
@@ -631,8 +721,11 @@ fn backward_seq_impl<T: HmmReal>(
     let (v, rest) = rest.split_at_mut(k);
     let (u, rest) = rest.split_at_mut(k);
     let (pp, rest) = rest.split_at_mut(k);
-    let (g, tmp) = rest.split_at_mut(k);
-    let tmp = &mut tmp[..k];
+    let (g, rest) = rest.split_at_mut(k);
+    let (tmp, rest) = rest.split_at_mut(k);
+    let (cp, rv) = rest.split_at_mut(XI_BATCH * k);
+    let rv = &mut rv[..XI_BATCH * k];
+    let mut nb = 0usize;
     let want_xi = out.xi.is_some();
     if want_xi {
         acc.fill(T::ZERO);
@@ -672,14 +765,7 @@ fn backward_seq_impl<T: HmmReal>(
                     for (o, &x) in r.iter_mut().zip(w.iter()) {
                         *o = (x - m2).vexp();
                     }
-                    v.fill(T::ZERO);
-                    for (j, &rj) in r.iter().enumerate() {
-                        if rj != T::ZERO {
-                            for (vi, &c) in v.iter_mut().zip(&sh.row_t[j * k..(j + 1) * k]) {
-                                *vi += rj * c;
-                            }
-                        }
-                    }
+                    vecmat(r, &sh.row_t, k, v);
                     for ((o, &vi), &ri) in u.iter_mut().zip(v.iter()).zip(&sh.rs) {
                         *o = (m2 + ri) + vi.vln();
                     }
@@ -701,13 +787,14 @@ fn backward_seq_impl<T: HmmReal>(
                             let s = lane_dot(pp, v);
                             if s >= T::TINY {
                                 let c = scale / s;
-                                for (i, &pi) in pp.iter().enumerate() {
-                                    let ci = c * pi;
-                                    if ci != T::ZERO {
-                                        for (o, &rj) in acc[i * k..(i + 1) * k].iter_mut().zip(r.iter()) {
-                                            *o += ci * rj;
-                                        }
-                                    }
+                                for (o, &pi) in cp[nb * k..(nb + 1) * k].iter_mut().zip(pp.iter()) {
+                                    *o = c * pi;
+                                }
+                                rv[nb * k..(nb + 1) * k].copy_from_slice(r);
+                                nb += 1;
+                                if nb == XI_BATCH {
+                                    flush_xi(acc, cp, rv, k, nb);
+                                    nb = 0;
                                 }
                             } else if let Some(x) = out.xi.as_deref_mut() {
                                 exact_xi(lft, a, w, k, scale, x, ktmp);
@@ -749,6 +836,9 @@ fn backward_seq_impl<T: HmmReal>(
             softmax_scaled(g, scale, &mut gm[t * k..(t + 1) * k]);
         }
         nxt.copy_from_slice(cur);
+    }
+    if nb > 0 {
+        flush_xi(acc, cp, rv, k, nb);
     }
     if let (false, Some(sh), Some(x)) = (per_step, sh, out.xi.as_deref_mut()) {
         // xi = R * acc (+ the exact terms already in x)
