@@ -164,6 +164,17 @@ def _t(x: np.ndarray):
     return _core.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
+def _mm(a: np.ndarray, b: np.ndarray, *, ta: bool = False, tb: bool = False) -> np.ndarray:
+    """``a @ b`` (``a.T`` / ``b.T`` with ``ta`` / ``tb``) in float64 with rbe's
+    GEMM: rbe's thread count and fixed partitions rather than the BLAS
+    thread pool of numpy (which, on a loaded machine, costs far more than the
+    product)."""
+    x, y = _t(a), _t(b)
+    x = x.t() if ta else x
+    y = y.t() if tb else y
+    return (x @ y).numpy()
+
+
 class _BaseHMM:
     """What GaussianHMM and CategoricalHMM share: start/transition
     probabilities, EM driver, scoring and decoding through the fused ops."""
@@ -543,7 +554,7 @@ class GaussianHMM(_BaseHMM):
             prec = 1.0 / var
             mp = self._means * prec
             const = -0.5 * (d * _LOG2PI + np.log(var).sum(1) + (self._means * mp).sum(1))
-            return const - 0.5 * ((X * X) @ prec.T) + X @ mp.T
+            return const - 0.5 * _mm(X * X, prec, tb=True) + _mm(X, mp, tb=True)
         covs = self._covars if self.covariance_type == "full" else np.tile(self._covars, (self.n_components, 1, 1))
         out = np.empty((len(X), self.n_components))
         for c in range(self.n_components):
@@ -557,10 +568,10 @@ class GaussianHMM(_BaseHMM):
 
     def _emission_stats(self, stats, X, post) -> None:
         if "m" in self.params or "c" in self.params:
-            stats["obs"] = post.T @ X
+            stats["obs"] = _mm(post, X, ta=True)
         if "c" in self.params:
             if self.covariance_type in ("spherical", "diag"):
-                stats["obs**2"] = post.T @ (X * X)
+                stats["obs**2"] = _mm(post, X * X, ta=True)
             else:
                 stats["obs*obs.T"] = np.einsum("ij,ik,il->jkl", post, X, X, optimize=True)
 
