@@ -354,45 +354,62 @@ isa_dispatch! {
     pub fn shift<T>(a: &[T], k: usize, sh: &mut Shifted<T>) = shift_impl
 }
 
+/// `out[l] = sum_i p[i] * c[i * k + j0 + l]` for `l < W`: one block of
+/// columns of the rows of `c` weighted by `p`. Four independent partial sums
+/// (rows `i = 4m + r` go to sum `r`), added as `(s0 + s1) + (s2 + s3)`, so the
+/// additions do not wait on each other; a fixed order, so the bits depend on
+/// neither the block nor the thread.
+#[inline(always)]
+fn block_dot<T: HmmReal, const W: usize>(p: &[T], c: &[T], k: usize, j0: usize) -> [T; W] {
+    let mut s = [[T::ZERO; W]; 4];
+    let mut quads = p.chunks_exact(4);
+    let mut i = 0;
+    for q4 in &mut quads {
+        for (r, &pv) in q4.iter().enumerate() {
+            let row = &c[(i + r) * k + j0..(i + r) * k + j0 + W];
+            for (a, &x) in s[r].iter_mut().zip(row) {
+                *a += pv * x;
+            }
+        }
+        i += 4;
+    }
+    for (r, &pv) in quads.remainder().iter().enumerate() {
+        let row = &c[(i + r) * k + j0..(i + r) * k + j0 + W];
+        for (a, &x) in s[r].iter_mut().zip(row) {
+            *a += pv * x;
+        }
+    }
+    let mut out = [T::ZERO; W];
+    for (l, o) in out.iter_mut().enumerate() {
+        *o = (s[0][l] + s[1][l]) + (s[2][l] + s[3][l]);
+    }
+    out
+}
+
 /// `q[j] = sum_i p[i] * c[i * k + j]` for every `j` (the rows of the
-/// `K x K` matrix `c` weighted by `p`). Each `q[j]` is summed over `i` in
-/// order, as the plain row-by-row loop would (same bits); the columns go in
-/// blocks of 16 accumulators that stay in registers instead of loading and
-/// storing `q` once per row.
+/// `K x K` matrix `c` weighted by `p`), in blocks of 16 columns whose
+/// accumulators stay in registers ([`block_dot`]).
 #[inline(always)]
 fn vecmat<T: HmmReal>(p: &[T], c: &[T], k: usize, q: &mut [T]) {
     const W: usize = 16;
     let full = k / W * W;
     for j0 in (0..full).step_by(W) {
-        // a fixed-size block with only constant indices, so it stays in registers
-        let mut acc = [T::ZERO; W];
-        for (i, &pv) in p.iter().enumerate() {
-            let row = &c[i * k + j0..i * k + j0 + W];
-            for (a, &x) in acc.iter_mut().zip(row) {
-                *a += pv * x;
-            }
-        }
-        q[j0..j0 + W].copy_from_slice(&acc);
+        q[j0..j0 + W].copy_from_slice(&block_dot::<T, W>(p, c, k, j0));
     }
     if full < k && k >= W {
         // the last W columns as one more block: the columns it shares with
         // the previous block get the same sums again (same order, same bits)
         let j0 = k - W;
-        let mut acc = [T::ZERO; W];
-        for (i, &pv) in p.iter().enumerate() {
-            let row = &c[i * k + j0..i * k + j0 + W];
-            for (a, &x) in acc.iter_mut().zip(row) {
-                *a += pv * x;
-            }
-        }
-        q[j0..j0 + W].copy_from_slice(&acc);
+        q[j0..k].copy_from_slice(&block_dot::<T, W>(p, c, k, j0));
     } else if full < k {
-        let tail = &mut q[full..k];
-        tail.fill(T::ZERO);
-        for (i, &pv) in p.iter().enumerate() {
-            for (a, &x) in tail.iter_mut().zip(&c[i * k + full..(i + 1) * k]) {
-                *a += pv * x;
-            }
+        const W4: usize = 4;
+        let mut j0 = 0;
+        while j0 + W4 <= k {
+            q[j0..j0 + W4].copy_from_slice(&block_dot::<T, W4>(p, c, k, j0));
+            j0 += W4;
+        }
+        for (j, o) in q[..k].iter_mut().enumerate().skip(j0) {
+            *o = block_dot::<T, 1>(p, c, k, j)[0];
         }
     }
 }
@@ -601,51 +618,37 @@ pub fn bwd_scratch_len(k: usize) -> usize {
 /// they are added (see [`flush_xi`]).
 const XI_BATCH: usize = 32;
 
-/// `acc[i][j] += sum_s cp[s][i] * rv[s][j]` over the `n` gathered steps, in
-/// the order they were gathered (the bits of adding each rank-one update as
-/// it comes), with 16 accumulators of a row in registers.
+/// `acc[i][j] += sum_s cp[s][i] * rv[s][j]` over the `n` gathered steps,
+/// with 16 columns of a row at a time in registers and four independent
+/// partial sums over the steps (a fixed order: the bits depend on neither the
+/// blocking nor the thread).
 #[inline(always)]
 fn flush_xi<T: HmmReal>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize) {
     const W: usize = 16;
     let full = k / W * W;
+    // the rows of `rv` weighted by column `i` of `cp`: `block_dot` over a strided weight vector
+    let mut w = [T::ZERO; XI_BATCH];
     for i in 0..k {
+        for (s, o) in w[..n].iter_mut().enumerate() {
+            *o = cp[s * k + i];
+        }
         let row = &mut acc[i * k..(i + 1) * k];
         for j0 in (0..full).step_by(W) {
-            let mut a = [T::ZERO; W];
-            a.copy_from_slice(&row[j0..j0 + W]);
-            for s in 0..n {
-                let ci = cp[s * k + i];
-                for (x, &y) in a.iter_mut().zip(&rv[s * k + j0..s * k + j0 + W]) {
-                    *x += ci * y;
-                }
+            let d = block_dot::<T, W>(&w[..n], rv, k, j0);
+            for (x, &y) in row[j0..j0 + W].iter_mut().zip(&d) {
+                *x += y;
             }
-            row[j0..j0 + W].copy_from_slice(&a);
         }
         if full < k && k >= W {
-            // the last W columns as one block, the ones already done masked
-            // out (adding an exact 0 keeps their bits)
+            // the last W columns as one block; only the ones not done yet are added
             let j0 = k - W;
-            let mut mask = [T::ZERO; W];
-            for (l, m) in mask.iter_mut().enumerate() {
-                if j0 + l >= full {
-                    *m = T::ONE;
-                }
+            let d = block_dot::<T, W>(&w[..n], rv, k, j0);
+            for (x, &y) in row[full..k].iter_mut().zip(&d[full - j0..]) {
+                *x += y;
             }
-            let mut a = [T::ZERO; W];
-            a.copy_from_slice(&row[j0..k]);
-            for s in 0..n {
-                let ci = cp[s * k + i];
-                for ((x, &y), &m) in a.iter_mut().zip(&rv[s * k + j0..s * k + k]).zip(&mask) {
-                    *x += ci * (y * m);
-                }
-            }
-            row[j0..k].copy_from_slice(&a);
-        } else if full < k {
-            for s in 0..n {
-                let ci = cp[s * k + i];
-                for (x, &y) in row[full..].iter_mut().zip(&rv[s * k + full..(s + 1) * k]) {
-                    *x += ci * y;
-                }
+        } else {
+            for (j, x) in row.iter_mut().enumerate().skip(full) {
+                *x += block_dot::<T, 1>(&w[..n], rv, k, j)[0];
             }
         }
     }
