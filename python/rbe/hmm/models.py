@@ -402,7 +402,7 @@ class _BaseHMM:
         flat_t = _core.from_numpy(flat)
         bsz, tmax = len(lsn), int(lsn.max())
         Xt = self._obs_tensor(X)
-        bar = _progress(range(self.n_iter), desc=f"{type(self).__name__} {type(make_opt).__name__}",
+        bar = _progress(range(self.n_iter), desc=f"{type(self).__name__} gradient fit",
                         disable=None if progress is None else not progress)
         from .functional import hmm_log_likelihood
 
