@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from typing_extensions import disjoint_base
 
 from rbe import device as _Device
+from rbe._core import hmm as hmm
 from rbe._core import structured as structured
 from rbe._size import Size
 
@@ -89,6 +90,7 @@ __all__ = [
     "set_pool_limit",
     "get_num_threads",
     "set_num_threads",
+    "hmm",
     "structured",
     "bool",
     "int64",

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod conv;
 mod functions;
+mod hmm;
 mod structured;
 mod tensor;
 
@@ -73,6 +74,8 @@ mod _core {
     use crate::functions::{get_num_threads, set_num_threads};
 
     // ------------------------------------------------------------ front-ends (submodules)
+    #[pymodule_export]
+    use crate::hmm::hmm;
     #[pymodule_export]
     use crate::structured::structured;
 

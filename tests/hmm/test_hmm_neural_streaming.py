@@ -1,0 +1,168 @@
+"""NeuralHMM / ScoreHMM (training, checkpoint, context), streaming equal to
+one-shot (f64: log-likelihoods 1e-9 relative; posteriors, which are
+probabilities summed by the matrix-product steps, 1e-9 relative + 1e-10
+absolute), fixed-lag smoothing, checkpointed smoothing,
+the overlap-window approximation's reported error."""
+import numpy as np
+import pytest
+
+import rbe
+from rbe.errors import ShapeError
+from rbe.hmm import (GaussianHMM, NeuralHMM, ScoreHMM, StreamingHMMProcessor, checkpointed_smooth, hmm_posteriors,
+                     overlap_window_posteriors)
+from rbe.utils.checkpoint import checkpoint
+
+
+def T64(x):
+    return rbe.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+
+
+def gaussian_model(k=4, d=3, seed=0):
+    r = np.random.RandomState(seed)
+    m = GaussianHMM(k, init_params="")
+    m.startprob_ = r.dirichlet(np.ones(k))
+    m.transmat_ = r.dirichlet(np.ones(k) * 0.5, size=k)
+    m.means_ = r.normal(size=(k, d)) * 3
+    m.covars_ = r.uniform(0.5, 1.5, size=(k, d))
+    return m
+
+
+def test_neural_hmm_density_is_normalised_and_trains():
+    rbe.manual_seed(0)
+    m = NeuralHMM(3, 1, dtype=rbe.float64)
+    # a normalised density: for T = 1 and a single state the likelihood integrates to 1 over x
+    xs = np.linspace(-30, 30, 6001)
+    ll = m.log_likelihood(T64(xs.reshape(-1, 1, 1))).detach().numpy()
+    assert np.trapezoid(np.exp(ll), xs) == pytest.approx(1.0, rel=1e-6)
+    # training raises the likelihood of data from a known HMM
+    g = gaussian_model(3, 2, seed=1)
+    X = np.stack([g.sample(30, random_state=i)[0] for i in range(8)])
+    model = NeuralHMM(3, 2, dtype=rbe.float64)
+    opt = rbe.optim.Adam(model.parameters(), lr=0.05)
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        loss = -model.log_likelihood(T64(X)).mean()
+        loss.backward()
+        opt.step()
+        first = float(loss) if first is None else first
+    assert float(loss) < first - 5
+
+
+def test_forward_outputs_and_context():
+    rbe.manual_seed(1)
+    m = NeuralHMM(4, 3, context_dim=5, hidden_dim=16, context_transitions=True, dtype=rbe.float64)
+    x, c = rbe.randn(2, 7, 3, dtype=rbe.float64), rbe.randn(2, 7, 5, dtype=rbe.float64)
+    gamma, la, lb = m(x, c, lengths=[7, 3])
+    g = gamma.detach().numpy()
+    np.testing.assert_allclose(g[0].sum(1), 1, atol=1e-12)
+    np.testing.assert_allclose(g[1, :3].sum(1), 1, atol=1e-12)
+    assert (g[1, 3:] == 0).all()
+    ll = m.log_likelihood(x, c, lengths=[7, 3])
+    ll.sum().backward()
+    assert all(p.grad is not None and np.isfinite(p.grad.numpy()).all() for p in m.parameters())
+    # the context matters: a different context changes the likelihood
+    c2 = rbe.randn(2, 7, 5, dtype=rbe.float64)
+    assert not np.allclose(m.log_likelihood(x, c2).detach().numpy(), m.log_likelihood(x, c).detach().numpy())
+    with pytest.raises(ShapeError, match="context"):
+        m.log_likelihood(x)
+    with pytest.raises(ShapeError, match="observation_dim"):
+        m.log_likelihood(rbe.randn(2, 7, 4, dtype=rbe.float64), c)
+
+
+def test_works_under_checkpoint():
+    rbe.manual_seed(2)
+    m = NeuralHMM(3, 2, context_dim=4, hidden_dim=8, dtype=rbe.float64)
+    x, c = rbe.randn(2, 6, 2, dtype=rbe.float64), rbe.randn(2, 6, 4, dtype=rbe.float64).requires_grad_()
+    m.log_likelihood(x, c).sum().backward()
+    ref = [p.grad.numpy().copy() for p in m.parameters()] + [c.grad.numpy().copy()]
+    m.zero_grad()
+    c.grad = None
+    checkpoint(lambda xx, cc: m.log_likelihood(xx, cc).sum(), x, c).backward()
+    got = [p.grad.numpy() for p in m.parameters()] + [c.grad.numpy()]
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_score_hmm_is_the_simple_model():
+    rbe.manual_seed(3)
+    m = ScoreHMM(3, 4, dtype=rbe.float64)
+    x = rbe.randn(2, 5, 4, dtype=rbe.float64)
+    pi, a, e = m.hmm_parameters(x)
+    np.testing.assert_allclose(e.detach().numpy(), m.emission(x).detach().numpy())
+    np.testing.assert_allclose(np.exp(a.detach().numpy()).sum(1), 1)
+    assert m.log_likelihood(x).shape == (2,)
+
+
+@pytest.mark.parametrize("lag", [0, 1, 5])
+def test_streaming_equals_one_shot(lag):
+    g = gaussian_model()
+    X = g.sample(200, random_state=3)[0]
+    pi, a, e = np.log(g.startprob_), np.log(g.transmat_), g._log_emissions(X)
+    full = hmm_posteriors(T64(pi), T64(a), T64(e[None]))
+    ll_full = float(full.log_likelihood.numpy()[0])
+    la = full.log_alpha.numpy()[0]
+    filt_full = np.exp(la - np.logaddexp.reduce(la, axis=1, keepdims=True))
+    proc = StreamingHMMProcessor(g, lag=lag)
+    sizes = [1, 7, 1, 50, 3, 90, 48]
+    pos, filt, smooth, smooth_start = 0, [], [], []
+    for n in sizes:
+        r = proc.process_chunk(X[pos:pos + n])
+        pos += n
+        prefix = hmm_posteriors(T64(pi), T64(a), T64(e[None, :pos])).log_likelihood.numpy()[0]
+        assert r.log_likelihood == pytest.approx(prefix, rel=1e-9)
+        filt.append(r.filtered)
+        smooth.append(r.smoothed)
+        smooth_start.append(r.smoothed_start)
+    assert r.log_likelihood == pytest.approx(ll_full, rel=1e-9)
+    np.testing.assert_allclose(np.concatenate(filt), filt_full, rtol=1e-9, atol=1e-10)
+    sm = np.concatenate(smooth)
+    assert len(sm) == 200 - lag
+    for s in [0, 10, 57, 199 - lag]:
+        ref = hmm_posteriors(T64(pi), T64(a), T64(e[None, :s + lag + 1])).gamma.numpy()[0, s]
+        np.testing.assert_allclose(sm[s], ref, rtol=1e-9, atol=1e-10)
+    rest, start = proc.flush()
+    assert start == 200 - lag and len(rest) == lag
+    if lag:
+        np.testing.assert_allclose(rest, full.gamma.numpy()[0, 200 - lag:], rtol=1e-9, atol=1e-10)
+    proc.reset()
+    assert proc.process_chunk(X[:10]).log_likelihood == pytest.approx(
+        hmm_posteriors(T64(pi), T64(a), T64(e[None, :10])).log_likelihood.numpy()[0], rel=1e-12)
+
+
+def test_streaming_a_neural_model():
+    rbe.manual_seed(4)
+    m = NeuralHMM(3, 2, dtype=rbe.float64)
+    x = np.random.RandomState(0).normal(size=(40, 2))
+    one = float(m.log_likelihood(T64(x[None])).detach().numpy()[0])
+    p = StreamingHMMProcessor(m)
+    for i in range(0, 40, 9):
+        r = p.process_chunk(x[i:i + 9])
+    assert r.log_likelihood == pytest.approx(one, rel=1e-9)
+
+
+def test_checkpointed_smoothing_is_exact():
+    g = gaussian_model(5, 2, seed=5)
+    X = g.sample(1000, random_state=1)[0]
+    pi, a, e = np.log(g.startprob_), np.log(g.transmat_), g._log_emissions(X)
+    full = hmm_posteriors(T64(pi), T64(a), T64(e[None])).gamma.numpy()[0]
+    for seg in (None, 1, 7, 1000):
+        got = checkpointed_smooth(pi, a, e, segment=seg)
+        np.testing.assert_allclose(got, full, rtol=1e-9, atol=1e-10)
+    # emissions computed on demand
+    got = checkpointed_smooth(pi, a, lambda s, t: g._log_emissions(X[s:t]), length=1000)
+    np.testing.assert_allclose(got, full, rtol=1e-9, atol=1e-10)
+
+
+def test_overlap_window_is_labelled_approximate_with_its_error():
+    g = gaussian_model(4, 1, seed=6)
+    g.covars_ = np.full((4, 1), 6.0)  # ambiguous emissions: the context outside a window matters
+    X = g.sample(600, random_state=2)[0]
+    pi, a, e = np.log(g.startprob_), np.log(g.transmat_), g._log_emissions(X)
+    exact = checkpointed_smooth(pi, a, e)
+    r = overlap_window_posteriors(pi, a, e, window=40, overlap=5)
+    diff = np.abs(r.posteriors - exact)
+    assert r.max_abs_error == pytest.approx(diff.max())
+    assert r.max_abs_error > 1e-6  # it is an approximation
+    wide = overlap_window_posteriors(pi, a, e, window=300, overlap=100)
+    assert wide.mean_total_variation < r.mean_total_variation
