@@ -63,3 +63,17 @@ def test_cli_front_end_dispatch(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "rbe.hmm.cli", None)
     with pytest.raises(SystemExit):
         cli.main(["hmm"])
+
+
+def test_demo_includes_the_hmm_fit(capsys):
+    import re
+
+    import rbe.cli as cli
+
+    assert cli.main(["demo", "--no-digits", "--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"log-likelihood (-?[\d.]+) \(true model (-?[\d.]+)\); decoded states right ([\d.]+)%", out)
+    assert m, out
+    fitted, true, acc = map(float, m.groups())
+    assert fitted >= true - 1.0  # EM reaches at least the generating model's likelihood
+    assert acc > 90.0

@@ -37,6 +37,14 @@ def cmd_demo(args) -> int:
     print(f"  steps: {r['steps']}, final loss (sum of squares over 2000 points): {r['loss']:.4f}")
     print(f"  result: y = {a:.6f} + {b:.6f} x + {c:.6f} x^2 + {d:.6f} x^3")
     print(f"  time: {r['seconds']:.3f} s ({1e6 * r['seconds'] / r['steps']:.1f} us per step)")
+    if not args.no_hmm:
+        from .hmm.cli import demo as hmm_demo
+
+        print()
+        print("rbe demo: a 4-state Gaussian HMM fit by batched EM on 20 sampled sequences (rbe.hmm; `rbe hmm --help` for more)")
+        h = hmm_demo(n_iter=30, progress=False)
+        print(f"  {h['iterations']} EM iterations in {h['fit_seconds']:.2f} s on {h['n_samples']} samples; log-likelihood "
+              f"{h['log_likelihood']:.2f} (true model {h['true_log_likelihood']:.2f}); decoded states right {100 * h['state_accuracy']:.1f}%")
     if args.no_digits:
         return 0
     from .demos import digits
@@ -62,6 +70,7 @@ def main(argv=None) -> int:
     d.add_argument("--epochs", type=int, default=30, help="epochs of the digits classifier")
     d.add_argument("--no-digits", action="store_true", help="skip the digits classifier")
     d.add_argument("--no-torch", action="store_true", help="do not run the torch comparison")
+    d.add_argument("--no-hmm", action="store_true", help="skip the hidden Markov model fit")
     d.set_defaults(func=cmd_demo)
     sub.add_parser("bench", help="benchmark suite against torch; `rbe bench <front-end>` for a front-end's (rbe bench --help)", add_help=False)
     commands = {}
