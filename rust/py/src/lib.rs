@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod conv;
 mod functions;
+mod pinn;
 mod structured;
 mod tensor;
 
@@ -75,6 +76,8 @@ mod _core {
     // ------------------------------------------------------------ front-ends (submodules)
     #[pymodule_export]
     use crate::structured::structured;
+    #[pymodule_export]
+    use crate::pinn::pinn;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
