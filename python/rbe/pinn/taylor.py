@@ -432,6 +432,12 @@ def _rule_silu(m, jet):
     return jet.unary(v * s, s + v * ds, ds * (2.0 + v * (1.0 - 2.0 * s)))
 
 
+def _where(c, a, b):
+    from .. import where
+
+    return where(c, a, b)
+
+
 def _rule_softplus(m, jet):
     from ..nn import functional as F
 
@@ -439,8 +445,8 @@ def _rule_softplus(m, jet):
     b = float(m.beta)
     lin = (v * b) > float(m.threshold)
     s = (v * b).sigmoid()
-    f1 = _core.where_fn(lin, v * 0.0 + 1.0, s)
-    f2 = _core.where_fn(lin, v * 0.0, b * s * (1.0 - s))
+    f1 = _where(lin, v * 0.0 + 1.0, s)
+    f2 = _where(lin, v * 0.0, b * s * (1.0 - s))
     return jet.unary(F.softplus(v, m.beta, m.threshold), f1, f2)
 
 
