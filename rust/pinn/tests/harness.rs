@@ -329,6 +329,7 @@ fn taylor_fns(map: &InputMap, mode: Second, given: bool, with_second: bool) -> F
     (Box::new(fused), Box::new(composite))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn taylor_inputs(
     n: usize,
     i: usize,
