@@ -34,3 +34,32 @@ def test_errors_map_to_python_exceptions():
     w = rbe.ones(3, requires_grad=True)
     with pytest.raises(RuntimeError, match="leaf Variable"):
         w.add_(1.0)
+
+
+def test_cli_front_end_dispatch(monkeypatch, tmp_path):
+    """`rbe <name> ...` and `rbe bench <name> ...` call rbe.<name>.cli / .bench main(argv)."""
+    import sys
+    import types
+
+    import rbe.cli as cli
+
+    calls = []
+    pkg = types.ModuleType("rbe.hmm")
+    pkg.__path__ = []  # a package, so find_spec looks for its submodules in sys.modules
+    mod_cli = types.ModuleType("rbe.hmm.cli")
+    mod_cli.__spec__ = types.SimpleNamespace(name="rbe.hmm.cli")
+    mod_cli.main = lambda argv: calls.append(("cli", list(argv))) or 3
+    mod_bench = types.ModuleType("rbe.hmm.bench")
+    mod_bench.__spec__ = types.SimpleNamespace(name="rbe.hmm.bench")
+    mod_bench.main = lambda argv: calls.append(("bench", list(argv))) or 4
+    if "rbe.hmm" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "rbe.hmm", pkg)
+    monkeypatch.setitem(sys.modules, "rbe.hmm.cli", mod_cli)
+    monkeypatch.setitem(sys.modules, "rbe.hmm.bench", mod_bench)
+    assert cli.main(["hmm", "--x", "1"]) == 3
+    assert cli.main(["bench", "hmm", "--quick"]) == 4
+    assert calls == [("cli", ["--x", "1"]), ("bench", ["--quick"])]
+    # a front-end that is not there is not a command
+    monkeypatch.setitem(sys.modules, "rbe.hmm.cli", None)
+    with pytest.raises(SystemExit):
+        cli.main(["hmm"])

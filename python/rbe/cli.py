@@ -1,8 +1,27 @@
-"""The ``rbe`` console script: ``rbe demo``."""
+"""The ``rbe`` console script: ``rbe demo``, ``rbe bench`` and one command per front-end.
+
+A front-end ``rbe.<name>`` (``FRONTENDS``) that has a module ``rbe.<name>.cli`` with
+``main(argv) -> int`` gets the command ``rbe <name> ...``; one with ``rbe.<name>.bench``
+(``main(argv) -> int``) gets ``rbe bench <name> ...``. Both are imported only when used.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
+
+FRONTENDS = ("hmm", "pinn", "iclv")
+
+
+def _frontend_module(name: str, part: str):
+    """``rbe.<name>.<part>`` if that front-end ships it, else None (found without importing it)."""
+    try:
+        if importlib.util.find_spec(f"rbe.{name}.{part}") is None:
+            return None
+    except ModuleNotFoundError:
+        return None
+    return f"rbe.{name}.{part}"
 
 
 def demo_polyfit(steps: int = 2000, lr: float = 1e-6) -> dict:
@@ -44,8 +63,21 @@ def main(argv=None) -> int:
     d.add_argument("--no-digits", action="store_true", help="skip the digits classifier")
     d.add_argument("--no-torch", action="store_true", help="do not run the torch comparison")
     d.set_defaults(func=cmd_demo)
-    sub.add_parser("bench", help="benchmark suite against torch (rbe bench --help for its options)", add_help=False)
+    sub.add_parser("bench", help="benchmark suite against torch; `rbe bench <front-end>` for a front-end's (rbe bench --help)", add_help=False)
+    commands = {}
+    for name in FRONTENDS:
+        mod = _frontend_module(name, "cli")
+        if mod is not None:
+            commands[name] = mod
+            sub.add_parser(name, help=f"the {name} front-end (rbe {name} --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] and argv[0] in commands:
+        return importlib.import_module(commands[argv[0]]).main(argv[1:])
+    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in FRONTENDS:
+        mod = _frontend_module(argv[1], "bench")
+        if mod is None:
+            p.error(f"the {argv[1]} front-end has no benchmark")
+        return importlib.import_module(mod).main(argv[2:])
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main
 

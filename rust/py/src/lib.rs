@@ -76,6 +76,7 @@ mod _core {
     // ------------------------------------------------------------ front-ends (submodules)
     #[pymodule_export]
     use crate::structured::structured;
+
     #[pymodule_export]
     use crate::pinn::pinn;
 
