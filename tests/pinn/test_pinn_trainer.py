@@ -355,3 +355,24 @@ def test_trainer_argument_errors():
         _small(batch_size=0)
     with pytest.raises(ValueError, match="adam_steps"):
         _small(adam_steps=-1)
+
+
+# ---------------------------------------------------------------- the CLI
+def test_cli_quick_run_through_rbe_dispatch(tmp_path, capsys):
+    import json
+
+    from rbe.cli import main as rbe_main
+
+    rc = rbe_main(["pinn", "poisson1d", "--quick", "--no-progress", "--seed", "2", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "relative L2 error" in out and "time:" in out
+    s = json.loads((tmp_path / "poisson1d_seed2.json").read_text())
+    assert s["problem"] == "poisson1d" and s["seed"] == 2 and math.isfinite(s["error"]) and s["steps_adam"] == 60
+    assert (tmp_path / "poisson1d_seed2_solution.png").stat().st_size > 10000
+    from rbe.pinn.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["poisson4d"])
+    assert main(["poisson1d", "--quick", "--no-figures", "--no-progress", "--scheduler", "cosine", "--gamma", "0.5",
+                 "--out", str(tmp_path)]) == 2
