@@ -376,3 +376,14 @@ def test_cli_quick_run_through_rbe_dispatch(tmp_path, capsys):
         main(["poisson4d"])
     assert main(["poisson1d", "--quick", "--no-figures", "--no-progress", "--scheduler", "cosine", "--gamma", "0.5",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_bench_implementations_agree():
+    from rbe.pinn import bench
+
+    rows = bench.run(dims=(2, 3), n=40, threads=(1,), repeats=1, with_torch=True, with_jax=False)
+    assert [r["d"] for r in rows] == [2, 3]
+    for r in rows:
+        assert r["max rel. loss difference"] < 1e-10
+        assert all(r[k] > 0 for k in ("rbe taylor", "rbe nested", "torch nested"))
+    assert "| 2 | 40 | 1 |" in bench.table(rows)
