@@ -11,10 +11,13 @@ every parameter. Implementations:
 - ``jax hessian`` / ``jax jvp-grad``: ``jax.jit`` of ``vmap`` of the trace of
   ``jax.hessian``, or of ``jvp`` of ``grad`` along each axis, then ``jax.grad``.
 
-Each is timed as the median of ``--repeats`` runs after warm-up, at 1 and 2
-threads (rbe and torch by their thread settings; jax in a subprocess pinned
-to that many CPUs, ``os.sched_setaffinity``). Ratios are against
-``rbe taylor`` measured in the same run.
+Each thread count runs in a fresh interpreter pinned to that many CPUs
+(``os.sched_setaffinity``; rbe and torch also get that thread count, jax
+runs single-threaded Eigen at 1). There the implementations take turns,
+``--repeats`` rounds after two warm-up rounds, and each gets the median of
+its times; so a change of the (shared) machine's load hits them alike. The
+ratios are against ``rbe taylor`` in the same rounds, and the run checks
+that every implementation computes the same loss.
 """
 from __future__ import annotations
 
@@ -40,17 +43,6 @@ def _params_np(d: int, seed: int) -> List[np.ndarray]:
 
 def _points(d: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed + 1).random((n, d))
-
-
-def _time(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 # ------------------------------------------------------------------ rbe
@@ -156,68 +148,79 @@ def jax_steps(d: int, n: int, seed: int = 0):
     return out
 
 
-def _jax_worker(d: int, n: int, threads: int, repeats: int) -> Dict[str, float]:
-    """Run in a subprocess pinned to ``threads`` CPUs; prints JSON."""
-    cpus = sorted(os.sched_getaffinity(0))[:threads]
-    os.sched_setaffinity(0, cpus)
-    res = {}
-    for name, step in jax_steps(d, n).items():
-        res[name] = _time(step, repeats)
-        res[name + " loss"] = step()[0]
-    return res
+def _interleaved(steps: Dict[str, object], repeats: int, warmup: int = 2) -> Dict[str, float]:
+    """Median time of each step, the steps taking turns (so a change of the
+    machine's load during the run hits them alike)."""
+    for _ in range(warmup):
+        for f in steps.values():
+            f()
+    ts: Dict[str, list] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, f in steps.items():
+            t = time.perf_counter()
+            f()
+            ts[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in ts.items()}
 
 
-def _run_jax(d: int, n: int, threads: int, repeats: int) -> Optional[Dict[str, float]]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}").strip()
-    code = ("import json, sys; from rbe.pinn.bench import _jax_worker; "
-            f"print('JSON' + json.dumps(_jax_worker({d}, {n}, {threads}, {repeats})))")
-    try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
-    except subprocess.TimeoutExpired:
-        return None
-    for line in p.stdout.splitlines():
-        if line.startswith("JSON"):
-            return json.loads(line[4:])
-    sys.stderr.write(f"jax run failed: {p.stderr[-2000:]}\n")
-    return None
+def measure(dims, n: int, threads: int, repeats: int, with_torch: bool, with_jax: bool) -> List[dict]:
+    """The rows of one thread count, in this process (call it in a fresh one:
+    jax and torch size their pools at first use)."""
+    import rbe
+
+    rbe.set_num_threads(threads)
+    if with_torch:
+        import torch
+
+        torch.set_num_threads(threads)
+    rows = []
+    for d in dims:
+        steps: Dict[str, object] = {"rbe taylor": rbe_step(d, n, "taylor"), "rbe nested": rbe_step(d, n, "autograd")}
+        if with_torch:
+            steps["torch nested"] = torch_step(d, n)
+        if with_jax:
+            steps.update(jax_steps(d, n))
+        row: Dict[str, object] = {"d": d, "n": n, "threads": threads}
+        row.update(_interleaved(steps, repeats))
+        losses = {k: f()[0] for k, f in steps.items()}
+        ref = losses["rbe taylor"]
+        row["max rel. loss difference"] = max(abs(v - ref) / abs(ref) for v in losses.values())
+        rows.append(row)
+    return rows
+
+
+def _worker(dims, n: int, threads: int, repeats: int, with_torch: bool, with_jax: bool) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > threads:
+        os.sched_setaffinity(0, cpus[:threads])
+    print("JSON" + json.dumps(measure(dims, n, threads, repeats, with_torch, with_jax)), flush=True)
+
+
+def run(dims=(2, 3), n: int = 1500, threads=(1, 2), repeats: int = 7, with_torch: bool = True, with_jax: bool = True,
+        subprocess_per_thread_count: bool = True) -> List[dict]:
+    """Every row: each thread count in a fresh interpreter pinned to that many CPUs."""
+    rows: List[dict] = []
+    for t in threads:
+        if not subprocess_per_thread_count:
+            rows += measure(dims, n, t, repeats, with_torch, with_jax)
+            continue
+        env = dict(os.environ)
+        if t == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+        code = ("from rbe.pinn.bench import _worker; "
+                f"_worker({list(dims)!r}, {n}, {t}, {repeats}, {with_torch}, {with_jax})")
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800)
+        got = [ln for ln in p.stdout.splitlines() if ln.startswith("JSON")]
+        if p.returncode != 0 or not got:
+            raise RuntimeError(f"rbe bench pinn: the run at {t} thread(s) failed: {p.stderr[-3000:]}")
+        rows += json.loads(got[-1][4:])
+    return rows
 
 
 def _have(mod: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(mod) is not None
-
-
-def run(dims=(2, 3), n: int = 1500, threads=(1, 2), repeats: int = 7, with_torch: bool = True, with_jax: bool = True) -> List[dict]:
-    import rbe
-
-    rows = []
-    for t in threads:
-        rbe.set_num_threads(t)
-        if with_torch:
-            import torch
-
-            torch.set_num_threads(t)
-        for d in dims:
-            row: Dict[str, object] = {"d": d, "n": n, "threads": t}
-            steps = {"rbe taylor": rbe_step(d, n, "taylor"), "rbe nested": rbe_step(d, n, "autograd")}
-            if with_torch:
-                steps["torch nested"] = torch_step(d, n)
-            losses = {}
-            for name, step in steps.items():
-                row[name] = _time(step, repeats)
-                losses[name] = step()[0]
-            if with_jax:
-                j = _run_jax(d, n, t, repeats)
-                if j is not None:
-                    for name in ("jax hessian", "jax jvp-grad"):
-                        row[name] = j[name]
-                        losses[name] = j[name + " loss"]
-            ref = losses["rbe taylor"]
-            row["max rel. loss difference"] = max(abs(v - ref) / abs(ref) for v in losses.values())
-            rows.append(row)
-    return rows
 
 
 IMPLS = ("rbe taylor", "rbe nested", "torch nested", "jax hessian", "jax jvp-grad")

@@ -24,10 +24,10 @@ from .problems import PROBLEMS
 #: Per-problem defaults (the accuracy runs of the README use them).
 DEFAULTS = {
     "poisson1d": dict(n_interior=1000, n_boundary=2, adam_steps=1000, lbfgs_steps=40),
-    "poisson2d": dict(n_interior=2000, n_boundary=400, adam_steps=2000, lbfgs_steps=100),
-    "poisson3d": dict(n_interior=3000, n_boundary=1200, adam_steps=3000, lbfgs_steps=100),
-    "helmholtz2d": dict(n_interior=4000, n_boundary=800, adam_steps=3000, lbfgs_steps=150),
-    "diffusion1d": dict(n_interior=4000, n_boundary=400, n_initial=600, adam_steps=3000, lbfgs_steps=150),
+    "poisson2d": dict(n_interior=2000, n_boundary=400, adam_steps=2000, lbfgs_steps=60),
+    "poisson3d": dict(n_interior=3000, n_boundary=1200, adam_steps=3000, lbfgs_steps=60),
+    "helmholtz2d": dict(n_interior=3000, n_boundary=400, adam_steps=3000, lbfgs_steps=60),
+    "diffusion1d": dict(n_interior=3000, n_boundary=400, n_initial=200, adam_steps=3000, lbfgs_steps=60),
 }
 #: ``--quick``: seconds, for smoke runs.
 QUICK = dict(n_interior=256, n_boundary=64, n_initial=64, adam_steps=60, lbfgs_steps=2, lbfgs_max_iter=20)
