@@ -387,3 +387,12 @@ def test_bench_implementations_agree():
         assert r["max rel. loss difference"] < 1e-10
         assert all(r[k] > 0 for k in ("rbe taylor", "rbe nested", "torch nested"))
     assert "| 2 | 40 | 1 |" in bench.table(rows)
+
+
+def test_float32_model_and_mlp_train():
+    net = pinn.MLP([1, 16, 1], box=([-1.0], [1.0]), dtype=rbe.float32)
+    tr = pinn.Trainer("poisson1d", net, n_interior=64, n_boundary=4, adam_steps=50, lbfgs_steps=0)
+    assert tr.dtype == rbe.float32
+    res = tr.train()
+    h = tr.history["loss"]
+    assert res.stopped == "done" and np.isfinite(h).all() and h[-1] < h[0]

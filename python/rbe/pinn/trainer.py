@@ -284,7 +284,10 @@ class Trainer:
             raise ValueError(f"Trainer: batch_size must be >= 1 or None, got {batch_size}")
         if patience is not None and int(patience) < 0:
             raise ValueError(f"Trainer: patience must be >= 0 or None, got {patience}")
-        self.dtype = dtype if dtype is not None else _core.float64
+        if dtype is None:  # the model's, else float64
+            mp = list(model.parameters()) if model is not None else []
+            dtype = mp[0].dtype if mp else _core.float64
+        self.dtype = dtype
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         if model is None:
