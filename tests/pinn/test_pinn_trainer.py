@@ -396,3 +396,26 @@ def test_float32_model_and_mlp_train():
     res = tr.train()
     h = tr.history["loss"]
     assert res.stopped == "done" and np.isfinite(h).all() and h[-1] < h[0]
+
+
+def test_lbfgs_strong_wolfe_the_trainer_uses_solves_rosenbrock():
+    from scipy.optimize import minimize, rosen
+
+    x = rbe.nn.Parameter(t64([-1.2, 1.0]))
+    opt = rbe.optim.LBFGS([x], lr=1.0, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-15,
+                          line_search_fn="strong_wolfe")
+
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        f = 100.0 * (x[1] - x[0] * x[0]) ** 2 + (1.0 - x[0]) ** 2
+        f.backward()
+        return f
+
+    opt.step(closure)
+    ref = minimize(rosen, [-1.2, 1.0], method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15})
+    np.testing.assert_allclose(x.detach().numpy(), [1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(ref.x, [1.0, 1.0], atol=1e-4)
+    assert len(calls) < 300  # the line search converges, it does not crawl
