@@ -31,7 +31,7 @@
 // coefficients (generated with mpmath at 60 significant digits)
 // ---------------------------------------------------------------------------
 
-const ERF_TAYLOR: [f64; 18] = [
+pub(crate) const ERF_TAYLOR: [f64; 18] = [
     FRAC_2_SQRT_PI,
     -0.37612638903183754,
     0.11283791670955126,
@@ -51,7 +51,7 @@ const ERF_TAYLOR: [f64; 18] = [
     1.6342614095367152e-15,
     -9.063970842808673e-17,
 ];
-const ERFCX_CHEB: [f64; 29] = [
+pub(crate) const ERFCX_CHEB: [f64; 29] = [
     0.40802446954913146,
     0.37635823567636745,
     0.14758035457222363,

@@ -167,6 +167,31 @@ fn kernel(f: Fun, x: &Tensor) -> Result<Tensor> {
             d => Err(dtype_err!("exp: expected a floating point tensor (float32 or float64), got {}", d.name())),
         };
     }
+    if matches!(f, Fun::Log | Fun::Log1p | Fun::Expm1) && x.dtype() == DType::F64 {
+        let xc = x.contiguous();
+        let k: SliceKernel<f64> = match f {
+            Fun::Log => crate::simd::log_slice_f64,
+            Fun::Log1p => crate::simd::log1p_slice_f64,
+            _ => crate::simd::expm1_slice_f64,
+        };
+        return FreshTensor::<f64>::build(x.shape(), |o| par_chunks(xc.data::<f64>(), o, k));
+    }
+    if matches!(f, Fun::Erf | Fun::Erfc | Fun::Ndtr | Fun::LogNdtr | Fun::NdtrRatio) {
+        use crate::simd::*;
+        let xc = x.contiguous();
+        let (k64, k32): (SliceKernel<f64>, SliceKernel<f32>) = match f {
+            Fun::Erf => (erf_slice_f64, erf_slice_f32),
+            Fun::Erfc => (erfc_slice_f64, erfc_slice_f32),
+            Fun::Ndtr => (ndtr_slice_f64, ndtr_slice_f32),
+            Fun::LogNdtr => (log_ndtr_slice_f64, log_ndtr_slice_f32),
+            _ => (ndtr_ratio_slice_f64, ndtr_ratio_slice_f32),
+        };
+        return match x.dtype() {
+            DType::F64 => FreshTensor::<f64>::build(x.shape(), |o| par_chunks(xc.data::<f64>(), o, k64)),
+            DType::F32 => FreshTensor::<f32>::build(x.shape(), |o| par_chunks(xc.data::<f32>(), o, k32)),
+            d => Err(dtype_err!("{}: expected a floating point tensor (float32 or float64), got {}", name(f), d.name())),
+        };
+    }
     Ok(match f {
         Fun::Exp => float_map!(x, "exp", |v| v.exp()),
         Fun::Expm1 => float_map!(x, "expm1", |v| v.exp_m1()),
@@ -201,6 +226,75 @@ fn kernel(f: Fun, x: &Tensor) -> Result<Tensor> {
         Fun::Trunc => float_map!(x, "trunc", |v| v.trunc()),
         Fun::Frac => float_map!(x, "frac", |v| v.fract()),
     })
+}
+
+/// An elementwise slice kernel `k(x, out)`.
+type SliceKernel<T> = fn(&[T], &mut [T]);
+/// A fused backward slice kernel `k(x, g, out)`.
+type BackwardKernel<'a> = dyn Fn(&[f64], &[f64], &mut [f64]) + Sync + 'a;
+
+/// Elements per task of [`par_chunks`] (a fixed partition: the results do
+/// not depend on the thread count).
+const CHUNK: usize = 8192;
+
+/// `k(x, out)` over fixed chunks of the slices, on the pool when they are
+/// large (an elementwise kernel costing tens of flops per element).
+fn par_chunks<T: Elem>(x: &[T], out: &mut [T], k: SliceKernel<T>) {
+    let n = x.len().min(out.len());
+    if n <= CHUNK {
+        return k(&x[..n], &mut out[..n]);
+    }
+    let optr = crate::parallel::SendPtr(out.as_mut_ptr());
+    crate::parallel::for_each_index(n.div_ceil(CHUNK), n.saturating_mul(32), |c| {
+        let lo = c * CHUNK;
+        let hi = (lo + CHUNK).min(n);
+        // SAFETY: chunk `c` writes only out[lo..hi], which lies inside `out`
+        // (hi <= n <= out.len()) and is disjoint from every other chunk's range.
+        let o = unsafe { std::slice::from_raw_parts_mut(optr.get().add(lo), hi - lo) };
+        k(&x[lo..hi], o);
+    });
+}
+
+/// `k(x, g, out)` over fixed chunks (as [`par_chunks`]), for fused backward kernels.
+fn par_chunks2(x: &[f64], g: &[f64], out: &mut [f64], k: &BackwardKernel<'_>) {
+    let n = x.len().min(out.len()).min(g.len());
+    if n <= CHUNK {
+        return k(&x[..n], &g[..n], &mut out[..n]);
+    }
+    let optr = crate::parallel::SendPtr(out.as_mut_ptr());
+    crate::parallel::for_each_index(n.div_ceil(CHUNK), n.saturating_mul(32), |c| {
+        let lo = c * CHUNK;
+        let hi = (lo + CHUNK).min(n);
+        // SAFETY: chunk `c` writes only out[lo..hi], inside `out` and disjoint from the other chunks.
+        let o = unsafe { std::slice::from_raw_parts_mut(optr.get().add(lo), hi - lo) };
+        k(&x[lo..hi], &g[lo..hi], o);
+    });
+}
+
+/// The first-order backward of erf, erfc, ndtr and log_ndtr in one vectorised
+/// pass (`g f'(x)`), when `x` and `g` are float64 of the same shape; None
+/// otherwise (the differentiable composite is used).
+fn fused_special_backward(f: Fun, x: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+    if x.dtype() != DType::F64 || g.dtype() != DType::F64 || x.shape() != g.shape() {
+        return Ok(None);
+    }
+    let (xc, gc) = (x.contiguous(), g.contiguous());
+    let (xs, gs) = (xc.data::<f64>(), gc.data::<f64>());
+    let out = match f {
+        Fun::LogNdtr => FreshTensor::<f64>::build(x.shape(), |o| par_chunks2(xs, gs, o, &crate::simd::log_ndtr_backward_f64))?,
+        Fun::Erf | Fun::Erfc | Fun::Ndtr => {
+            let (c, half) = match f {
+                Fun::Erf => (FRAC_2_SQRT_PI, false),
+                Fun::Erfc => (-FRAC_2_SQRT_PI, false),
+                _ => (INV_SQRT_2PI, true),
+            };
+            FreshTensor::<f64>::build(x.shape(), |o| {
+                par_chunks2(xs, gs, o, &|a, b, c2| crate::simd::gauss_backward_f64(a, b, c, half, c2))
+            })?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(out))
 }
 
 #[inline(always)]
@@ -305,6 +399,47 @@ fn uses(f: Fun) -> (bool, bool) {
     }
 }
 
+/// `k(x, y, r)` over fixed chunks (as [`par_chunks`]), for kernels with two outputs.
+fn par_chunks_pair(x: &[f64], y: &mut [f64], r: &mut [f64], k: fn(&[f64], &mut [f64], &mut [f64])) {
+    let n = x.len().min(y.len()).min(r.len());
+    if n <= CHUNK {
+        return k(&x[..n], &mut y[..n], &mut r[..n]);
+    }
+    let (yp, rp) = (crate::parallel::SendPtr(y.as_mut_ptr()), crate::parallel::SendPtr(r.as_mut_ptr()));
+    crate::parallel::for_each_index(n.div_ceil(CHUNK), n.saturating_mul(32), |c| {
+        let lo = c * CHUNK;
+        let hi = (lo + CHUNK).min(n);
+        // SAFETY: chunk `c` writes only y[lo..hi] and r[lo..hi], inside both
+        // slices (hi <= n <= their lengths) and disjoint from the other chunks.
+        let (yo, ro) = unsafe {
+            (std::slice::from_raw_parts_mut(yp.get().add(lo), hi - lo), std::slice::from_raw_parts_mut(rp.get().add(lo), hi - lo))
+        };
+        k(&x[lo..hi], yo, ro);
+    });
+}
+
+/// `log_ndtr` of a float64 tensor whose gradient is wanted: the forward pass
+/// also writes `phi / Phi` (from the same erfcx evaluation), kept for a
+/// first-order backward that is one product; under `create_graph` the
+/// composite derivative (any order).
+fn log_ndtr_with_ratio(x: &Tensor) -> Result<Tensor> {
+    let xc = x.contiguous();
+    let mut y = FreshTensor::<f64>::uninit(x.shape())?;
+    let mut r = FreshTensor::<f64>::uninit(x.shape())?;
+    par_chunks_pair(xc.data::<f64>(), y.as_mut_slice(), r.as_mut_slice(), crate::simd::log_ndtr_and_ratio_f64);
+    let out = y.into_tensor();
+    let ratio = r.into_tensor();
+    let sx = SavedTensor::input(x);
+    attach(&out, name(Fun::LogNdtr), &[x], true, move |ctx, g| {
+        let x = sx.get(ctx)?; // version check, as for every saved input
+        if !crate::autograd::is_grad_enabled() && g.dtype() == DType::F64 {
+            return Ok(vec![Some(mul(g, &ratio)?)]);
+        }
+        Ok(vec![Some(mul(g, &derivative(Fun::LogNdtr, &x, &Tensor::scalar(0f64))?)?)])
+    });
+    Ok(out)
+}
+
 /// Apply `f` elementwise, recording its backward.
 pub fn unary(f: Fun, x: &Tensor) -> Result<Tensor> {
     let xf = if matches!(f, Fun::Floor | Fun::Ceil | Fun::Round | Fun::Trunc) && !x.dtype().is_float() {
@@ -312,6 +447,9 @@ pub fn unary(f: Fun, x: &Tensor) -> Result<Tensor> {
     } else {
         floatify(x)?
     };
+    if f == Fun::LogNdtr && xf.dtype() == DType::F64 && needs_grad(&[&xf]) {
+        return log_ndtr_with_ratio(&xf);
+    }
     let out = kernel(f, &xf)?;
     if needs_grad(&[&xf]) {
         let (ux, uy) = uses(f);
@@ -328,6 +466,12 @@ pub fn unary(f: Fun, x: &Tensor) -> Result<Tensor> {
             };
             if f == Fun::Tanh && g.dtype() == y.dtype() {
                 return Ok(vec![Some(tanh_backward(g, &y)?)]);
+            }
+            if matches!(f, Fun::Erf | Fun::Erfc | Fun::Ndtr | Fun::LogNdtr) && !crate::autograd::is_grad_enabled() {
+                // first order: one fused pass; under create_graph the composite below
+                if let Some(gx) = fused_special_backward(f, &x, g)? {
+                    return Ok(vec![Some(gx)]);
+                }
             }
             Ok(vec![Some(mul(g, &derivative(f, &x, &y)?)?)])
         });

@@ -1,0 +1,346 @@
+"""Maximum (simulated) likelihood estimation and standard errors.
+
+Optimisers (``method=``):
+
+- ``"bfgs"`` (default): ``scipy.optimize.minimize(method="BFGS")`` with the
+  exact autodiff gradient;
+- ``"lbfgsb"``: L-BFGS-B, the only one of these that honours bounds
+  (``Parameters.add(..., lower=, upper=)``);
+- ``"trust-exact"``: a trust-region Newton method with the exact autodiff
+  Hessian at every iteration (``"trust-constr"`` when there are bounds);
+- ``"bhhh"``: Berndt-Hall-Hall-Hausman steps ``(S'S)^{-1} g`` from the
+  per-individual scores ``S``, with a backtracking line search.
+
+The objective handed to scipy is ``-LL / N`` (so tolerances do not depend on
+the sample size); everything reported is on the scale of ``LL``. A
+non-finite log-likelihood (thresholds out of order, a negative standard
+deviation) is an infeasible point: the objective is ``+inf`` and the line
+search backs off.
+
+Standard errors at the estimates (``hessian=True``), from the exact Hessian
+``H`` and the scores ``S`` (``N x K``):
+
+- classical: ``(-H)^{-1}``;
+- robust (sandwich, Huber-White, clustered by individual as Apollo's and
+  Biogeme's robust errors): ``(-H)^{-1} (S'S) (-H)^{-1}``;
+- BHHH: ``(S'S)^{-1}``.
+
+A singular or not negative definite Hessian is a :class:`HessianWarning`
+naming the parameters involved (those with weight in the offending
+eigenvectors); the classical and robust errors are then NaN.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+from .errors import EstimationError, HessianWarning, SpecificationError
+from .results import Results
+
+__all__ = ["estimate", "covariances"]
+
+METHODS = ("bfgs", "lbfgsb", "trust-exact", "trust-constr", "bhhh")
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Tracker:
+    """Keeps the best (highest finite LL) point seen and prints progress."""
+
+    def __init__(self, model, verbose: bool, stream: TextIO, every: int):
+        self.model = model
+        self.N = model.data.n_individuals
+        self.verbose = verbose
+        self.stream = stream
+        self.every = max(1, int(every))
+        self.best_x: Optional[np.ndarray] = None
+        self.best_ll = -math.inf
+        self.last_x: Optional[np.ndarray] = None
+        self.last_ll = -math.inf
+        self.last_g: Optional[np.ndarray] = None
+        self.iterations = 0
+        self.t0 = time.perf_counter()
+        self.cache: Dict[bytes, Tuple[float, np.ndarray]] = {}
+
+    def evaluate(self, x: np.ndarray) -> Tuple[float, np.ndarray]:
+        key = x.tobytes()
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        ll, g = self.model.loglik_and_gradient(x)
+        if not math.isfinite(ll) or not np.isfinite(g).all():
+            r = (math.inf, np.zeros_like(x)) if not math.isfinite(ll) else (-ll / self.N, np.nan_to_num(-g / self.N))
+        else:
+            r = (-ll / self.N, -g / self.N)
+            if ll > self.best_ll:
+                self.best_ll, self.best_x = ll, x.copy()
+        self.cache = {key: r}
+        self.last_g = g
+        return r
+
+    def fun(self, x):
+        return self.evaluate(np.asarray(x, dtype=np.float64))
+
+    def callback(self, xk, *args):
+        xk = np.asarray(getattr(xk, "x", xk), dtype=np.float64)
+        self.iterations += 1
+        f, g = self.evaluate(xk)
+        self.last_x = xk.copy()
+        self.last_ll = -f * self.N
+        if self.verbose and (self.iterations % self.every == 0 or self.iterations == 1):
+            gn = float(np.max(np.abs(g * self.N))) if g is not None else float("nan")
+            print(
+                f"  iteration {self.iterations:4d}   LL = {self.last_ll:.6f}   max|grad| = {gn:.3e}   "
+                f"{time.perf_counter() - self.t0:7.2f} s",
+                file=self.stream,
+                flush=True,
+            )
+
+
+def covariances(H: np.ndarray, S: np.ndarray, names: Sequence[str]) -> Dict[str, object]:
+    """Classical, robust and BHHH covariance matrices from the Hessian ``H``
+    of ``LL`` and the scores ``S``; warns (naming parameters) when ``H`` is
+    singular or not negative definite."""
+    K = H.shape[0]
+    out: Dict[str, object] = {"hessian_ok": True, "hessian_problem": []}
+    A = -H
+    nan = np.full((K, K), np.nan)
+    w, V = np.linalg.eigh(A)
+    scale = max(np.max(np.abs(w)), 1e-300)
+    bad = w <= 1e-10 * scale
+    if bad.any():
+        involved: List[str] = []
+        for j in np.flatnonzero(bad):
+            vec = np.abs(V[:, j])
+            for i in np.flatnonzero(vec >= 0.3 * vec.max()):
+                if names[i] not in involved:
+                    involved.append(names[i])
+        kind = "singular" if np.all(np.abs(w[bad]) <= 1e-10 * scale) else "not negative definite"
+        warnings.warn(
+            f"the Hessian of the log-likelihood is {kind} at the estimates (eigenvalues of -H: {np.array2string(w[bad], precision=3)}); "
+            f"parameters involved: {involved}. These may be unidentified (fix one of them) or the estimates are not a maximum; "
+            f"classical and robust standard errors are not available.",
+            HessianWarning,
+            stacklevel=3,
+        )
+        out["hessian_ok"] = False
+        out["hessian_problem"] = involved
+        cov = nan
+        robust = nan
+    else:
+        cov = (V / w) @ V.T
+        B = S.T @ S
+        robust = cov @ B @ cov
+    B = S.T @ S
+    try:
+        bhhh = np.linalg.inv(B)
+        if not np.isfinite(bhhh).all():
+            raise np.linalg.LinAlgError
+    except np.linalg.LinAlgError:
+        bhhh = nan
+    out.update(cov=cov, robust_cov=robust, bhhh_cov=bhhh)
+    return out
+
+
+def estimate(
+    model,
+    method: str = "bfgs",
+    start=None,
+    maxiter: int = 1000,
+    gtol: float = 1e-6,
+    hessian: bool = True,
+    verbose: bool = True,
+    print_every: int = 1,
+    stream: Optional[TextIO] = None,
+    check_unused: bool = True,
+    restarts: int = 5,
+) -> Results:
+    """Estimate ``model`` by maximum (simulated) likelihood; see the module docs.
+
+    ``gtol`` is the tolerance on the gradient of ``LL / N`` (for ``"bhhh"``
+    on ``g' (S'S)^{-1} g``, about twice the distance of LL to its maximum). ``verbose`` prints a progress line per
+    iteration (every ``print_every``). Returns :class:`Results`; a run that
+    stops early (iteration limit, line-search failure, an exception in the
+    model function, Ctrl-C) keeps the best iterate and says why in
+    ``results.message`` (``results.converged`` is False, with a
+    ``ConvergenceWarning``). ``restarts``: how many times BFGS / L-BFGS-B is
+    restarted from the best point with a fresh quasi-Newton matrix after a
+    failed line search away from the optimum.
+    """
+    import scipy.optimize as so
+
+    if method not in METHODS:
+        raise SpecificationError(f"estimate: unknown method {method!r}; methods: {list(METHODS)}")
+    params = model.params
+    if params.has_bounds and method in ("bfgs", "trust-exact", "bhhh"):
+        raise SpecificationError(
+            f"estimate: method {method!r} cannot honour the bounds of {[n for n, b in zip(params.free_names, params.bounds()) if b != (None, None)]}; "
+            "use method='lbfgsb' or 'trust-constr'"
+        )
+    stream = sys.stdout if stream is None else stream
+    x0 = model._vector(start)
+    names = model.free_names
+    N = model.data.n_individuals
+    t0 = time.perf_counter()
+    ll0, g0 = model.loglik_and_gradient(x0)
+    if not math.isfinite(ll0):
+        comps = model.component_loglik(x0)
+        badc = [k for k, v in comps.items() if not math.isfinite(v)]
+        raise EstimationError(
+            f"the log-likelihood is not finite at the start values (components {badc}: thresholds out of order, a non-positive "
+            f"standard deviation or an impossible outcome); change the start values"
+        )
+    if not np.isfinite(g0).all():
+        raise EstimationError(f"the gradient is not finite at the start values (parameters {[n for n, v in zip(names, g0) if not np.isfinite(v)]})")
+    unused = model.check_unused(x0) if check_unused else []
+    tr = _Tracker(model, verbose, stream, print_every)
+    tr.best_x, tr.best_ll = x0.copy(), ll0
+    if verbose:
+        print(f"Estimating {model.name!r} ({len(names)} free parameters, {N} individuals, {model.data.n_rows} rows"
+              + (f", {model.draws.n_draws} {model.draws_spec.kind} draws" if model.draws is not None else "")
+              + f") with {method}", file=stream)
+        print(f"  start          LL = {ll0:.6f}", file=stream, flush=True)
+    message, converged, nit = "", False, 0
+    x_hat = x0
+    try:
+        if method == "bhhh":
+            x_hat, converged, message, nit = _bhhh(model, x0, maxiter, gtol, tr)
+        else:
+            kw: Dict[str, object] = dict(jac=True, callback=tr.callback)
+            if method == "bfgs":
+                kw.update(method="BFGS", options=dict(gtol=gtol, maxiter=maxiter))
+            elif method == "lbfgsb":
+                kw.update(method="L-BFGS-B", bounds=params.bounds(), options=dict(gtol=gtol, maxiter=maxiter, ftol=1e-15, maxcor=30))
+            elif method == "trust-exact" and not params.has_bounds:
+                kw.update(method="trust-exact", hess=lambda x: -model.hessian(x) / N, options=dict(gtol=gtol, maxiter=maxiter))
+            else:
+                kw.update(method="trust-constr", hess=lambda x: -model.hessian(x) / N, options=dict(gtol=gtol, maxiter=maxiter))
+                if params.has_bounds:
+                    b = params.bounds()
+                    kw["bounds"] = so.Bounds([-np.inf if l is None else l for l, _ in b], [np.inf if h is None else h for _, h in b])
+            xs = x0
+            nit = 0
+            for attempt in range(1 + restarts):
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=RuntimeWarning)
+                    res = so.minimize(tr.fun, xs, **kw)
+                nit += int(getattr(res, "nit", 0))
+                x_hat = np.asarray(res.x, dtype=np.float64)
+                converged = bool(res.success)
+                message = str(res.message)
+                ll_hat = model.loglik(x_hat)
+                if not math.isfinite(ll_hat) or ll_hat < tr.best_ll - 1e-9 * abs(tr.best_ll):
+                    x_hat = tr.best_x
+                if converged or nit >= maxiter or method not in ("bfgs", "lbfgsb"):
+                    break
+                # a failed line search far from the optimum (the quasi-Newton matrix lost its
+                # positive definiteness where the log-likelihood is not concave): restart from
+                # the best point with a fresh matrix, as Apollo's and Biogeme's BFGS users do by hand
+                gmax = float(np.max(np.abs(model.gradient(x_hat)))) / N
+                if gmax <= 10 * gtol:
+                    break
+                if verbose:
+                    print(f"  restarting {method} from the best point (the line search failed: {message})", file=stream, flush=True)
+                xs = x_hat
+                kw["options"] = dict(kw["options"], maxiter=max(1, maxiter - nit))
+            if restarts and attempt > 0:
+                message += f" (after {attempt} restart{'s' if attempt > 1 else ''})"
+            if not converged and method != "bhhh":
+                gmax = float(np.max(np.abs(model.gradient(x_hat)))) / N
+                if gmax <= 10 * gtol:
+                    # scipy's line search gives up on precision loss at the optimum: the gradient says we are there
+                    converged = True
+                    message += f" (gradient of LL/N at the estimates {gmax:.2e} <= 10 gtol: accepted)"
+    except KeyboardInterrupt:
+        message = "interrupted (Ctrl-C); the estimates are the best iterate so far"
+        x_hat = tr.best_x
+        nit = tr.iterations
+    except Exception as e:  # the model function raised during estimation
+        message = f"stopped: the model raised {type(e).__name__}: {e}; the estimates are the best iterate so far"
+        x_hat = tr.best_x
+        nit = tr.iterations
+        converged = False
+    t_est = time.perf_counter() - t0
+    if not converged:
+        from .errors import ConvergenceWarning
+
+        warnings.warn(f"estimation of {model.name!r} did not converge: {message}", ConvergenceWarning, stacklevel=2)
+    t1 = time.perf_counter()
+    cov = None
+    H = S = None
+    try:
+        ll_hat, g_hat = model.loglik_and_gradient(x_hat)
+        if hessian:
+            _, g_hat, H, S = model.hessian_and_scores(x_hat)
+            cov = covariances(H, S, names)
+    except Exception as e:  # the model fails at the estimates too: report what we have
+        ll_hat, g_hat = tr.best_ll, np.full(len(x_hat), np.nan)
+        message += f"; no standard errors ({type(e).__name__} at the estimates)"
+    t_hess = time.perf_counter() - t1
+    ll_zero = None
+    try:
+        z = model.loglik(np.zeros_like(x_hat))
+        ll_zero = z if math.isfinite(z) else None
+    except Exception:
+        ll_zero = None
+    comp_ll = {}
+    try:
+        comp_ll = model.component_loglik(x_hat)
+    except Exception:
+        pass
+    if verbose:
+        print(f"  final          LL = {ll_hat:.6f}   ({nit} iterations, {t_est:.2f} s; Hessian and scores {t_hess:.2f} s)", file=stream, flush=True)
+    return Results.from_estimation(
+        model=model,
+        x=x_hat,
+        method=method,
+        ll_start=ll0,
+        ll_final=ll_hat,
+        ll_zero=ll_zero,
+        gradient=g_hat,
+        hessian=H,
+        scores=S,
+        cov=cov,
+        iterations=nit,
+        converged=converged,
+        message=message,
+        time_estimation=t_est,
+        time_hessian=t_hess,
+        component_ll=comp_ll,
+        unused=unused,
+    )
+
+
+def _bhhh(model, x0, maxiter, gtol, tr) -> Tuple[np.ndarray, bool, str, int]:
+    N = model.data.n_individuals
+    x = x0.copy()
+    for it in range(1, maxiter + 1):
+        ll, g, _, S = model.hessian_and_scores(x)
+        B = S.T @ S
+        try:
+            d = np.linalg.solve(B, g)
+        except np.linalg.LinAlgError:
+            return x, False, "BHHH: the outer product of the scores is singular (an unidentified parameter?)", it - 1
+        crit = float(g @ d)  # about twice the distance to the maximum of LL
+        if crit <= gtol:
+            return x, True, f"BHHH converged: g'(S'S)^-1 g = {crit:.3e} <= {gtol}", it - 1
+        step, accepted = 1.0, False
+        for _ in range(40):
+            y = x + step * d
+            lly = model.loglik(y)
+            if math.isfinite(lly) and lly >= ll + 1e-4 * step * float(g @ d):
+                accepted = True
+                break
+            step *= 0.5
+        if not accepted:
+            return x, False, "BHHH: the line search found no increase along the BHHH direction", it - 1
+        x = y
+        tr.callback(x)
+    return x, False, f"BHHH: iteration limit ({maxiter}) reached", maxiter

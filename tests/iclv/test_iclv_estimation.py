@@ -1,0 +1,192 @@
+"""Estimation with rbe.iclv: autodiff gradient and Hessian against finite
+differences, scores summing to the gradient, classical and robust
+covariances where they must agree and where they must differ, parameter
+recovery on simulated data, every optimiser, results (summary, to_pandas,
+save/load), warnings and failures that keep the last iterate."""
+import io
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rbe
+import rbe.iclv as iclv
+from rbe.errors import ConvergenceWarning
+from rbe.iclv.simulate import drug_choice_study, origin_study
+
+
+@pytest.fixture(scope="module")
+def small_origin():
+    return origin_study(n_individuals=60, n_tasks=4, n_draws=8, seed=3, n_indicators_per_lv=2)
+
+
+def test_gradient_and_hessian_against_finite_differences(small_origin):
+    m = small_origin.model()
+    x = np.array([small_origin.truth[n] for n in m.free_names])
+    ll, g, H, S = m.hessian_and_scores(x)
+    h = 1e-6
+    fd = np.array([(m.loglik(x + h * e) - m.loglik(x - h * e)) / (2 * h) for e in np.eye(len(x))])
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)
+    Hf = np.array([(m.gradient(x + 1e-5 * e) - m.gradient(x - 1e-5 * e)) / 2e-5 for e in np.eye(len(x))])
+    np.testing.assert_allclose(H, Hf, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(H, H.T, atol=1e-9)
+    # scores: per-individual gradients, whose sum is the gradient
+    np.testing.assert_allclose(S.sum(0), g, rtol=1e-10, atol=1e-10)
+    # and each score row is the gradient of that individual's log-likelihood
+    n = 7
+    fdn = np.array([(m.loglik_per_individual(x + h * e)[n] - m.loglik_per_individual(x - h * e)[n]) / (2 * h) for e in np.eye(len(x))])
+    np.testing.assert_allclose(S[n], fdn, rtol=1e-5, atol=1e-6)
+
+
+def _logit_data(N, T, hetero, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=N * T)
+    z = np.repeat(rng.normal(size=N), T)
+    ids = np.repeat(np.arange(N), T)
+    y = (0.5 - 1.0 * x + rng.logistic(size=N * T) > 0).astype(int)
+    # a continuous outcome whose error sd depends on z (misspecified as homoskedastic)
+    sd = np.exp(0.8 * z) if hetero else np.ones_like(z)
+    w = np.repeat(rng.normal(size=N), T) * 0 + 1.0 + 2.0 * z + sd * np.repeat(rng.normal(size=N), T)
+    return pd.DataFrame({"ID": ids, "x": x, "y": y, "z": z, "w": w})
+
+
+def _regression_model(df):
+    d = iclv.Database(df)
+    params = iclv.Parameters({"a": 0.0, "b": 0.0, "c": 0.0, "s": 1.0})
+
+    def ll(p, d, dr):
+        return {"w": iclv.normal_density(d, "w", p.a + p.b * d.ind("z"), p.s), "y": d.panel_sum(iclv.binary_logit(d, "y", p.c + 0 * d.row("x")))}
+
+    return iclv.Model(ll, d, params)
+
+
+def test_robust_and_classical_agree_when_correct_and_differ_when_misspecified():
+    ok = _regression_model(_logit_data(3000, 1, hetero=False, seed=1)).estimate(verbose=False)
+    ratio = ok.robust_se / ok.se
+    assert np.all(np.abs(ratio - 1) < 0.12), ratio
+    bad = _regression_model(_logit_data(3000, 1, hetero=True, seed=1)).estimate(verbose=False)
+    r = bad.robust_se / bad.se
+    i = bad.names.index("b")
+    assert r[i] > 1.4, r  # heteroskedastic errors: the sandwich is much wider for the slope
+    # BHHH, classical and robust all agree under correct specification
+    assert np.all(np.abs(ok.bhhh_se / ok.se - 1) < 0.12)
+
+
+@pytest.mark.parametrize("method", ["bfgs", "lbfgsb", "trust-exact", "bhhh"])
+def test_every_optimiser_reaches_the_same_optimum(method):
+    df = _logit_data(400, 3, hetero=False, seed=2)
+    ref = _regression_model(df).estimate(verbose=False)
+    r = _regression_model(df).estimate(method=method, verbose=False)
+    assert r.converged, r.message
+    assert abs(r.ll_final - ref.ll_final) < 1e-6
+    np.testing.assert_allclose(r.estimates, ref.estimates, atol=2e-4)
+
+
+def test_bounds_need_lbfgsb_and_are_honoured():
+    df = _logit_data(300, 2, hetero=False, seed=3)
+    m = _regression_model(df)
+    m.params._bounds["b"] = (None, 1.5)  # the unconstrained optimum is b = 2
+    with pytest.raises(iclv.SpecificationError, match="cannot honour the bounds of \\['b'\\]"):
+        m.estimate(verbose=False)
+    r = m.estimate(method="lbfgsb", verbose=False)
+    assert abs(r["b"] - 1.5) < 1e-8
+
+
+def test_recovery_on_simulated_iclv():
+    s = drug_choice_study(n_individuals=300, n_tasks=6, n_draws=40, seed=5)
+    buf = io.StringIO()
+    r = s.model().estimate(verbose=True, stream=buf, print_every=10)
+    assert r.converged, r.message
+    assert "iteration" in buf.getvalue() and "final" in buf.getvalue()
+    truth = np.array([s.truth[n] for n in r.names])
+    z = (r.estimates - truth) / r.robust_se
+    assert np.isfinite(z).all()
+    assert np.mean(np.abs(z) < 2) >= 0.8, dict(zip(r.names, np.round(z, 2)))
+
+
+def test_results_summary_pandas_save_load(tmp_path):
+    df = _logit_data(200, 2, hetero=False, seed=4)
+    m = _regression_model(df)
+    m.params.fix("s", value=1.0)
+    r = m.estimate(verbose=False)
+    s = r.summary()
+    for token in ("LL(start)", "LL(final, whole model)", "AIC", "BIC", "Rob.s.e.", "t.rat.(0)", "(fixed)", "Successful convergence"):
+        assert token in s, token
+    tab = r.to_pandas()
+    assert list(tab.index) == ["a", "b", "c", "s"] and bool(tab.loc["s", "fixed"])
+    assert np.isnan(tab.loc["s", "se"]) and tab.loc["b", "robust_se"] > 0
+    np.testing.assert_allclose(tab["t"], tab["estimate"] / tab["se"])
+    assert r.n_parameters == 3
+    assert abs(r.aic - (-2 * r.ll_final + 6)) < 1e-9 and abs(r.bic - (-2 * r.ll_final + 3 * math.log(200))) < 1e-9
+    p = tmp_path / "res.json"
+    r.save(p)
+    r2 = iclv.Results.load(p)
+    assert r2.summary() == s
+    np.testing.assert_array_equal(r2.robust_cov, r.robust_cov)
+    (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
+    with pytest.raises(iclv.DataError, match="not a results file"):
+        iclv.Results.load(tmp_path / "bad.json")
+
+
+def test_singular_hessian_warns_naming_parameters():
+    df = _logit_data(200, 2, hetero=False, seed=5)
+    d = iclv.Database(df)
+    params = iclv.Parameters({"a1": 0.0, "a2": 0.0, "b": 0.0})
+
+    def ll(p, d, dr):  # a1 and a2 enter only as a sum: not identified
+        return d.panel_sum(iclv.binary_logit(d, "y", p.a1 + p.a2 + p.b * d.row("x")))
+
+    with pytest.warns(iclv.HessianWarning, match=r"singular.*parameters involved: \['a1', 'a2'\]"):
+        r = iclv.Model(ll, d, params).estimate(verbose=False)
+    assert not r.hessian_ok and np.isnan(r.se[:2]).all()
+    assert "singular" in r.summary().lower() or "WARNING" in r.summary()
+
+
+def test_unused_parameter_warning():
+    df = _logit_data(100, 1, hetero=False, seed=6)
+    d = iclv.Database(df)
+    params = iclv.Parameters({"c": 0.0, "ghost": 0.3})
+    with pytest.warns(iclv.UnusedParameterWarning, match="ghost"):
+        iclv.Model(lambda p, d, dr: d.panel_sum(iclv.binary_logit(d, "y", p.c + 0 * d.row("x"))), d, params).estimate(verbose=False, hessian=False)
+
+
+def test_failed_estimation_keeps_the_last_iterate_and_says_why():
+    df = _logit_data(300, 2, hetero=False, seed=7)
+    m = _regression_model(df)
+    calls = {"n": 0}
+    inner = m.fn
+
+    def flaky(p, d, dr):
+        calls["n"] += 1
+        if calls["n"] > 12:
+            raise FloatingPointError("the model broke")
+        return inner(p, d, dr)
+
+    m.fn = flaky
+    with pytest.warns(ConvergenceWarning, match="the model broke"):
+        r = m.estimate(verbose=False, hessian=False, check_unused=False)
+    assert not r.converged and "FloatingPointError: the model broke" in r.message
+    assert r.ll_final > r.ll_start  # the best iterate, not the start
+    m2 = _regression_model(df)
+    with pytest.warns(ConvergenceWarning):
+        r2 = m2.estimate(verbose=False, maxiter=2, hessian=False)
+    assert not r2.converged and r2.iterations <= 2 and r2.ll_final > r2.ll_start
+
+
+def test_bad_specifications_get_clear_errors(small_origin):
+    s = small_origin
+    d = s.data
+    with pytest.raises(iclv.SpecificationError, match="unknown parameter 'b_x9'"):
+        iclv.Model(lambda p, d, dr: d.panel_sum(iclv.binary_probit(d, "choice", p.b_x9 * d.row("x1"))), d, s.params).loglik()
+    with pytest.raises(iclv.SpecificationError, match=r"component 'choice' has shape \(240, 1\).*panel_sum"):
+        iclv.Model(lambda p, d, dr: {"choice": iclv.binary_probit(d, "choice", p.b_x1 * d.row("x1"))}, d, s.params).loglik()
+    with pytest.raises(iclv.SpecificationError, match="depend on draws but the model has none"):
+        iclv.Model(lambda p, d, dr: s.loglik(p, d, iclv.draws.DrawTensor(np.zeros((60, 3, 3)), ["eta1", "eta2", "eta3"])), d, s.params).loglik()
+    # thresholds out of order at the start values: a clear error, not a silent reorder
+    params = iclv.Parameters(s.params.start())
+    params.set_start({"tau_I11_2": -5.0})
+    with pytest.raises(iclv.EstimationError, match=r"not finite at the start values \(components \['I11'\]"):
+        iclv.Model(s.loglik, d, params, s.draws).estimate(verbose=False)
