@@ -32,6 +32,7 @@ from typing_extensions import disjoint_base
 from rbe import device as _Device
 from rbe._core import hmm as hmm
 from rbe._core import structured as structured
+from rbe._core import pinn as pinn
 from rbe._size import Size
 
 # PyO3 fills __all__ in the order of the declaration in rust/py/src/lib.rs: the exports
@@ -92,6 +93,7 @@ __all__ = [
     "set_num_threads",
     "hmm",
     "structured",
+    "pinn",
     "bool",
     "int64",
     "float32",

@@ -6,6 +6,7 @@ from .modules import __all__ as _mods
 from . import utils  # noqa: F401
 
 __all__ = ["Parameter", "Buffer", "functional", "init", "utils"] + list(_mods) + ["RBELinear", "RBESizeReport"]
+__all__ += ["ChebyKAN"]  # the PINN front-end (rbe.pinn), resolved lazily below
 
 
 def __getattr__(name: str):
@@ -15,4 +16,8 @@ def __getattr__(name: str):
         from .. import structured
 
         return getattr(structured, name)
+    if name == "ChebyKAN":
+        from .. import pinn
+
+        return pinn.ChebyKAN
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 mod conv;
 mod functions;
 mod hmm;
+mod pinn;
 mod structured;
 mod tensor;
 
@@ -78,6 +79,9 @@ mod _core {
     use crate::hmm::hmm;
     #[pymodule_export]
     use crate::structured::structured;
+
+    #[pymodule_export]
+    use crate::pinn::pinn;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
