@@ -115,6 +115,26 @@ def test_results_summary_pandas_save_load(tmp_path):
     s = r.summary()
     for token in ("LL(start)", "LL(final, whole model)", "AIC", "BIC", "Rob.s.e.", "t.rat.(0)", "(fixed)", "Successful convergence"):
         assert token in s, token
+    # Apollo / Biogeme header lines, with the values of the results object
+    lines = dict((ln.split(":", 1)[0].strip(), ln.split(":", 1)[1].strip()) for ln in s.splitlines() if " : " in ln)
+    assert lines["Number of individuals"] == "200" and lines["Number of observations (rows)"] == "400"
+    assert lines["Number of estimated parameters"] == "3" and lines["Number of fixed parameters"] == "1 (s)"
+    assert float(lines["LL(start)"]) == pytest.approx(r.ll_start, abs=1e-4)
+    assert float(lines["LL(final, whole model)"]) == pytest.approx(r.ll_final, abs=1e-4)
+    assert r.ll_zero is not None and float(lines["LL(0, whole model)"]) == pytest.approx(r.ll_zero, abs=1e-4)
+    assert float(lines["Rho-squared vs LL(0)"]) == pytest.approx(1 - r.ll_final / r.ll_zero, abs=1e-4)
+    assert float(lines["Adj.Rho-squared vs LL(0)"]) == pytest.approx(1 - (r.ll_final - 3) / r.ll_zero, abs=1e-4)
+    assert float(lines["AIC"]) == pytest.approx(r.aic, abs=0.01) and float(lines["BIC"]) == pytest.approx(r.bic, abs=0.01)
+    assert float(lines["Time taken (total)"].split()[0]) == pytest.approx(r.time_estimation + r.time_hessian, abs=0.01)
+    gn = float(lines["Final gradient norm"])
+    assert gn == pytest.approx(np.linalg.norm(r.gradient[~r.fixed]), rel=1e-3) and gn < 1e-2
+    # the parameter table: every free row has estimate, s.e., t, p, robust s.e., robust t, robust p; the fixed one says so
+    rows = {ln.split()[0]: ln.split()[1:] for ln in s.splitlines()[s.splitlines().index("Estimates:") + 2:]}
+    assert rows["s"] == ["1.000000", "(fixed)"]
+    b = rows["b"]
+    i = r.names.index("b")
+    np.testing.assert_allclose([float(v) for v in b], [r.estimates[i], r.se[i], r.t_ratios[i], r.p_values[i], r.robust_se[i],
+                                                        r.robust_t_ratios[i], r.robust_p_values[i]], rtol=2e-3, atol=2e-4)
     tab = r.to_pandas()
     assert list(tab.index) == ["a", "b", "c", "s"] and bool(tab.loc["s", "fixed"])
     assert np.isnan(tab.loc["s", "se"]) and tab.loc["b", "robust_se"] > 0
@@ -190,3 +210,13 @@ def test_bad_specifications_get_clear_errors(small_origin):
     params.set_start({"tau_I11_2": -5.0})
     with pytest.raises(iclv.EstimationError, match=r"not finite at the start values \(components \['I11'\]"):
         iclv.Model(s.loglik, d, params, s.draws).estimate(verbose=False)
+
+
+def test_summary_says_when_ll0_and_rho_squared_are_not_defined():
+    # a free standard deviation: LL(0) (every free parameter at 0) is -inf, so LL(0) and rho-squared are not defined
+    r = _regression_model(_logit_data(150, 2, hetero=False, seed=6)).estimate(verbose=False)
+    assert r.ll_zero is None and r.rho_squared is None and r.adj_rho_squared is None
+    s = r.summary()
+    for key in ("LL(0, whole model)", "Rho-squared vs LL(0)", "Adj.Rho-squared vs LL(0)"):
+        assert any(ln.startswith(key) and ln.rstrip().endswith("not defined") for ln in s.splitlines()), key
+    assert "Number of fixed parameters" not in s

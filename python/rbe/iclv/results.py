@@ -171,6 +171,13 @@ class Results:
             return None
         return 1.0 - (self.ll_final - self.n_parameters) / self.ll_zero
 
+    @property
+    def gradient_norm(self) -> float:
+        """Euclidean norm of the gradient of LL at the estimates (free
+        parameters; Biogeme's "Final gradient norm")."""
+        g = self.gradient[~self.fixed]
+        return float(np.sqrt(np.sum(g * g)))
+
     def __getitem__(self, name: str) -> float:
         return float(self.estimates[self.names.index(name)])
 
@@ -209,17 +216,20 @@ class Results:
         if self.converged and self.message:
             L.append(f"Optimiser message                : {self.message}")
         L.append(f"Number of individuals            : {self.n_individuals}")
-        L.append(f"Number of rows in database       : {self.n_rows}")
+        L.append(f"Number of observations (rows)    : {self.n_rows}")
         if self.n_draws is not None:
             L.append(f"Number of draws                  : {self.n_draws} ({self.draws_kind})")
         L.append("")
         L.append(f"Number of estimated parameters   : {self.n_parameters}")
+        n_fixed = int(self.fixed.sum())
+        if n_fixed:
+            L.append(f"Number of fixed parameters       : {n_fixed} ({', '.join(n for n, f in zip(self.names, self.fixed) if f)})")
         L.append(f"LL(start)                        : {self.ll_start:.4f}")
         L.append(f"LL(0, whole model)               : {'not defined' if self.ll_zero is None else f'{self.ll_zero:.4f}'}")
         L.append(f"LL(final, whole model)           : {self.ll_final:.4f}")
-        if self.rho_squared is not None:
-            L.append(f"Rho-squared vs LL(0)             : {self.rho_squared:.4f}")
-            L.append(f"Adj.Rho-squared vs LL(0)         : {self.adj_rho_squared:.4f}")
+        rho, arho = self.rho_squared, self.adj_rho_squared
+        L.append(f"Rho-squared vs LL(0)             : {'not defined' if rho is None else f'{rho:.4f}'}")
+        L.append(f"Adj.Rho-squared vs LL(0)         : {'not defined' if arho is None else f'{arho:.4f}'}")
         L.append(f"AIC                              : {self.aic:.2f}")
         L.append(f"BIC                              : {self.bic:.2f}")
         for k, v in self.component_ll.items():
@@ -227,7 +237,9 @@ class Results:
         L.append("")
         L.append(f"Time taken (estimation)          : {self.time_estimation:.2f} s")
         L.append(f"Time taken (Hessian, scores)     : {self.time_hessian:.2f} s")
+        L.append(f"Time taken (total)               : {self.time_estimation + self.time_hessian:.2f} s")
         L.append(f"Iterations                       : {self.iterations}")
+        L.append(f"Final gradient norm              : {self.gradient_norm:.4e}")
         if not self.hessian_ok:
             L.append(f"WARNING: singular or not negative definite Hessian; parameters involved: {self.hessian_problem}")
         L.append("")
