@@ -276,10 +276,12 @@ def estimate(
     cov = None
     H = S = None
     try:
-        ll_hat, g_hat = model.loglik_and_gradient(x_hat)
         if hessian:
-            _, g_hat, H, S = model.hessian_and_scores(x_hat)
+            # one forward pass gives LL, the gradient, the exact Hessian and the scores
+            ll_hat, g_hat, H, S = model.hessian_and_scores(x_hat)
             cov = covariances(H, S, names)
+        else:
+            ll_hat, g_hat = model.loglik_and_gradient(x_hat)
     except Exception as e:  # the model fails at the estimates too: report what we have
         ll_hat, g_hat = tr.best_ll, np.full(len(x_hat), np.nan)
         message += f"; no standard errors ({type(e).__name__} at the estimates)"
