@@ -23,9 +23,11 @@ def small_origin():
     return origin_study(n_individuals=60, n_tasks=4, n_draws=8, seed=3, n_indicators_per_lv=2)
 
 
-def test_gradient_and_hessian_against_finite_differences(small_origin):
-    m = small_origin.model()
-    x = np.array([small_origin.truth[n] for n in m.free_names])
+@pytest.mark.parametrize("study", ["origin (ordered probit, binary probit)", "drug (ordered logit, MNL)"])
+def test_gradient_and_hessian_against_finite_differences(small_origin, study):
+    st = small_origin if study.startswith("origin") else drug_choice_study(n_individuals=40, n_tasks=3, n_draws=6, seed=4)
+    m = st.model()
+    x = np.array([st.truth[n] for n in m.free_names])
     ll, g, H, S = m.hessian_and_scores(x)
     h = 1e-6
     fd = np.array([(m.loglik(x + h * e) - m.loglik(x - h * e)) / (2 * h) for e in np.eye(len(x))])

@@ -72,11 +72,12 @@ def test_ordered_tails_match_mpmath(link):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
-def test_infinite_outer_thresholds_no_nan_in_gradients():
+@pytest.mark.parametrize("link", ["probit", "logit"])
+def test_infinite_outer_thresholds_no_nan_in_gradients(link):
     tau = t([-1.0, 1.0]).requires_grad_(True)
     v = t(np.array([[-1e3, -50.0, 0.0, 50.0, 1e3]]).T.repeat(3, axis=0).reshape(15, 1)).requires_grad_(True)
     y = ti(np.repeat([0, 1, 2], 5))
-    lp = F.ordered_logprob(v, tau, y, "probit")
+    lp = F.ordered_logprob(v, tau, y, link)
     assert not np.isnan(lp.detach().numpy()).any()
     gv, gt = rbe.autograd.grad(lp.sum(), [v, tau], create_graph=True)
     assert np.isfinite(gv.detach().numpy()).all() and np.isfinite(gt.detach().numpy()).all()
@@ -85,10 +86,11 @@ def test_infinite_outer_thresholds_no_nan_in_gradients():
     assert h is None or np.isfinite(h.numpy()).all()
 
 
-def test_thresholds_out_of_order_give_minus_inf_not_nan():
+@pytest.mark.parametrize("link", ["probit", "logit"])
+def test_thresholds_out_of_order_give_minus_inf_not_nan(link):
     tau = t([0.5, -0.5]).requires_grad_(True)  # out of order
     v = t(np.zeros((3, 2))).requires_grad_(True)
-    lp = F.ordered_logprob(v, tau, ti([0, 1, 2]), "probit")
+    lp = F.ordered_logprob(v, tau, ti([0, 1, 2]), link)
     out = lp.detach().numpy()
     assert np.isfinite(out[0]).all() and np.isfinite(out[2]).all()
     assert (out[1] == -np.inf).all()  # the empty interval; nothing is reordered
