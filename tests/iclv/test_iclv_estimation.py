@@ -222,3 +222,22 @@ def test_summary_says_when_ll0_and_rho_squared_are_not_defined():
     for key in ("LL(0, whole model)", "Rho-squared vs LL(0)", "Adj.Rho-squared vs LL(0)"):
         assert any(ln.startswith(key) and ln.rstrip().endswith("not defined") for ln in s.splitlines()), key
     assert "Number of fixed parameters" not in s
+
+
+def test_component_ll0_shown_where_defined():
+    # the drug-choice model at all-zero parameters: ordered thresholds all equal (LL(0) of the indicators and of the
+    # whole model not defined), the MNL at zero utilities: sum over rows of log(1 / number of available alternatives)
+    s = drug_choice_study(n_individuals=40, n_tasks=3, n_draws=6, seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = s.model().estimate(verbose=False, maxiter=3)
+    av = np.stack([s.data.row(f"av_{j}").numpy()[:, 0] for j in range(1, 5)], axis=1)
+    want = float(-np.log(av.sum(1)).sum())
+    assert r.ll_zero is None
+    assert set(r.component_ll_zero) == {"choice"}
+    assert abs(r.component_ll_zero["choice"] - want) < 1e-9 * abs(want)
+    lines = r.summary().splitlines()
+    i = [k for k, ln in enumerate(lines) if ln.startswith("LL(0, choice)")]
+    assert len(i) == 1 and float(lines[i[0]].split(":")[1]) == pytest.approx(want, abs=1e-4)
+    assert lines[i[0] + 1].startswith("LL(final, choice)")
+    assert not any(ln.startswith("LL(0, att_") for ln in lines)

@@ -297,6 +297,13 @@ def estimate(
         comp_ll = model.component_loglik(x_hat)
     except Exception:
         pass
+    comp_ll_zero = {}
+    try:
+        # each component's own LL(0) where it is finite (Apollo's "LL(0, component)"; e.g. an MNL at zero
+        # utilities, log of 1 / the number of available alternatives, when the whole model has none)
+        comp_ll_zero = {k: v for k, v in model.component_loglik(np.zeros_like(x_hat)).items() if math.isfinite(v)}
+    except Exception:
+        pass
     if verbose:
         print(f"  final          LL = {ll_hat:.6f}   ({nit} iterations, {t_est:.2f} s; Hessian and scores {t_hess:.2f} s)", file=stream, flush=True)
     return Results.from_estimation(
@@ -317,6 +324,7 @@ def estimate(
         time_hessian=t_hess,
         component_ll=comp_ll,
         unused=unused,
+        component_ll_zero=comp_ll_zero,
     )
 
 

@@ -8,7 +8,10 @@ Conventions (stated here and in ``docs/iclv.md``):
   distribution (Biogeme's; Apollo prints t-ratios only by default).
 - ``LL(0)`` is the log-likelihood with every free parameter at 0 (fixed ones
   at their values), reported only where it is finite ("where defined":
-  a model with a standard deviation estimated freely has none).
+  a model with a standard deviation estimated freely has none, nor one
+  with ordered thresholds, all equal at 0). Each component's own
+  ``LL(0, component)`` is shown where it is finite (an MNL at zero
+  utilities: the log of one over the number of available alternatives).
 - rho-squared is ``1 - LL(final) / LL(0)``, adjusted ``1 - (LL(final) - K) / LL(0)``.
 - AIC ``= -2 LL + 2 K``; BIC ``= -2 LL + K log(N)`` with ``N`` the number of
   individuals (the independent units of a panel, as Biogeme's sample size).
@@ -73,11 +76,12 @@ class Results:
     hessian_ok: bool = True
     hessian_problem: List[str] = field(default_factory=list)
     unused: List[str] = field(default_factory=list)
+    component_ll_zero: Dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_estimation(cls, model, x, method, ll_start, ll_final, ll_zero, gradient, hessian, scores, cov, iterations, converged, message,
-                        time_estimation, time_hessian, component_ll, unused) -> "Results":
+                        time_estimation, time_hessian, component_ll, unused, component_ll_zero=None) -> "Results":
         params = model.params
         names = params.names
         free = params.free_names
@@ -125,6 +129,7 @@ class Results:
             hessian_ok=bool(covs.get("hessian_ok", True)),
             hessian_problem=list(covs.get("hessian_problem", [])),
             unused=list(unused),
+            component_ll_zero=dict(component_ll_zero or {}),
         )
 
     # ------------------------------------------------------------------ statistics
@@ -233,6 +238,8 @@ class Results:
         L.append(f"AIC                              : {self.aic:.2f}")
         L.append(f"BIC                              : {self.bic:.2f}")
         for k, v in self.component_ll.items():
+            if k in self.component_ll_zero:
+                L.append(f"LL(0, {k})".ljust(33) + f": {self.component_ll_zero[k]:.4f}")
             L.append(f"LL(final, {k})".ljust(33) + f": {v:.4f}")
         L.append("")
         L.append(f"Time taken (estimation)          : {self.time_estimation:.2f} s")
