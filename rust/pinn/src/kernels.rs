@@ -226,6 +226,10 @@ type OutGrads<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>, Option<&'a mut
 
 /// Rows of points per task.
 const ROWS: usize = 16;
+/// Blocks per parallel task (one scratch per task); a fixed partition of
+/// the rows, and each row's results do not depend on it.
+const GROUP: usize = 8;
+const TASK_ROWS: usize = ROWS * GROUP;
 
 /// The inputs of a Taylor pass: `x` (N x I), the first-order jets, and the
 /// second-order ones (`N x d x I` for [`Second::Diag`], `N x I` for
@@ -748,14 +752,16 @@ fn build_p<T: Float>(dm: &Dims, map: &Map<T>, jets: &Jets<T>) -> Result<PMats<T>
     let mut p = PMats::new(dm)?;
     let (pv, pj, ps) = (SendPtr(p.pv.as_mut_ptr()), SendPtr(p.pj.as_mut_ptr()), SendPtr(p.ps.as_mut_ptr()));
     let orders = fwd_orders(dm);
-    for_each_index(n.div_ceil(ROWS), work_of(dm), move |c| {
-        let (r0, r1) = (c * ROWS, ((c + 1) * ROWS).min(n));
-        let rows = r1 - r0;
+    for_each_index(n.div_ceil(TASK_ROWS), work_of(dm), move |t| {
         let mut sc = Scratch::new(dm, orders);
-        // SAFETY: the three buffers hold n, n d and n m rows of ik elements;
-        // this task's rows r0..r1 are in bounds and belong to this task only.
-        let (v, j, s) = unsafe { (rows_mut(pv, r0, rows, ik), rows_mut(pj, r0, rows, d * ik), rows_mut(ps, r0, rows, m * ik)) };
-        fill_block_isa(dm, map, jets, r0, rows, &mut sc, v, j, s);
+        for c in t * GROUP..((t + 1) * GROUP).min(n.div_ceil(ROWS)) {
+            let (r0, r1) = (c * ROWS, ((c + 1) * ROWS).min(n));
+            let rows = r1 - r0;
+            // SAFETY: the three buffers hold n, n d and n m rows of ik elements;
+            // this block's rows r0..r1 are in bounds and belong to this task only.
+            let (v, j, s) = unsafe { (rows_mut(pv, r0, rows, ik), rows_mut(pj, r0, rows, d * ik), rows_mut(ps, r0, rows, m * ik)) };
+            fill_block_isa(dm, map, jets, r0, rows, &mut sc, v, j, s);
+        }
     });
     Ok(p)
 }
@@ -943,28 +949,31 @@ pub fn taylor_backward<T: Float>(
         let (hv, hj, hs) = (&hv[..], &hj[..], &hs[..]);
         let has_p = build;
         let orders = fwd_orders(dm) + 1;
-        for_each_index(n.div_ceil(ROWS), work_of(dm).saturating_mul(2), move |cb| {
-            let (r0, r1) = (cb * ROWS, ((cb + 1) * ROWS).min(n));
-            let rows = r1 - r0;
+        for_each_index(n.div_ceil(TASK_ROWS), work_of(dm).saturating_mul(2), move |t| {
             let mut sc = Scratch::new(dm, orders);
-            // SAFETY: every output buffer (when present) holds n rows of the
-            // given width; this task's rows r0..r1 are in bounds and written by
-            // this task only.
-            let (pblk, out) = unsafe {
-                let pblk = has_p.then(|| (rows_mut(ppv, r0, rows, ik), rows_mut(ppj, r0, rows, d * ik), rows_mut(pps, r0, rows, m * ik)));
-                let out = (
-                    (!px.get().is_null()).then(|| rows_mut(px, r0, rows, i_n)),
-                    (!pxj.get().is_null()).then(|| rows_mut(pxj, r0, rows, d * i_n)),
-                    (!pxs.get().is_null()).then(|| rows_mut(pxs, r0, rows, m * i_n)),
-                );
-                (pblk, out)
-            };
-            let h = if wants_inputs {
-                (&hv[r0 * ik..r1 * ik], &hj[r0 * d * ik..r1 * d * ik], &hs[r0 * m * ik..r1 * m * ik])
-            } else {
-                (&[][..], &[][..], &[][..])
-            };
-            backward_block_isa(dm, map, jets, r0, rows, &mut sc, h, pblk, out);
+            for cb in t * GROUP..((t + 1) * GROUP).min(n.div_ceil(ROWS)) {
+                let (r0, r1) = (cb * ROWS, ((cb + 1) * ROWS).min(n));
+                let rows = r1 - r0;
+                // SAFETY: every output buffer (when present) holds n rows of the
+                // given width; this task's rows r0..r1 are in bounds and written by
+                // this task only.
+                let (pblk, out) = unsafe {
+                    let pblk =
+                        has_p.then(|| (rows_mut(ppv, r0, rows, ik), rows_mut(ppj, r0, rows, d * ik), rows_mut(pps, r0, rows, m * ik)));
+                    let out = (
+                        (!px.get().is_null()).then(|| rows_mut(px, r0, rows, i_n)),
+                        (!pxj.get().is_null()).then(|| rows_mut(pxj, r0, rows, d * i_n)),
+                        (!pxs.get().is_null()).then(|| rows_mut(pxs, r0, rows, m * i_n)),
+                    );
+                    (pblk, out)
+                };
+                let h = if wants_inputs {
+                    (&hv[r0 * ik..r1 * ik], &hj[r0 * d * ik..r1 * d * ik], &hs[r0 * m * ik..r1 * m * ik])
+                } else {
+                    (&[][..], &[][..], &[][..])
+                };
+                backward_block_isa(dm, map, jets, r0, rows, &mut sc, h, pblk, out);
+            }
         });
     }
     let mut out = Grads { x: dx, first: dxj, second: dxs, coeffs: None };
