@@ -419,3 +419,100 @@ def test_lbfgs_strong_wolfe_the_trainer_uses_solves_rosenbrock():
     np.testing.assert_allclose(x.detach().numpy(), [1.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(ref.x, [1.0, 1.0], atol=1e-4)
     assert len(calls) < 300  # the line search converges, it does not crawl
+
+
+# ---------------------------------------------------------------- second round: the pieces against their definitions
+def test_early_stopping_in_adam_then_lbfgs_starts_from_the_restored_best(monkeypatch):
+    from rbe.pinn import trainer as T
+
+    starts = []
+
+    class SpyLBFGS(T.LBFGS):
+        def __init__(self, params, **kw):
+            params = list(params)
+            starts.append([q.detach().clone() for q in params])
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(T, "LBFGS", SpyLBFGS)
+    tr = _small(adam_steps=400, lr=0.3, scheduler=None, patience=5, clip=None, lbfgs_steps=3)
+    res = tr.train()
+    assert res.adam_stopped == "early_stopping" and res.stopped == "done" and res.steps_lbfgs >= 1
+    h = tr.history
+    adam = [v for v, ph in zip(h["loss"], h["phase"]) if ph == "adam"]
+    assert len(adam) - 1 - int(np.argmin(adam)) == 6
+    # L-BFGS began at the best Adam weights, not at the last ones
+    assert len(starts) == 1
+    last = tr._snapshot()
+    tr._restore(starts[0])
+    at_start = float(tr.total(tr.losses()))
+    tr._restore(last)
+    assert abs(at_start - min(adam)) <= 1e-12 * min(adam)
+    assert at_start < adam[-1]  # the last Adam weights were worse
+    lb = [v for v, ph in zip(h["loss"], h["phase"]) if ph == "lbfgs"]
+    assert lb[0] <= min(adam)  # strong-Wolfe steps lower the loss from there
+    assert abs(float(tr.total(tr.losses())) - res.loss) <= 1e-12 * res.loss
+    assert res.loss == min(lb)
+
+
+def test_schedulers_by_name_take_their_parameters():
+    k = np.arange(6)
+    np.testing.assert_allclose(_lrs("cosine", 6, T_max=3, eta_min=0.01), 0.01 + (0.1 - 0.01) * (1 + np.cos(np.pi * k / 3)) / 2,
+                               rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(_lrs("multistep", 6, milestones=[1, 4], gamma=0.5), [0.1, 0.05, 0.05, 0.05, 0.025, 0.025], rtol=1e-12)
+    lr = _lrs("plateau", 6, patience=0, factor=0.1)
+    np.testing.assert_allclose(lr, [0.1, 0.1, 0.01, 1e-3, 1e-4, 1e-5], rtol=1e-9)
+    with pytest.raises(TypeError):
+        _lrs("exponential", 2, not_a_parameter=1)
+    # the trainer steps its scheduler once per Adam step, with the given parameters
+    tr = _small(adam_steps=5, scheduler="exponential", scheduler_params={"gamma": 0.5}, lr=0.02)
+    tr.train()
+    np.testing.assert_allclose(tr.history["lr"], 0.02 * 0.5 ** np.arange(5), rtol=1e-12)
+
+
+def test_dynamic_weights_start_conservatively():
+    dw = pinn.DynamicWeightedLoss(["pde", "bc"])
+    assert dw.alpha == 0.1 and dw.weights == {"pde": 1.0, "bc": 1.0}
+    # a target 1000x away moves the weight by only a tenth of the way
+    assert abs(dw.update_from_norms({"pde": 1000.0, "bc": 1.0})["bc"] - (0.9 + 0.1 * 1000.0)) < 1e-12
+    tr = _small("poisson2d", dynamic=True)
+    # dynamic=True starts from the fixed weights (the PDE one scaled by 1/source_scale^2)
+    assert tr.dynamic.weights == {"pde": 1.0 / (2 * PI ** 2) ** 2, "bc": 1.0} == tr.weights
+    assert tr.dynamic.alpha == 0.1
+
+
+def test_sampler_refinement_counts_in_the_loop():
+    rs = pinn.AdaptiveResidualSampler(every=2, refinement_ratio=0.25, percentile=50.0, candidates=40, max_points=90, cycles=3)
+    tr = _small(adam_steps=10, resampler=rs)
+    tr.train()
+    # 64 -> +16 -> 80 -> +10 (the cap, 90) -> stays: the refinement ratio, the cap, then cycles=3 stops it
+    assert rs.done == 3 and tr.x_int.shape == (90, 1)
+    assert tr.history["n_points"][:6] == [64, 64, 80, 80, 90, 90]
+    # the rule on fresh candidates: ceil(ratio n) of those at or above the median |r|, largest first
+    rng = np.random.default_rng(1)
+    cand = rng.uniform(-1, 1, (100, 1))
+    r = tr.residual_abs(cand)
+    out = pinn.AdaptiveResidualSampler(refinement_ratio=0.25, percentile=50.0, max_points=1000).select(tr.x_int, cand, r)
+    added = out[90:]
+    assert added.shape[0] == math.ceil(0.25 * 90)
+    assert np.abs(tr.residual_abs(added)).min() >= np.percentile(r, 50.0)
+
+
+def test_the_docs_user_defined_problem_runs():
+    import re
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "pinn.md")).read()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "class Cubic(pinn.Problem)" in b]
+    assert len(blocks) == 1
+    ns: dict = {}
+    exec(compile(blocks[0], "docs/pinn.md", "exec"), ns)
+    assert ns["res"].stopped == "done" and ns["res"].error < 1e-3, ns["res"]
+
+
+def test_rbe_nn_chebykan_signature():
+    layer = rbe.nn.ChebyKAN(3, 2, degree=4, dtype=rbe.float64)
+    assert tuple(layer.coeffs.shape) == (3, 2, 5)
+    layer = rbe.nn.ChebyKAN(3, 2, 4, "affine", ([0, 0, 0], [1, 2, 3]), dtype=rbe.float64)
+    assert layer.degree == 4 and layer.box == ([0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
+    net = pinn.ChebyKANNet([2, 4, 4, 1], degree=3, layernorm=True, dtype=rbe.float64)
+    kinds = [type(m).__name__ for m in net]
+    assert kinds == ["ChebyKAN", "LayerNorm", "ChebyKAN", "LayerNorm", "ChebyKAN"]

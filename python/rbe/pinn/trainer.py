@@ -556,8 +556,12 @@ class Trainer:
                     bar.set_postfix(loss=f"{tv:.3e}")
                 if stopper is not None and stopper.step(tv, self.model):
                     message = f"L-BFGS: no improvement over {self.patience} steps; best weights restored"
+                    last_total = stopper.best
                     break
                 if tv >= best_lb:
+                    if tv > best_lb:  # keep the weights of the lower loss
+                        self._restore(before)
+                        last_total = best_lb
                     break  # converged: the line search no longer lowers the loss
                 best_lb = min(best_lb, tv)
                 if out_of_time():

@@ -226,6 +226,10 @@ type OutGrads<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>, Option<&'a mut
 
 /// Rows of points per task.
 const ROWS: usize = 16;
+/// Blocks per parallel task (one scratch per task); a fixed partition of
+/// the rows, and each row's results do not depend on it.
+const GROUP: usize = 8;
+const TASK_ROWS: usize = ROWS * GROUP;
 
 /// The inputs of a Taylor pass: `x` (N x I), the first-order jets, and the
 /// second-order ones (`N x d x I` for [`Second::Diag`], `N x I` for
@@ -514,6 +518,23 @@ fn fill_block<T: Float>(
     sc.eye = eye;
 }
 
+/// `acc[i] = sum_k hrow[k I + i] g_mm[k][r][i]` (`g` as [`Scratch::g`]: order
+/// `mm`, degree `k`, then `es` elements per degree of `ROWS` rows of `ni`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dot_k<T: Float>(acc: &mut [T], hrow: &[T], g: &[T], mm: usize, r: usize, k1: usize, es: usize, ni: usize) {
+    let acc = &mut acc[..ni];
+    acc.fill(<T as Real>::ZERO);
+    for k in 0..k1 {
+        let off = (mm * k1 + k) * es + r * ni;
+        let gk = &g[off..off + ni];
+        let hk = &hrow[k * ni..(k + 1) * ni];
+        for ((a, &h), &gv) in acc.iter_mut().zip(hk).zip(gk) {
+            *a += h * gv;
+        }
+    }
+}
+
 /// `x` with the unit directions of a block of rows, and the gradient pieces
 /// of the backward, for one block.
 #[allow(clippy::too_many_arguments)]
@@ -559,28 +580,20 @@ fn backward_block<T: Float>(
         return;
     }
     let g = &sc.g;
-    // acc[i] = sum_k hrow[k I + i] g_mm[k][r][i]
-    let dotk = |acc: &mut [T], hrow: &[T], mm: usize, r: usize| {
-        acc.fill(<T as Real>::ZERO);
-        for k in 0..k1 {
-            let gk = &g[(mm * k1 + k) * es + r * ni..(mm * k1 + k) * es + r * ni + ni];
-            let hk = &hrow[k * ni..(k + 1) * ni];
-            for i in 0..ni {
-                acc[i] += hk[i] * gk[i];
-            }
-        }
-    };
+    // dot_k is a plain `inline(always)` function, not a closure: a closure
+    // does not inherit the ISA variant's target features (it was compiled
+    // for the baseline and called out of line)
     let z = <T as Real>::ZERO;
     let (mut gx, mut a1, mut a2, mut a3, mut gxa) = (vec![z; ni], vec![z; ni], vec![z; ni], vec![z; ni], vec![z; ni]);
     let (mut t1, mut t2, mut t3) = (vec![z; ni], vec![z; ni], vec![z; ni]);
     let two = T::c(2.0);
     for r in 0..rows {
-        dotk(&mut gx, &hv[r * ik..(r + 1) * ik], 1, r);
+        dot_k(&mut gx, &hv[r * ik..(r + 1) * ik], g, 1, r, k1, es, ni);
         if dm.second == Second::Trace {
             let hrow = &hs[r * ik..(r + 1) * ik];
-            dotk(&mut t1, hrow, 1, r);
-            dotk(&mut t2, hrow, 2, r);
-            dotk(&mut t3, hrow, 3, r);
+            dot_k(&mut t1, hrow, g, 1, r, k1, es, ni);
+            dot_k(&mut t2, hrow, g, 2, r, k1, es, ni);
+            dot_k(&mut t3, hrow, g, 3, r, k1, es, ni);
             let qr = &sc.q[r * ni..(r + 1) * ni];
             match xs {
                 Some(s) => {
@@ -602,8 +615,8 @@ fn backward_block<T: Float>(
         for a in 0..d {
             let xa = &xj[(r * d + a) * ni..(r * d + a + 1) * ni];
             let hrow = &hj[(r * d + a) * ik..(r * d + a + 1) * ik];
-            dotk(&mut a1, hrow, 1, r);
-            dotk(&mut a2, hrow, 2, r);
+            dot_k(&mut a1, hrow, g, 1, r, k1, es, ni);
+            dot_k(&mut a2, hrow, g, 2, r, k1, es, ni);
             for i in 0..ni {
                 gx[i] += a2[i] * xa[i];
             }
@@ -611,9 +624,9 @@ fn backward_block<T: Float>(
             match dm.second {
                 Second::Diag => {
                     let hrow = &hs[(r * m + a) * ik..(r * m + a + 1) * ik];
-                    dotk(&mut a1, hrow, 1, r);
-                    dotk(&mut a2, hrow, 2, r);
-                    dotk(&mut a3, hrow, 3, r);
+                    dot_k(&mut a1, hrow, g, 1, r, k1, es, ni);
+                    dot_k(&mut a2, hrow, g, 2, r, k1, es, ni);
+                    dot_k(&mut a3, hrow, g, 3, r, k1, es, ni);
                     match xs {
                         Some(s) => {
                             let sa = &s[(r * d + a) * ni..(r * d + a + 1) * ni];
@@ -739,14 +752,16 @@ fn build_p<T: Float>(dm: &Dims, map: &Map<T>, jets: &Jets<T>) -> Result<PMats<T>
     let mut p = PMats::new(dm)?;
     let (pv, pj, ps) = (SendPtr(p.pv.as_mut_ptr()), SendPtr(p.pj.as_mut_ptr()), SendPtr(p.ps.as_mut_ptr()));
     let orders = fwd_orders(dm);
-    for_each_index(n.div_ceil(ROWS), work_of(dm), move |c| {
-        let (r0, r1) = (c * ROWS, ((c + 1) * ROWS).min(n));
-        let rows = r1 - r0;
+    for_each_index(n.div_ceil(TASK_ROWS), work_of(dm), move |t| {
         let mut sc = Scratch::new(dm, orders);
-        // SAFETY: the three buffers hold n, n d and n m rows of ik elements;
-        // this task's rows r0..r1 are in bounds and belong to this task only.
-        let (v, j, s) = unsafe { (rows_mut(pv, r0, rows, ik), rows_mut(pj, r0, rows, d * ik), rows_mut(ps, r0, rows, m * ik)) };
-        fill_block_isa(dm, map, jets, r0, rows, &mut sc, v, j, s);
+        for c in t * GROUP..((t + 1) * GROUP).min(n.div_ceil(ROWS)) {
+            let (r0, r1) = (c * ROWS, ((c + 1) * ROWS).min(n));
+            let rows = r1 - r0;
+            // SAFETY: the three buffers hold n, n d and n m rows of ik elements;
+            // this block's rows r0..r1 are in bounds and belong to this task only.
+            let (v, j, s) = unsafe { (rows_mut(pv, r0, rows, ik), rows_mut(pj, r0, rows, d * ik), rows_mut(ps, r0, rows, m * ik)) };
+            fill_block_isa(dm, map, jets, r0, rows, &mut sc, v, j, s);
+        }
     });
     Ok(p)
 }
@@ -815,9 +830,33 @@ unsafe fn mm<T: Float>(
     unsafe { T::gemm(m, n, k, dst, drs as isize, dcs as isize, acc, a, ars as isize, acs as isize, b, brs as isize, bcs as isize) };
 }
 
+/// The basis matrices of a forward pass: `pv` (N x ik), `pj` (N x d x ik)
+/// and `ps` (N x m x ik), columns `k I + i`. They depend on the inputs and
+/// jets only (not on the coefficients), so the backward can reuse them for
+/// the coefficient gradient instead of writing them again.
+pub struct Basis<T: Float> {
+    pub pv: FreshTensor<T>,
+    pub pj: FreshTensor<T>,
+    pub ps: FreshTensor<T>,
+}
+
+/// Borrowed basis matrices (see [`Basis`]).
+pub type BasisRef<'a, T> = (&'a [T], &'a [T], &'a [T]);
+
 /// The forward pass: `y` (N x O), `yj` (N x d x O) and `ys` (N x m x O).
-/// `c` is the coefficient tensor (I x O x k1).
-pub fn taylor_forward<T: Float>(dm: &Dims, map: &Map<T>, jets: &Jets<T>, c: &[T], y: &mut [T], yj: &mut [T], ys: &mut [T]) -> Result<()> {
+/// `c` is the coefficient tensor (I x O x k1). With `keep` it returns the
+/// basis matrices (for [`taylor_backward`]), else `None`.
+#[allow(clippy::too_many_arguments)]
+pub fn taylor_forward<T: Float>(
+    dm: &Dims,
+    map: &Map<T>,
+    jets: &Jets<T>,
+    c: &[T],
+    y: &mut [T],
+    yj: &mut [T],
+    ys: &mut [T],
+    keep: bool,
+) -> Result<Option<Basis<T>>> {
     let (n, ik, o, d, m) = (dm.n, dm.ik(), dm.o, dm.d, dm.m());
     let mut w = FreshTensor::<T>::uninit(&[ik, o])?;
     pack_weights(c, dm.i, o, dm.k1, &mut w);
@@ -830,7 +869,7 @@ pub fn taylor_forward<T: Float>(dm: &Dims, map: &Map<T>, jets: &Jets<T>, c: &[T]
         mm(n * d, o, ik, yj.as_mut_ptr(), o, 1, false, p.pj.as_ptr(), ik, 1, w.as_ptr(), o, 1);
         mm(n * m, o, ik, ys.as_mut_ptr(), o, 1, false, p.ps.as_ptr(), ik, 1, w.as_ptr(), o, 1);
     }
-    Ok(())
+    Ok(keep.then_some(Basis { pv: p.pv, pj: p.pj, ps: p.ps }))
 }
 
 /// Gradients of a Taylor pass (each `None` when not wanted).
@@ -854,7 +893,9 @@ pub struct Needs {
 /// (N x d x O) and `ys` (N x m x O), the gradients of `x`, of the given
 /// jets and of the coefficients. One pass over the rows computes the basis
 /// once for both the input gradients and the coefficient gradient's basis
-/// matrices.
+/// matrices. With `basis` (the forward's matrices, [`taylor_forward`] with
+/// `keep`) the coefficient gradient reuses them: the pass over the rows is
+/// then only for the input gradients, and skipped when none is wanted.
 #[allow(clippy::too_many_arguments)]
 pub fn taylor_backward<T: Float>(
     dm: &Dims,
@@ -865,6 +906,7 @@ pub fn taylor_backward<T: Float>(
     gj: &[T],
     gs: &[T],
     needs: Needs,
+    basis: Option<BasisRef<'_, T>>,
 ) -> Result<Grads<T>> {
     let (n, i_n, ik, o, k1, d, m) = (dm.n, dm.i, dm.ik(), dm.o, dm.k1, dm.d, dm.m());
     let wants_first = needs.first && matches!(jets.first, First::Given(_));
@@ -887,11 +929,17 @@ pub fn taylor_backward<T: Float>(
             mm(n * m, ik, o, hs.as_mut_ptr(), ik, 1, false, gs.as_ptr(), o, 1, w.as_ptr(), 1, o);
         }
     }
-    let mut p = if needs.coeffs { Some(PMats::<T>::new(dm)?) } else { None };
+    if let Some((bv, bj, bs)) = basis {
+        if bv.len() != n * ik || bj.len() != n * d * ik || bs.len() != n * m * ik {
+            return Err(rbe_core::ext::shape_err!("chebykan backward: the saved basis matrices do not match the layer call"));
+        }
+    }
+    let build = needs.coeffs && basis.is_none();
+    let mut p = if build { Some(PMats::<T>::new(dm)?) } else { None };
     let mut dx = if needs.x { Some(FreshTensor::<T>::uninit(&[n, i_n])?) } else { None };
     let mut dxj = if wants_first { Some(FreshTensor::<T>::uninit(&[n, d, i_n])?) } else { None };
     let mut dxs = if wants_second { Some(FreshTensor::<T>::uninit(&[n, m, i_n])?) } else { None };
-    if wants_inputs || needs.coeffs {
+    if wants_inputs || build {
         let ptr = |t: Option<&mut FreshTensor<T>>| SendPtr(t.map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
         let (px, pxj, pxs) = (ptr(dx.as_mut()), ptr(dxj.as_mut()), ptr(dxs.as_mut()));
         let (ppv, ppj, pps) = match p.as_mut() {
@@ -899,34 +947,42 @@ pub fn taylor_backward<T: Float>(
             None => (ptr(None), ptr(None), ptr(None)),
         };
         let (hv, hj, hs) = (&hv[..], &hj[..], &hs[..]);
-        let has_p = needs.coeffs;
+        let has_p = build;
         let orders = fwd_orders(dm) + 1;
-        for_each_index(n.div_ceil(ROWS), work_of(dm).saturating_mul(2), move |cb| {
-            let (r0, r1) = (cb * ROWS, ((cb + 1) * ROWS).min(n));
-            let rows = r1 - r0;
+        for_each_index(n.div_ceil(TASK_ROWS), work_of(dm).saturating_mul(2), move |t| {
             let mut sc = Scratch::new(dm, orders);
-            // SAFETY: every output buffer (when present) holds n rows of the
-            // given width; this task's rows r0..r1 are in bounds and written by
-            // this task only.
-            let (pblk, out) = unsafe {
-                let pblk = has_p.then(|| (rows_mut(ppv, r0, rows, ik), rows_mut(ppj, r0, rows, d * ik), rows_mut(pps, r0, rows, m * ik)));
-                let out = (
-                    (!px.get().is_null()).then(|| rows_mut(px, r0, rows, i_n)),
-                    (!pxj.get().is_null()).then(|| rows_mut(pxj, r0, rows, d * i_n)),
-                    (!pxs.get().is_null()).then(|| rows_mut(pxs, r0, rows, m * i_n)),
-                );
-                (pblk, out)
-            };
-            let h = if wants_inputs {
-                (&hv[r0 * ik..r1 * ik], &hj[r0 * d * ik..r1 * d * ik], &hs[r0 * m * ik..r1 * m * ik])
-            } else {
-                (&[][..], &[][..], &[][..])
-            };
-            backward_block_isa(dm, map, jets, r0, rows, &mut sc, h, pblk, out);
+            for cb in t * GROUP..((t + 1) * GROUP).min(n.div_ceil(ROWS)) {
+                let (r0, r1) = (cb * ROWS, ((cb + 1) * ROWS).min(n));
+                let rows = r1 - r0;
+                // SAFETY: every output buffer (when present) holds n rows of the
+                // given width; this task's rows r0..r1 are in bounds and written by
+                // this task only.
+                let (pblk, out) = unsafe {
+                    let pblk =
+                        has_p.then(|| (rows_mut(ppv, r0, rows, ik), rows_mut(ppj, r0, rows, d * ik), rows_mut(pps, r0, rows, m * ik)));
+                    let out = (
+                        (!px.get().is_null()).then(|| rows_mut(px, r0, rows, i_n)),
+                        (!pxj.get().is_null()).then(|| rows_mut(pxj, r0, rows, d * i_n)),
+                        (!pxs.get().is_null()).then(|| rows_mut(pxs, r0, rows, m * i_n)),
+                    );
+                    (pblk, out)
+                };
+                let h = if wants_inputs {
+                    (&hv[r0 * ik..r1 * ik], &hj[r0 * d * ik..r1 * d * ik], &hs[r0 * m * ik..r1 * m * ik])
+                } else {
+                    (&[][..], &[][..], &[][..])
+                };
+                backward_block_isa(dm, map, jets, r0, rows, &mut sc, h, pblk, out);
+            }
         });
     }
     let mut out = Grads { x: dx, first: dxj, second: dxs, coeffs: None };
-    if let Some(p) = p {
+    let pm: Option<BasisRef<'_, T>> = match (&p, basis) {
+        (Some(p), _) => Some((&p.pv[..], &p.pj[..], &p.ps[..])),
+        (None, Some(b)) if needs.coeffs => Some(b),
+        _ => None,
+    };
+    if let Some((pv, pj, ps)) = pm {
         let mut dw = FreshTensor::<T>::uninit(&[ik, o])?;
         T::reserve_scratch(o, n.max(1))?;
         T::reserve_scratch(o, (n * d).max(1))?;
@@ -935,9 +991,9 @@ pub fn taylor_backward<T: Float>(
         // row-major basis matrix read with swapped strides, the gradients are
         // contiguous rows x o, and dW is a fresh buffer read by none of them.
         unsafe {
-            mm(ik, o, n, dw.as_mut_ptr(), o, 1, false, p.pv.as_ptr(), 1, ik, gy.as_ptr(), o, 1);
-            mm(ik, o, n * d, dw.as_mut_ptr(), o, 1, true, p.pj.as_ptr(), 1, ik, gj.as_ptr(), o, 1);
-            mm(ik, o, n * m, dw.as_mut_ptr(), o, 1, true, p.ps.as_ptr(), 1, ik, gs.as_ptr(), o, 1);
+            mm(ik, o, n, dw.as_mut_ptr(), o, 1, false, pv.as_ptr(), 1, ik, gy.as_ptr(), o, 1);
+            mm(ik, o, n * d, dw.as_mut_ptr(), o, 1, true, pj.as_ptr(), 1, ik, gj.as_ptr(), o, 1);
+            mm(ik, o, n * m, dw.as_mut_ptr(), o, 1, true, ps.as_ptr(), 1, ik, gs.as_ptr(), o, 1);
         }
         let mut dc = FreshTensor::<T>::uninit(&[i_n, o, k1])?;
         unpack_weights(&dw, i_n, o, k1, &mut dc);

@@ -278,7 +278,14 @@ fn taylor(
     let jc = first.map(|j| j.detach().contiguous());
     let sc = second.map(|s| s.detach().contiguous());
     let cc = coeffs.detach().contiguous();
-    let (y, yj, ys) = dispatch_float!(dt, "chebykan", T => {
+    let mut inputs: Vec<&Tensor> = vec![x];
+    inputs.extend(first);
+    inputs.extend(second);
+    inputs.push(coeffs);
+    let grad = needs_grad(&inputs);
+    // keep the basis matrices for the backward when they are not too large
+    let keep = grad && coeffs.requires_grad() && basis_elems(&dm).is_some_and(|e| e <= KEEP_BASIS_ELEMS);
+    let (y, yj, ys, basis) = dispatch_float!(dt, "chebykan", T => {
         let mb = MapBuf::<T>::new(&affine);
         let jets = Jets {
             x: xc.data::<T>(),
@@ -288,23 +295,20 @@ fn taylor(
         let mut y = FreshTensor::<T>::uninit(&[n, o])?;
         let mut yj = FreshTensor::<T>::uninit(&[n, d, o])?;
         let mut ys = FreshTensor::<T>::uninit(&[n, m, o])?;
-        kernels::taylor_forward::<T>(&dm, &mb.map(), &jets, cc.data::<T>(), &mut y, &mut yj, &mut ys)?;
-        (y.into_tensor(), yj.into_tensor(), ys.into_tensor())
+        let b = kernels::taylor_forward::<T>(&dm, &mb.map(), &jets, cc.data::<T>(), &mut y, &mut yj, &mut ys, keep)?;
+        let b = b.map(|b| [b.pv.into_tensor(), b.pj.into_tensor(), b.ps.into_tensor()]);
+        (y.into_tensor(), yj.into_tensor(), ys.into_tensor(), b)
     });
     let ys = match mode {
         Second::None => None,
         Second::Trace => Some(reshape(&ys, &[n, o])?),
         Second::Diag => Some(ys),
     };
-    let mut inputs: Vec<&Tensor> = vec![x];
-    inputs.extend(first);
-    inputs.extend(second);
-    inputs.push(coeffs);
-    if needs_grad(&inputs) {
+    if grad {
         let saved: Vec<SavedTensor> = inputs.iter().map(|t| SavedTensor::input(t)).collect();
         let (has_first, has_second) = (first.is_some(), second.is_some());
         let map = map.clone();
-        let bw = Backward { dm, map, affine, has_first, has_second, seeded };
+        let bw = Backward { dm, map, affine, has_first, has_second, seeded, basis };
         if !seeded && d == 0 {
             // the plain layer: one output
             attach(&y, "ChebyKanBackward0", &inputs, true, move |ctx, g| {
@@ -331,6 +335,18 @@ struct Backward {
     has_first: bool,
     has_second: bool,
     seeded: bool,
+    /// the forward's basis matrices `[pv, pj, ps]` (they depend on the
+    /// saved inputs only, whose versions the saved tensors check)
+    basis: Option<[Tensor; 3]>,
+}
+
+/// The basis matrices are kept for the backward up to this many elements
+/// (64 MiB in float64); larger calls write them again in the backward.
+const KEEP_BASIS_ELEMS: usize = 1 << 23;
+
+/// `N (1 + d + m) I (K + 1)`, the elements of a call's basis matrices.
+fn basis_elems(dm: &Dims) -> Option<usize> {
+    dm.n.checked_mul(1 + dm.d + dm.m())?.checked_mul(dm.ik())
 }
 
 impl Backward {
@@ -388,7 +404,8 @@ impl Backward {
                 first: match &jc { Some(j) => First::Given(j.data::<T>()), None if seeded => First::Seed, None => First::None },
                 second: sc.as_ref().map(|s| s.data::<T>()),
             };
-            let gr = kernels::taylor_backward::<T>(&dm, &mb.map(), &jets, cc.data::<T>(), gy.data::<T>(), gj.data::<T>(), gs.data::<T>(), needs)?;
+            let basis = self.basis.as_ref().map(|[v, j, s]| (v.data::<T>(), j.data::<T>(), s.data::<T>()));
+            let gr = kernels::taylor_backward::<T>(&dm, &mb.map(), &jets, cc.data::<T>(), gy.data::<T>(), gj.data::<T>(), gs.data::<T>(), needs, basis)?;
             let second = match (gr.second, dm.second) {
                 (Some(t), Second::Trace) => Some(reshape(&t.into_tensor(), &[n, dm.i])?),
                 (t, _) => t.map(FreshTensor::into_tensor),

@@ -536,3 +536,50 @@ fn bad_inputs_are_errors_not_panics() {
     let g = run_backward(&[s], &[one], false, false, Some(&[cl]), true).unwrap();
     assert!(g[0].as_ref().map(|v| v.to_vec::<f64>().iter().all(|&u| u == 0.0)).unwrap_or(true));
 }
+
+/// The backward given the forward's basis matrices (what a layer call keeps
+/// for its backward) gives the same bits as the backward that writes them
+/// again; with only the coefficient gradient wanted it skips the row pass.
+#[test]
+fn backward_with_the_forward_basis_gives_the_same_bits() {
+    use rbe_pinn::kernels::{taylor_backward, taylor_forward, Dims, First, Jets, Map, Needs};
+    let (n, i, o, k1) = (37, 3, 4, 5); // 37 rows: blocks of 16 and a partial one
+    let (scale, shift) = (vec![2.0, 0.5, 1.5], vec![-1.0, 0.25, 0.0]);
+    let maps = [Map::Tanh, Map::Affine { scale: &scale, shift: &shift }];
+    for (mi, map) in maps.iter().enumerate() {
+        for (second, given, with_second) in
+            [(Second::Trace, true, true), (Second::Diag, true, true), (Second::Trace, false, false), (Second::Diag, false, false)]
+        {
+            let d = if given { 2 } else { i };
+            let dm = Dims { n, i, o, k1, d, second };
+            let m = dm.m();
+            let x = uniform(n * i, 1 + mi as u64, -1.5, 1.5);
+            let xj = uniform(n * d * i, 2, -1.0, 1.0);
+            let xs = uniform(n * m * i, 3, -1.0, 1.0);
+            let c = uniform(i * o * k1, 4, -0.5, 0.5);
+            let jets = Jets { x: &x, first: if given { First::Given(&xj) } else { First::Seed }, second: with_second.then_some(&xs[..]) };
+            let (mut y, mut yj, mut ys) = (vec![0.0; n * o], vec![0.0; n * d * o], vec![0.0; n * m * o]);
+            let basis = taylor_forward(&dm, map, &jets, &c, &mut y, &mut yj, &mut ys, true).unwrap().unwrap();
+            let (mut y2, mut yj2, mut ys2) = (vec![0.0; n * o], vec![0.0; n * d * o], vec![0.0; n * m * o]);
+            assert!(taylor_forward(&dm, map, &jets, &c, &mut y2, &mut yj2, &mut ys2, false).unwrap().is_none());
+            assert_eq!((&y, &yj, &ys), (&y2, &yj2, &ys2));
+            let (gy, gj, gs) = (uniform(n * o, 5, -1.0, 1.0), uniform(n * d * o, 6, -1.0, 1.0), uniform(n * m * o, 7, -1.0, 1.0));
+            let b = Some((&basis.pv[..], &basis.pj[..], &basis.ps[..]));
+            let all = Needs { x: true, first: given, second: with_second, coeffs: true };
+            let only_c = Needs { x: false, first: false, second: false, coeffs: true };
+            let vecs = |g: rbe_pinn::kernels::Grads<f64>| [g.x, g.first, g.second, g.coeffs].map(|t| t.map(|t| t.to_vec()));
+            let what = format!("map {mi} {second:?} given={given}");
+            let fresh = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, all, None).unwrap());
+            let kept = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, all, b).unwrap());
+            assert_eq!(fresh, kept, "{what}");
+            let c_fresh = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, only_c, None).unwrap());
+            let c_kept = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, only_c, b).unwrap());
+            assert!(c_kept[3].is_some() && c_kept[..3].iter().all(Option::is_none), "{what}");
+            assert_eq!(c_fresh, c_kept, "{what}");
+            assert_eq!(c_kept[3], fresh[3], "{what}");
+            // a basis of the wrong size is an error, not a panic
+            let short = Some((&basis.pv[1..], &basis.pj[..], &basis.ps[..]));
+            assert!(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, all, short).is_err(), "{what}");
+        }
+    }
+}
