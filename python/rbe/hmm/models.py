@@ -28,17 +28,26 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 import scipy.linalg
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
 from .. import _core
 from ..errors import ArgumentError, ShapeError
 from ..utils.progress import progress as _progress
 from .functional import hmm_posteriors, hmm_viterbi
 
-__all__ = ["ConvergenceMonitor", "GaussianHMM", "CategoricalHMM", "COVARIANCE_TYPES"]
+__all__ = ["ConvergenceMonitor", "GaussianHMM", "CategoricalHMM", "COVARIANCE_TYPES", "NotFittedError"]
 
 COVARIANCE_TYPES = frozenset(("spherical", "diag", "full", "tied"))
 _logger = logging.getLogger(__name__)
 _LOG2PI = np.log(2 * np.pi)
+
+
+class NotFittedError(ArgumentError, _SkNotFittedError):
+    """A model used before its parameters were set or fitted: an
+    :class:`rbe.errors.ArgumentError` that is also scikit-learn's
+    ``NotFittedError`` (what hmmlearn raises), so hmmlearn-style
+    ``except NotFittedError`` / ``except ValueError`` both catch it."""
 
 
 class ConvergenceMonitor:
@@ -138,6 +147,17 @@ def _check_probs(p, name: str, shape: Tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def _check_n_components(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ArgumentError(f"n_components must be an integer >= 1, got {n!r}")
+
+
+def _validate_probs_in_place(arr: np.ndarray, name: str, shape: Tuple[int, ...]) -> None:
+    """Re-check probabilities that may have been edited in place
+    (``model.transmat_[0] = ...``), as hmmlearn checks them before use."""
+    _check_probs(arr, name, shape)
+
+
 def _normalize(a: np.ndarray, axis=None) -> np.ndarray:
     s = a.sum(axis=axis, keepdims=True)
     s = np.where(s == 0, 1, s)
@@ -175,19 +195,20 @@ def _mm(a: np.ndarray, b: np.ndarray, *, ta: bool = False, tb: bool = False) -> 
     return (x @ y).numpy()
 
 
-class _BaseHMM:
+class _BaseHMM(BaseEstimator):
     """What GaussianHMM and CategoricalHMM share: start/transition
-    probabilities, EM driver, scoring and decoding through the fused ops."""
+    probabilities, EM driver, scoring and decoding through the fused ops.
+    A scikit-learn estimator as hmmlearn's models are (``get_params``,
+    ``set_params``, ``repr``, ``sklearn.base.clone``)."""
 
     _param_letters = "st"
 
     def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, algorithm="viterbi", random_state=None,
                  n_iter=10, tol=1e-2, verbose=False, params="st", init_params="st", implementation="log"):
-        if int(n_components) < 1:
-            raise ArgumentError(f"n_components must be >= 1, got {n_components}")
+        _check_n_components(n_components)
         if algorithm not in ("viterbi", "map"):
             raise ArgumentError(f"algorithm must be 'viterbi' or 'map', got {algorithm!r}")
-        self.n_components = int(n_components)
+        self.n_components = n_components
         self.startprob_prior = startprob_prior
         self.transmat_prior = transmat_prior
         self.algorithm = algorithm
@@ -236,16 +257,46 @@ class _BaseHMM:
         self.monitor_ = mon
 
     def _check_fitted(self) -> None:
+        _check_n_components(self.n_components)
         if not hasattr(self, "_startprob") or not hasattr(self, "_transmat"):
-            raise ArgumentError(f"This {type(self).__name__} instance is not fitted yet: set startprob_, transmat_ and "
-                                f"the emission parameters, or call fit")
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set startprob_, transmat_ and "
+                                 f"the emission parameters, or call fit")
+        k = self.n_components
+        _validate_probs_in_place(self._startprob, "startprob_", (k,))
+        _validate_probs_in_place(self._transmat, "transmat_", (k, k))
         self._check()
+
+    # ------------------------------------------------------------ model selection (hmmlearn's)
+    def _get_n_fit_scalars_per_param(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def aic(self, X, lengths=None) -> float:
+        """Akaike information criterion ``-2 log P(X) + 2 p`` (``p``: the free
+        scalars of every parameter letter, counted as hmmlearn counts them)."""
+        n_params = sum(self._get_n_fit_scalars_per_param().values())
+        return -2 * self.score(X, lengths=lengths) + 2 * n_params
+
+    def bic(self, X, lengths=None) -> float:
+        """Bayesian information criterion ``-2 log P(X) + p log(n_samples)``."""
+        n_params = sum(self._get_n_fit_scalars_per_param().values())
+        return -2 * self.score(X, lengths=lengths) + n_params * float(np.log(len(np.asarray(X))))
+
+    def get_stationary_distribution(self) -> np.ndarray:
+        """The stationary distribution of the states: the left eigenvector of
+        ``transmat_`` for its largest eigenvalue (1), normalised to sum to 1."""
+        if not hasattr(self, "_transmat"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set transmat_ or call fit")
+        _validate_probs_in_place(self._transmat, "transmat_", (self.n_components, self.n_components))
+        eigvals, eigvecs = scipy.linalg.eig(self._transmat.T)
+        vec = np.real_if_close(eigvecs[:, np.argmax(eigvals)])
+        return vec / vec.sum()
 
     def _check(self) -> None:
         """Cross-parameter checks (each attribute was validated when set)."""
 
     # ------------------------------------------------------------ the batched inference
     def _prepare(self, X, lengths):
+        _check_n_components(self.n_components)
         X = self._validate_X(X)
         ls = _check_lengths(lengths, len(X))
         return X, ls
@@ -506,6 +557,13 @@ class GaussianHMM(_BaseHMM):
     def covars_(self, v) -> None:
         c = np.array(v, dtype=np.float64, copy=True)
         k, ct = self.n_components, self.covariance_type
+        if ct == "spherical" and c.ndim == 2 and c.shape[0] == k and c.size:
+            # hmmlearn's internal spherical layout (each state's variance tiled over the features)
+            if not np.all(c == c[:, :1]):
+                raise ShapeError(f"covars_ for covariance_type='spherical' must have shape (n_components,) (or "
+                                 f"(n_components, n_features) with one value per row), got {c.shape} with rows "
+                                 f"that differ")
+            c = c[:, 0].copy()
         want = {"spherical": "(n_components,)", "diag": "(n_components, n_features)",
                 "full": "(n_components, n_features, n_features)", "tied": "(n_features, n_features)"}[ct]
         ok = {"spherical": c.ndim == 1 and c.shape[0] == k, "diag": c.ndim == 2 and c.shape[0] == k,
@@ -527,15 +585,39 @@ class GaussianHMM(_BaseHMM):
             raise ShapeError(f"covars_ has dimension {self._covar_dim(c)} but means_ has n_features={self.n_features}")
         self._covars = c
 
+    @property
+    def _covars_(self) -> np.ndarray:
+        """hmmlearn's internal layout: ``spherical`` as ``(n_components, n_features)``
+        (each variance tiled), otherwise the shape of the covariance type."""
+        if self.covariance_type == "spherical" and self.n_features is not None:
+            return np.tile(self._covars[:, None], (1, self.n_features))
+        return self._covars
+
+    @_covars_.setter
+    def _covars_(self, v) -> None:
+        self.covars_ = v
+
+    def _get_n_fit_scalars_per_param(self) -> dict:
+        nc, nf = self.n_components, self.n_features
+        if nf is None:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set means_ or call fit")
+        return {"s": nc - 1, "t": nc * (nc - 1), "m": nc * nf,
+                "c": {"spherical": nc, "diag": nc * nf, "full": nc * nf * (nf + 1) // 2,
+                      "tied": nf * (nf + 1) // 2}[self.covariance_type]}
+
     def _check(self) -> None:
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ArgumentError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {self.covariance_type!r}")
         if not hasattr(self, "_means"):
-            raise ArgumentError("means_ is not set")
+            raise NotFittedError("means_ is not set: set it or call fit")
         if not hasattr(self, "_covars"):
-            raise ArgumentError("covars_ is not set")
+            raise NotFittedError("covars_ is not set: set it or call fit")
         if self._covar_dim(self._covars) not in (None, self.n_features):
             raise ShapeError(f"covars_ has dimension {self._covar_dim(self._covars)} but means_ has {self.n_features}")
 
     def _validate_X(self, X) -> np.ndarray:
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ArgumentError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {self.covariance_type!r}")
         X = _check_X(X)
         if self.n_features is not None and X.shape[1] != self.n_features:
             raise ShapeError(f"X has {X.shape[1]} features but the model has n_features={self.n_features}")
@@ -683,7 +765,14 @@ class CategoricalHMM(_BaseHMM):
 
     def _check(self) -> None:
         if not hasattr(self, "_emissionprob"):
-            raise ArgumentError("emissionprob_ is not set")
+            raise NotFittedError("emissionprob_ is not set: set it or call fit")
+        _validate_probs_in_place(self._emissionprob, "emissionprob_", (self.n_components, self._emissionprob.shape[1]))
+
+    def _get_n_fit_scalars_per_param(self) -> dict:
+        nc, nf = self.n_components, self.n_features
+        if nf is None:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set emissionprob_ or call fit")
+        return {"s": nc - 1, "t": nc * (nc - 1), "e": nc * (nf - 1)}
 
     def _init(self, X, ls) -> None:
         if self.n_features is None:

@@ -1,0 +1,255 @@
+"""hmmlearn conformance: code written for hmmlearn runs with only the import
+changed. Signatures, scikit-learn estimator protocol, return types, EM with
+non-default MAP priors, aic/bic, stationary distribution, sampling, the
+convergence monitor, covariance setters, and the error classes (ValueError
+wherever hmmlearn raises ValueError)."""
+import inspect
+
+import numpy as np
+import pytest
+import sklearn.base
+import sklearn.exceptions
+
+from rbe.errors import ArgumentError
+import rbe.hmm as rbe_hmm
+from rbe.hmm import CategoricalHMM, GaussianHMM
+
+hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
+COV_TYPES = ["spherical", "diag", "full", "tied"]
+
+
+def _data(seed=0, n=90, d=2):
+    r = np.random.RandomState(seed)
+    X = r.normal(size=(n, d))
+    X[n // 3: 2 * n // 3] += 3.0
+    X[2 * n // 3:] -= 2.0
+    return X
+
+
+def _fitted(mod, ct="diag", X=None, lengths=None, **kw):
+    m = mod.GaussianHMM(3, covariance_type=ct, random_state=1, n_iter=kw.pop("n_iter", 5), **kw)
+    return m.fit(_data() if X is None else X, lengths)
+
+
+@pytest.mark.parametrize("name", ["GaussianHMM", "CategoricalHMM"])
+def test_constructor_and_method_signatures_match(name):
+    ours, ref = getattr(__import__("rbe.hmm", fromlist=[name]), name), getattr(hmmlearn_hmm, name)
+    assert inspect.signature(ours) == inspect.signature(ref)
+    for meth in ["score", "score_samples", "decode", "predict", "predict_proba", "sample", "aic", "bic",
+                 "get_stationary_distribution", "get_params", "set_params"]:
+        assert inspect.signature(getattr(ours, meth)).parameters == inspect.signature(getattr(ref, meth)).parameters, meth
+    # fit: hmmlearn's (X, lengths=None) plus keyword-only extras
+    ps = list(inspect.signature(ours.fit).parameters.values())
+    rps = list(inspect.signature(ref.fit).parameters.values())
+    assert ps[:len(rps)] == rps
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in ps[len(rps):])
+
+
+def test_sklearn_estimator_protocol():
+    kw = dict(covariance_type="full", n_iter=7, tol=0.5, means_weight=2.0, params="mc", algorithm="map")
+    ours, ref = GaussianHMM(4, **kw), hmmlearn_hmm.GaussianHMM(4, **kw)
+    assert ours.get_params() == ref.get_params()
+    assert repr(ours) == repr(ref)
+    assert ours.set_params(n_iter=3, tol=0.1) is ours and (ours.n_iter, ours.tol) == (3, 0.1)
+    fitted = _fitted(rbe_hmm)
+    c = sklearn.base.clone(fitted)
+    assert type(c) is GaussianHMM and c.get_params() == fitted.get_params() and not hasattr(c, "means_")
+    assert CategoricalHMM(2, n_features=4).get_params() == hmmlearn_hmm.CategoricalHMM(2, n_features=4).get_params()
+    # hyper-parameters changed through set_params are checked when used
+    bad = GaussianHMM(2).set_params(covariance_type="nope")
+    with pytest.raises(ValueError, match="covariance_type"):
+        bad.fit(_data())
+
+
+def test_return_types_shapes_and_algorithm_attribute():
+    X = _data()
+    m = _fitted(rbe_hmm)
+    assert type(m.score(X)) is float
+    lp, post = m.score_samples(X)
+    assert type(lp) is float and post.shape == (len(X), 3) and post.dtype == np.float64
+    assert m.predict_proba(X).shape == (len(X), 3)
+    vlp, path = m.decode(X)
+    assert type(vlp) is float and path.shape == (len(X),) and path.dtype.kind == "i"
+    assert m.predict(X).dtype.kind == "i"
+    assert m.n_features == 2
+    # decode(algorithm=None) follows self.algorithm, as hmmlearn
+    ref = _fitted(hmmlearn_hmm)
+    for obj in (m, ref):
+        obj.algorithm = "map"
+    np.testing.assert_allclose(m.decode(X)[0], ref.decode(X)[0], rtol=1e-6)
+    assert m.decode(X)[0] == pytest.approx(m.decode(X, algorithm="map")[0])
+    assert m.decode(X)[0] != pytest.approx(m.decode(X, algorithm="viterbi")[0])
+    np.testing.assert_array_equal(m.predict(X), m.predict_proba(X).argmax(1))
+
+
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_fit_without_lengths_matches_hmmlearn(ct):
+    X = _data(3)
+    ours, ref = _fitted(rbe_hmm, ct, X), _fitted(hmmlearn_hmm, ct, X)
+    np.testing.assert_allclose(list(ours.monitor_.history), list(ref.monitor_.history), rtol=1e-7)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-6, atol=1e-8)
+    assert ours.score(X) == pytest.approx(ref.score(X), rel=1e-7)
+
+
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_em_with_non_default_priors_matches_hmmlearn(ct):
+    """MAP priors in the M-step exactly as hmmlearn applies them (scalars and arrays)."""
+    k, d = 3, 2
+    X = _data(5)
+    lengths = [30, 1, 59]
+    pri = dict(startprob_prior=np.array([2.0, 1.5, 3.0]), transmat_prior=np.full((k, k), 2.5),
+               means_prior=np.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 0.5]]), means_weight=np.full((k, 1), 4.0) if ct in ("spherical", "diag") else 4.0,
+               covars_prior=0.7 if ct in ("spherical", "diag") else 0.7 * np.eye(d),
+               covars_weight=5.0, n_iter=6, tol=-np.inf, init_params="")
+    ours, ref = GaussianHMM(k, ct, **pri), hmmlearn_hmm.GaussianHMM(k, ct, **pri)
+    cov = {"spherical": np.array([1.0, 0.5, 2.0]), "diag": np.array([[1.0, 0.5], [0.7, 1.2], [2.0, 1.0]]),
+           "full": np.array([np.eye(d), [[1.0, 0.3], [0.3, 0.8]], 2 * np.eye(d)]), "tied": np.array([[1.0, 0.2], [0.2, 1.5]])}[ct]
+    for m in (ours, ref):
+        m.startprob_, m.transmat_ = [0.5, 0.3, 0.2], [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]]
+        m.means_, m.covars_ = [[0.0, 0.0], [3.0, 3.0], [-2.0, -2.0]], cov
+    ours.fit(X, lengths)
+    ref.fit(X, lengths)
+    np.testing.assert_allclose(list(ours.monitor_.history), list(ref.monitor_.history), rtol=1e-9)
+    for name in ("startprob_", "transmat_", "means_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-8, atol=1e-12, err_msg=name)
+    # hmmlearn stores spherical variances tiled to (K, D) after its M-step: _covars_ compares like for like
+    np.testing.assert_allclose(ours._covars_, ref._covars_, rtol=1e-8, atol=1e-12)
+    # the priors matter: without them the estimates differ
+    plain = GaussianHMM(k, ct, n_iter=6, tol=-np.inf, init_params="")
+    plain.startprob_, plain.transmat_, plain.means_ = ref.startprob_, ref.transmat_, ref.means_
+    plain.startprob_, plain.transmat_ = [0.5, 0.3, 0.2], [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]]
+    plain.means_, plain.covars_ = [[0.0, 0.0], [3.0, 3.0], [-2.0, -2.0]], cov
+    plain.fit(X, lengths)
+    assert not np.allclose(plain.means_, ours.means_, rtol=1e-4)
+
+
+def test_categorical_priors_input_and_sampling_match_hmmlearn():
+    r = np.random.RandomState(2)
+    X = r.randint(0, 4, size=(120, 1))
+    lengths = [50, 1, 69]
+    kw = dict(emissionprob_prior=np.full((3, 4), 1.7), startprob_prior=2.0, transmat_prior=1.5, n_iter=8,
+              tol=-np.inf, random_state=3)
+    ours, ref = CategoricalHMM(3, **kw).fit(X, lengths), hmmlearn_hmm.CategoricalHMM(3, **kw).fit(X, lengths)
+    np.testing.assert_allclose(list(ours.monitor_.history), list(ref.monitor_.history), rtol=1e-9)
+    np.testing.assert_allclose(ours.emissionprob_, ref.emissionprob_, rtol=1e-8)
+    assert ours.n_features == ref.n_features == 4
+    assert ours.aic(X, lengths) == pytest.approx(ref.aic(X, lengths), rel=1e-9)
+    assert ours.bic(X, lengths) == pytest.approx(ref.bic(X, lengths), rel=1e-9)
+    Xo, Zo = ours.sample(30, random_state=4)
+    Xr, Zr = ref.sample(30, random_state=4)
+    assert Xo.shape == Xr.shape == (30, 1) and Zo.shape == Zr.shape == (30,)
+    np.testing.assert_array_equal(Xo, Xr)
+    np.testing.assert_array_equal(Zo, Zr)
+    # a declared n_features larger than the symbols seen
+    wide = CategoricalHMM(2, n_features=6, random_state=0).fit(X)
+    assert wide.emissionprob_.shape == hmmlearn_hmm.CategoricalHMM(2, n_features=6, random_state=0).fit(X).emissionprob_.shape
+
+
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_aic_bic_and_stationary_distribution_match_hmmlearn(ct):
+    X = _data(1)
+    ours, ref = _fitted(rbe_hmm, ct, X), _fitted(hmmlearn_hmm, ct, X)
+    assert ours._get_n_fit_scalars_per_param() == ref._get_n_fit_scalars_per_param()
+    assert ours.aic(X) == pytest.approx(ref.aic(X), rel=1e-7)
+    assert ours.bic(X, [40, 50]) == pytest.approx(ref.bic(X, [40, 50]), rel=1e-7)
+    pi = ours.get_stationary_distribution()
+    np.testing.assert_allclose(pi, ref.get_stationary_distribution(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(pi @ ours.transmat_, pi, atol=1e-12)
+    assert pi.sum() == pytest.approx(1.0)
+
+
+def test_sample_with_currstate_and_monitor_attributes():
+    X = _data()
+    ours, ref = _fitted(rbe_hmm), _fitted(hmmlearn_hmm)
+    ours.means_, ours.covars_, ours.startprob_, ours.transmat_ = ref.means_, ref._covars_, ref.startprob_, ref.transmat_
+    for kw in (dict(random_state=9), dict(random_state=9, currstate=2)):
+        (Xo, Zo), (Xr, Zr) = ours.sample(12, **kw), ref.sample(12, **kw)
+        np.testing.assert_allclose(Xo, Xr)
+        np.testing.assert_array_equal(Zo, Zr)
+    assert ours.sample(5, currstate=1)[1][0] == 1
+    m = GaussianHMM(3, n_iter=4, tol=1e-9, verbose=False, random_state=1).fit(X)
+    r = hmmlearn_hmm.GaussianHMM(3, n_iter=4, tol=1e-9, verbose=False, random_state=1).fit(X)
+    for attr in ("iter", "n_iter", "tol", "verbose", "converged"):
+        assert getattr(m.monitor_, attr) == getattr(r.monitor_, attr), attr
+    assert len(m.monitor_.history) == len(r.monitor_.history)
+
+
+@pytest.mark.parametrize("ct,value", [
+    ("spherical", [1.0, 2.0]), ("spherical", [[1.0, 1.0], [2.0, 2.0]]), ("diag", [[1.0, 2.0], [0.5, 0.5]]),
+    ("full", [np.eye(2), [[2.0, 0.5], [0.5, 1.0]]]), ("tied", [[2.0, 0.5], [0.5, 1.0]])])
+def test_covars_setter_accepts_what_hmmlearn_accepts(ct, value):
+    ours, ref = GaussianHMM(2, ct), hmmlearn_hmm.GaussianHMM(2, ct)
+    means = [[0.0, 0.0], [1.0, -1.0]]
+    for m in (ours, ref):
+        m.means_ = means
+        m.covars_ = value
+        m.startprob_, m.transmat_ = [0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]]
+    X = _data(0, n=20)
+    assert ours.score(X) == pytest.approx(ref.score(X), rel=1e-10)
+    if np.ndim(value) == 2 and ct == "spherical":  # hmmlearn's getter then tiles again, to (K*D, D, D)
+        np.testing.assert_allclose(ours._covars_, ref._covars_)
+    else:
+        np.testing.assert_allclose(ours.covars_, ref.covars_)
+
+
+@pytest.mark.parametrize("ct,value", [
+    ("spherical", [1.0, -2.0]), ("spherical", [1.0, 2.0, 3.0]), ("diag", [1.0, 2.0]), ("diag", [[1.0, 0.0], [1.0, 1.0]]),
+    ("full", np.ones((2, 2, 2))), ("full", [[1.0, 0.0], [0.0, 1.0]]), ("tied", np.ones((2, 3))),
+    ("tied", [[1.0, 2.0], [2.0, 1.0]])])
+def test_covars_setter_refuses_what_hmmlearn_refuses(ct, value):
+    ref = hmmlearn_hmm.GaussianHMM(2, ct)
+    with pytest.raises(ValueError):
+        ref.covars_ = np.asarray(value)
+    ours = GaussianHMM(2, ct)
+    with pytest.raises(ValueError, match="covars_"):
+        ours.covars_ = value
+    assert not hasattr(ours, "_covars")
+
+
+def _errors_cases():
+    X = _data(0, n=30)
+    return {
+        "unfitted score": lambda mod: mod.GaussianHMM(2).score(X),
+        "lengths do not add up": lambda mod: _fitted(mod, X=X).score(X, [10, 10]),
+        "1-D X": lambda mod: _fitted(mod, X=X).score(X[:, 0]),
+        "NaN X": lambda mod: _fitted(mod, X=X).score(np.full((3, 2), np.nan)),
+        "unknown decoder": lambda mod: _fitted(mod, X=X).decode(X, algorithm="nope"),
+        "startprob not summing to 1": lambda mod: _set_and_score(mod, "startprob_", [0.5, 0.6, 0.1], X),
+        "transmat wrong shape": lambda mod: _set_and_score(mod, "transmat_", np.eye(2), X),
+        "transmat rows not summing to 1": lambda mod: _set_and_score(mod, "transmat_", np.full((3, 3), 0.5), X),
+        "fewer samples than states": lambda mod: mod.GaussianHMM(5).fit(X[:3]),
+        "categorical 1-D": lambda mod: mod.CategoricalHMM(2).fit(np.array([0, 1, 1, 0])),
+    }
+
+
+def _set_and_score(mod, name, value, X):
+    m = _fitted(mod, X=X)
+    setattr(m, name, value)
+    return m.score(X)
+
+
+@pytest.mark.parametrize("case", list(_errors_cases()))
+def test_errors_are_valueerrors_where_hmmlearn_raises_valueerror(case):
+    f = _errors_cases()[case]
+    with pytest.raises(ValueError):
+        f(hmmlearn_hmm)
+    with pytest.raises(ValueError) as e:
+        f(rbe_hmm)
+    assert isinstance(e.value, (ArgumentError,)) or type(e.value).__module__.startswith("rbe")
+    if case == "unfitted score":
+        assert isinstance(e.value, sklearn.exceptions.NotFittedError)
+
+
+def test_in_place_edits_are_checked_before_use():
+    X = _data(0, n=30)
+    m = _fitted(rbe_hmm, X=X)
+    before = m.score(X)
+    m.transmat_[0] = [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match="transmat_"):
+        m.score(X)
+    m.transmat_[0] = [0.5, 0.25, 0.25]
+    assert np.isfinite(m.score(X)) and m.score(X) != before
+    c = CategoricalHMM(2, random_state=0).fit(np.array([[0], [1], [2], [1], [0]]))
+    c.emissionprob_[1, 0] = -0.1
+    with pytest.raises(ValueError, match="emissionprob_"):
+        c.predict(np.array([[0], [1]]))
