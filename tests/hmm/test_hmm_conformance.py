@@ -253,3 +253,61 @@ def test_in_place_edits_are_checked_before_use():
     c.emissionprob_[1, 0] = -0.1
     with pytest.raises(ValueError, match="emissionprob_"):
         c.predict(np.array([[0], [1]]))
+
+
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_gradient_fit_every_covariance_type_reaches_the_em_optimum(ct):
+    """fit(optimizer=...) for every covariance type (full / tied through the
+    Cholesky factor of the precision): the likelihood rises at every Adam step
+    here and ends at the optimum EM reaches from the same start."""
+    import rbe
+
+    ref = hmmlearn_hmm.GaussianHMM(3, ct)
+    ref.startprob_, ref.transmat_ = [0.5, 0.3, 0.2], [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]
+    ref.means_ = [[0.0, 0.0], [3.0, 3.0], [-3.0, 2.0]]
+    a = np.array([[1.0, 0.5], [0.5, 1.5]])
+    ref.covars_ = {"spherical": [1.0, 0.5, 2.0], "diag": [[1.0, 0.5], [0.7, 1.2], [2.0, 1.0]],
+                   "full": np.array([a, 0.5 * a, np.eye(2)]), "tied": a}[ct]
+    lengths = [80, 1, 60]
+    X = np.concatenate([ref.sample(n, random_state=i)[0] for i, n in enumerate(lengths)])
+
+    def start(**kw):
+        m = GaussianHMM(3, ct, init_params="", **kw)
+        m.startprob_, m.transmat_ = [1 / 3] * 3, np.full((3, 3), 1 / 3)
+        m.means_ = [[0.5, 0.5], [2.0, 2.5], [-2.0, 1.0]]
+        m.covars_ = {"spherical": np.full(3, 2.0), "diag": np.full((3, 2), 2.0), "full": np.array([2 * np.eye(2)] * 3),
+                     "tied": 2 * np.eye(2)}[ct]
+        return m
+
+    em = start(n_iter=300, tol=1e-9).fit(X, lengths)
+    g = start(n_iter=400, tol=1e-7)
+    before = g.score(X, lengths)
+    g.fit(X, lengths, optimizer=lambda p: rbe.optim.Adam(p, lr=0.03))
+    hist = np.array(g.monitor_.history)
+    assert hist[-1] > before + 20
+    assert np.all(np.diff(hist) >= -1e-9 * np.abs(hist[1:]))
+    assert g.score(X, lengths) == pytest.approx(em.score(X, lengths), abs=0.05)
+    np.testing.assert_allclose(g.means_, em.means_, atol=2e-2)
+    np.testing.assert_allclose(g.covars_, em.covars_, atol=2e-2)
+    for c in g.covars_:
+        np.testing.assert_allclose(c, c.T)
+        assert np.linalg.eigvalsh(c).min() > 0
+    # only the means when "c" is not in params: the covariances stay as they were
+    m = start(n_iter=50, params="m")
+    cov0 = m.covars_.copy()
+    m.fit(X, lengths, optimizer=lambda p: rbe.optim.Adam(p, lr=0.05))
+    np.testing.assert_allclose(m.covars_, cov0, rtol=1e-12)
+    assert m.score(X, lengths) > before
+
+
+def test_n_features_attribute_settable_as_in_hmmlearn():
+    ours, ref = GaussianHMM(2), hmmlearn_hmm.GaussianHMM(2)
+    for m in (ours, ref):
+        m.n_features = 3
+        m.means_ = np.zeros((2, 3))
+    assert ours.n_features == ref.n_features == 3
+    with pytest.raises(ValueError, match="n_features"):
+        ours.n_features = 4
+    assert ours.n_features == 3
+    with pytest.raises(ValueError, match="n_features"):
+        ours.n_features = 0

@@ -64,9 +64,11 @@ class ConvergenceMonitor:
         self.verbose = verbose
         self.history: deque = deque()
         self.iter = 0
+        self._gradient = False  # set by the gradient fit: steps may go down, and convergence is |change| < tol
 
     def __repr__(self) -> str:
-        params = sorted(dict(vars(self), history=list(self.history)).items())
+        public = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        params = sorted(dict(public, history=list(self.history)).items())
         return "ConvergenceMonitor(\n" + "".join(f"    {k}={v},\n" for k, v in params) + ")"
 
     def _reset(self) -> None:
@@ -77,14 +79,18 @@ class ConvergenceMonitor:
         if self.verbose:
             delta = log_prob - self.history[-1] if self.history else np.nan
             print(self._template.format(iter=self.iter + 1, log_prob=log_prob, delta=delta), file=sys.stderr)
-        if self.history and (log_prob - self.history[-1]) < -np.finfo(float).eps ** 0.5:
+        if not self._gradient and self.history and (log_prob - self.history[-1]) < -np.finfo(float).eps ** 0.5:
             _logger.warning("Model is not converging.  Current: %s is not greater than %s.", log_prob, self.history[-1])
         self.history.append(log_prob)
         self.iter += 1
 
     @property
     def converged(self) -> bool:
-        return self.iter == self.n_iter or (len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol)
+        if len(self.history) >= 2:
+            delta = self.history[-1] - self.history[-2]
+            if (abs(delta) if self._gradient else delta) < self.tol:
+                return True
+        return self.iter == self.n_iter
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -402,7 +408,8 @@ class _BaseHMM(BaseEstimator):
         returning an ``rbe.optim`` optimizer, e.g. ``lambda p:
         rbe.optim.Adam(p, lr=0.05)``) the mean log-likelihood per sample is
         maximised by gradient steps instead (``n_iter`` steps, same
-        ``params`` letters; not for ``full`` / ``tied`` covariances).
+        ``params`` letters; every covariance type: ``full`` / ``tied``
+        through the Cholesky factor of the precision).
 
         ``progress`` shows a bar (default: when stderr is a terminal).
         """
@@ -445,6 +452,7 @@ class _BaseHMM(BaseEstimator):
         if not params:
             return
         opt = make_opt(params)
+        self.monitor_._gradient = True
         keep = ls > 0
         lsn = ls[keep]
         seq = np.repeat(np.arange(len(lsn)), lsn)
@@ -527,7 +535,19 @@ class GaussianHMM(_BaseHMM):
     # ------------------------------------------------------------ attributes
     @property
     def n_features(self) -> Optional[int]:
-        return self._means.shape[1] if hasattr(self, "_means") else None
+        """The observation dimension (from ``means_``); hmmlearn code may also
+        set it, to the same value or before ``means_`` exists."""
+        if hasattr(self, "_means"):
+            return self._means.shape[1]
+        return self.__dict__.get("_n_features_set")
+
+    @n_features.setter
+    def n_features(self, v) -> None:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ArgumentError(f"n_features must be a positive integer, got {v!r}")
+        if hasattr(self, "_means") and v != self._means.shape[1]:
+            raise ShapeError(f"n_features={v} but means_ has {self._means.shape[1]} features")
+        self._n_features_set = None if v is None else int(v)
 
     @property
     def means_(self) -> np.ndarray:
@@ -704,18 +724,55 @@ class GaussianHMM(_BaseHMM):
 
     # ------------------------------------------------------------ the gradient-fit parameterisation
     def _emission_tensors(self):
-        if self.covariance_type not in ("diag", "spherical"):
-            raise ArgumentError(f"fit(optimizer=...) supports covariance_type 'diag' and 'spherical', not {self.covariance_type!r}; use EM")
-        return {"means": _t(self._means).requires_grad_("m" in self.params),
-                "log_var": _t(np.log(self._covars)).requires_grad_("c" in self.params)}
+        """The parameters the gradient fit optimises: the means, and for
+        ``diag`` / ``spherical`` the log-variances; for ``full`` / ``tied``
+        the Cholesky factor ``U`` of each precision matrix
+        (``inv(covars) = U U^T``, ``U`` lower-triangular with a positive
+        diagonal): its strictly lower part free and its diagonal as logs,
+        so every step gives a symmetric positive-definite covariance and the
+        log-density needs only products (``-0.5 ||U^T (x - mu)||^2 +
+        sum log diag U``), no solve."""
+        em = {"means": _t(self._means).requires_grad_("m" in self.params)}
+        if self.covariance_type in ("diag", "spherical"):
+            em["log_var"] = _t(np.log(self._covars)).requires_grad_("c" in self.params)
+            return em
+        covs = self._covars if self.covariance_type == "full" else self._covars[None]
+        chols = []
+        for i, c in enumerate(covs):
+            try:
+                chols.append(np.linalg.cholesky(np.linalg.inv(c)))
+            except np.linalg.LinAlgError:
+                raise ArgumentError(f"covars_{'[' + str(i) + ']' if self.covariance_type == 'full' else ''} is not "
+                                    f"positive-definite; the gradient fit cannot start from it") from None
+        u = np.array(chols)
+        if self.covariance_type == "tied":
+            u = u[0]
+        d = u.shape[-1]
+        self._em_masks = (_t(np.tril(np.ones((d, d)), -1)), _t(np.eye(d)))
+        em["prec_chol_lower"] = _t(np.tril(u, -1)).requires_grad_("c" in self.params)
+        em["prec_chol_log_diag"] = _t(np.log(np.diagonal(u, axis1=-2, axis2=-1))).requires_grad_("c" in self.params)
+        return em
 
     def _obs_tensor(self, X):
         return _t(X)
+
+    def _prec_chol(self, em):
+        lower, eye = self._em_masks
+        return em["prec_chol_lower"] * lower + em["prec_chol_log_diag"].exp().unsqueeze(-1) * eye
 
     def _log_emissions_tensor(self, Xt, em):
         import rbe
 
         d = Xt.shape[1]
+        if self.covariance_type in ("full", "tied"):
+            u = self._prec_chol(em)  # (K, D, D) or (D, D)
+            diff = Xt.unsqueeze(0) - em["means"].unsqueeze(1)  # (K, N, D)
+            y = rbe.matmul(diff, u)  # rows (U^T (x - mu))^T
+            logdet = em["prec_chol_log_diag"].sum(-1)  # (K,) or scalar
+            quad = (y * y).sum(-1)  # (K, N)
+            if self.covariance_type == "full":
+                logdet = logdet.unsqueeze(1)
+            return (logdet - 0.5 * quad - float(0.5 * d * _LOG2PI)).t()
         lv = em["log_var"]
         if self.covariance_type == "spherical":
             lv = lv.unsqueeze(1).expand(self.n_components, d)
@@ -725,8 +782,21 @@ class GaussianHMM(_BaseHMM):
         return const - 0.5 * rbe.matmul(Xt * Xt, prec.t()) + rbe.matmul(Xt, mp.t())
 
     def _set_emission_tensors(self, em) -> None:
+        import rbe
+
         self._means = em["means"].detach().numpy().copy()
-        self._covars = np.exp(em["log_var"].detach().numpy())
+        if self.covariance_type in ("diag", "spherical"):
+            self._covars = np.exp(em["log_var"].detach().numpy())
+            return
+        with rbe.no_grad():
+            u = self._prec_chol(em).numpy()
+        del self._em_masks
+        # covariance = inv(U U^T) = inv(U)^T inv(U), symmetric positive-definite by construction
+        eye = np.eye(u.shape[-1])
+        inv_u = np.array([scipy.linalg.solve_triangular(m, eye, lower=True) for m in (u if u.ndim == 3 else u[None])])
+        cov = np.einsum("kji,kjl->kil", inv_u, inv_u)
+        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+        self._covars = cov if self.covariance_type == "full" else cov[0]
 
 
 class CategoricalHMM(_BaseHMM):
