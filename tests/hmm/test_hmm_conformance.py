@@ -311,3 +311,23 @@ def test_n_features_attribute_settable_as_in_hmmlearn():
     assert ours.n_features == 3
     with pytest.raises(ValueError, match="n_features"):
         ours.n_features = 0
+
+
+def test_hmmlearn_warnings_and_implementation(caplog):
+    import logging
+
+    X = _data(0, n=6)
+    for mod in (hmmlearn_hmm, rbe_hmm):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            m = mod.GaussianHMM(3, "full", random_state=0, n_iter=2)
+            m.startprob_ = [0.2, 0.3, 0.5]
+            m.fit(X)
+        text = caplog.text
+        assert "'startprob_' attribute is set, it will be overwritten" in text, mod
+        assert "degenerate solution" in text, mod
+    for impl in ("log", "scaling"):
+        m = GaussianHMM(2, random_state=0, implementation=impl, n_iter=2).fit(_data())
+        assert np.isfinite(m.score(_data()))
+    with pytest.raises(ValueError, match="implementation"):
+        GaussianHMM(2, implementation="fast").fit(_data())

@@ -245,7 +245,12 @@ class _BaseHMM(BaseEstimator):
         self._transmat = _check_probs(v, "transmat_", (self.n_components, self.n_components))
 
     def _needs_init(self, code: str, name: str) -> bool:
-        return code in self.init_params or not hasattr(self, name)
+        if code in self.init_params:
+            if hasattr(self, name):
+                _logger.warning("Even though the %r attribute is set, it will be overwritten during initialization "
+                                "because 'init_params' contains %r", name, code)
+            return True
+        return not hasattr(self, name)
 
     def _rng(self, random_state=None) -> np.random.RandomState:
         rs = self.random_state if random_state is None else random_state
@@ -303,6 +308,9 @@ class _BaseHMM(BaseEstimator):
     # ------------------------------------------------------------ the batched inference
     def _prepare(self, X, lengths):
         _check_n_components(self.n_components)
+        if self.implementation not in ("log", "scaling"):
+            raise ArgumentError(f"implementation must be 'log' or 'scaling', got {self.implementation!r} (both give "
+                                f"the same results here: the fused ops work in log space)")
         X = self._validate_X(X)
         ls = _check_lengths(lengths, len(X))
         return X, ls
@@ -421,6 +429,11 @@ class _BaseHMM(BaseEstimator):
                                     f"states; fitting needs at least as many samples as states")
             self._init(X, ls)
             self._check()
+            per_param = self._get_n_fit_scalars_per_param()
+            n_fit = sum(per_param.get(p, 0) for p in self.params)
+            if X.size < n_fit:
+                _logger.warning("Fitting a model with %d free scalar parameters with only %d data points will result "
+                                "in a degenerate solution.", n_fit, X.size)
             self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
             if optimizer is not None:
                 self._fit_gradient(X, ls, optimizer, progress)
