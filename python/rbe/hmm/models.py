@@ -253,10 +253,16 @@ class _BaseHMM(BaseEstimator):
         return not hasattr(self, name)
 
     def _rng(self, random_state=None) -> np.random.RandomState:
+        """scikit-learn's ``check_random_state`` as hmmlearn: ``None`` is numpy's
+        global generator (so ``np.random.seed`` makes runs repeatable), an int
+        a fresh ``RandomState``, a ``RandomState`` itself."""
+        from sklearn.utils import check_random_state
+
         rs = self.random_state if random_state is None else random_state
-        if isinstance(rs, np.random.RandomState):
-            return rs
-        return np.random.RandomState(rs)
+        try:
+            return check_random_state(rs)
+        except ValueError as e:
+            raise ArgumentError(f"random_state: {e}") from None
 
     def _snapshot(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k != "monitor_"}), copy.deepcopy(self.monitor_)
@@ -861,11 +867,10 @@ class CategoricalHMM(_BaseHMM):
         if self.n_features is None:
             self.n_features = int(X.max()) + 1
         super()._init(X, ls)
+        # hmmlearn replaces random_state by its RandomState here (so a second fit continues its stream)
+        self.random_state = self._rng()
         if self._needs_init("e", "emissionprob_"):
-            rs = self._rng()
-            if isinstance(self.random_state, np.random.RandomState):
-                rs = self.random_state
-            e = rs.rand(self.n_components, self.n_features)
+            e = self.random_state.rand(self.n_components, self.n_features)
             self._emissionprob = e / e.sum(1, keepdims=True)
 
     def _log_emissions(self, X: np.ndarray) -> np.ndarray:
