@@ -372,3 +372,23 @@ def test_hmmlearn_tutorial_runs_identically():
             np.testing.assert_array_equal(a, b, err_msg=str(i))
         else:
             np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9, err_msg=str(i))
+
+
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_verbose_output_pickle_and_emission_hook(ct, capsys):
+    import pickle
+
+    X = _data(4)
+    for mod in (hmmlearn_hmm, rbe_hmm):
+        mod.GaussianHMM(2, ct, random_state=0, verbose=True, n_iter=3).fit(X)
+    printed = capsys.readouterr().err.splitlines()
+    ref_lines, our_lines = printed[:3], printed[3:]
+    assert len(our_lines) == 3
+    for a, b in zip(our_lines, ref_lines):  # "iter  log_prob  delta", the same layout and values
+        fa, fb = a.split(), b.split()
+        assert fa[0] == fb[0] and float(fa[1]) == pytest.approx(float(fb[1]), rel=1e-9)
+    ours, ref = _fitted(rbe_hmm, ct, X), _fitted(hmmlearn_hmm, ct, X)
+    np.testing.assert_allclose(ours._compute_log_likelihood(X), ref._compute_log_likelihood(X), rtol=1e-9)
+    back = pickle.loads(pickle.dumps(ours))
+    assert back.score(X) == ours.score(X)
+    assert list(back.monitor_.history) == list(ours.monitor_.history)

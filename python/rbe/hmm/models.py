@@ -336,6 +336,13 @@ class _BaseHMM(BaseEstimator):
         r = hmm_posteriors(_t(_log(self.startprob_)), _t(_log(self.transmat_)), _t(pad), lsn, with_xi=with_xi)
         return r, idx, lsn
 
+    def _compute_log_likelihood(self, X) -> np.ndarray:
+        """Per-sample, per-state emission log-densities ``(n_samples,
+        n_components)`` (hmmlearn's hook of the same name)."""
+        self._check_fitted()
+        _check_n_components(self.n_components)
+        return self._log_emissions(self._validate_X(X))
+
     def score_samples(self, X, lengths=None) -> Tuple[float, np.ndarray]:
         """``(log P(X), posteriors (n_samples, n_components))``."""
         self._check_fitted()
