@@ -392,3 +392,17 @@ def test_verbose_output_pickle_and_emission_hook(ct, capsys):
     back = pickle.loads(pickle.dumps(ours))
     assert back.score(X) == ours.score(X)
     assert list(back.monitor_.history) == list(ours.monitor_.history)
+
+
+def test_unknown_params_letters_are_refused_and_change_nothing():
+    X = _data(0, n=20)
+    with pytest.raises(KeyError):
+        hmmlearn_hmm.GaussianHMM(2, params="stx", n_iter=2).fit(X)
+    m = GaussianHMM(2, params="stx", n_iter=2)
+    with pytest.raises(ValueError, match=r"params='stx'.*\['x'\]"):
+        m.fit(X)
+    assert not hasattr(m, "means_") and len(m.monitor_.history) == 0
+    c = CategoricalHMM(2, params="stm")
+    with pytest.raises(ValueError, match="'ste'"):
+        c.fit(np.array([[0], [1], [1]]))
+    assert not hasattr(c, "emissionprob_")

@@ -443,7 +443,11 @@ class _BaseHMM(BaseEstimator):
             self._init(X, ls)
             self._check()
             per_param = self._get_n_fit_scalars_per_param()
-            n_fit = sum(per_param.get(p, 0) for p in self.params)
+            unknown = sorted(set(self.params) - set(per_param))
+            if unknown:
+                raise ArgumentError(f"params={self.params!r} holds unknown letter(s) {unknown}; "
+                                    f"{type(self).__name__} fits {''.join(per_param)!r}")
+            n_fit = sum(per_param[p] for p in self.params)
             if X.size < n_fit:
                 _logger.warning("Fitting a model with %d free scalar parameters with only %d data points will result "
                                 "in a degenerate solution.", n_fit, X.size)
