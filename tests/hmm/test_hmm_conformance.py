@@ -237,7 +237,7 @@ def test_errors_are_valueerrors_where_hmmlearn_raises_valueerror(case):
         f(rbe_hmm)
     assert isinstance(e.value, (ArgumentError,)) or type(e.value).__module__.startswith("rbe")
     if case == "unfitted score":
-        assert isinstance(e.value, sklearn.exceptions.NotFittedError)
+        assert isinstance(e.value, sklearn.exceptions.NotFittedError) and isinstance(e.value, rbe_hmm.NotFittedError)
 
 
 def test_in_place_edits_are_checked_before_use():
