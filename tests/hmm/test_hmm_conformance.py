@@ -406,3 +406,37 @@ def test_unknown_params_letters_are_refused_and_change_nothing():
     with pytest.raises(ValueError, match="'ste'"):
         c.fit(np.array([[0], [1], [1]]))
     assert not hasattr(c, "emissionprob_")
+
+
+@pytest.mark.parametrize("ct", ["diag", "spherical", "full", "tied"])
+def test_covariances_alone_use_the_posteriors(ct):
+    """params with "c" but not "m": hmmlearn 0.3.3 then leaves the occupation
+    counts and first moments at zero (hmmlearn issue #569, fix proposed in
+    #573), so its covariance update divides the prior by itself; here the
+    update is the M-step of the formulas with the real statistics (what #573
+    restores): checked against numpy from the posteriors."""
+    k, d = 2, 2
+    X = _data(7, n=60)
+    cp, cw, mp, mw = 0.5, 4.0, 1.0, 2.0
+    m = GaussianHMM(k, ct, n_iter=1, params="c", init_params="", covars_prior=cp, covars_weight=cw, means_prior=mp,
+                    means_weight=mw)
+    m.startprob_, m.transmat_, m.means_ = [0.6, 0.4], [[0.9, 0.1], [0.2, 0.8]], [[0.0, 0.0], [3.0, 2.0]]
+    m.covars_ = {"diag": np.ones((k, d)), "spherical": np.ones(k), "full": np.array([np.eye(d)] * k), "tied": np.eye(d)}[ct]
+    mu = m.means_.copy()
+    _, g = m.score_samples(X)
+    m.fit(X)
+    n = g.sum(0)
+    np.testing.assert_allclose(m.means_, mu)  # not updated
+    if ct in ("diag", "spherical"):
+        c_n = mw * (mu - mp) ** 2 + g.T @ X**2 - 2 * mu * (g.T @ X) + mu**2 * n[:, None]
+        want = (cp + c_n) / (max(cw - 1, 0) + n[:, None])
+        got = m._covars_
+        if ct == "spherical":
+            want = np.tile(want.mean(1)[:, None], (1, d))
+    else:
+        c_n = np.array([mw * np.outer(mu[i] - mp, mu[i] - mp) + (g[:, i, None] * (X - mu[i])).T @ (X - mu[i])
+                        for i in range(k)])
+        cvw = max(cw - d, 0)
+        want = (cp + c_n.sum(0)) / (cvw + n.sum()) if ct == "tied" else (cp + c_n) / (cvw + n[:, None, None])
+        got = m._covars_
+    np.testing.assert_allclose(got, want, rtol=1e-10)
