@@ -12,10 +12,10 @@
 See docs/hmm.md.
 """
 from .functional import hmm_log_likelihood, hmm_posteriors, hmm_viterbi
-from .models import CategoricalHMM, ConvergenceMonitor, GaussianHMM
+from .models import CategoricalHMM, ConvergenceMonitor, GaussianHMM, NotFittedError
 from .neural import NeuralHMM, ScoreHMM
 from .streaming import StreamingHMMProcessor, checkpointed_posteriors, checkpointed_smooth, overlap_window_posteriors
 
-__all__ = ["hmm_log_likelihood", "hmm_posteriors", "hmm_viterbi", "GaussianHMM", "CategoricalHMM", "ConvergenceMonitor",
+__all__ = ["hmm_log_likelihood", "hmm_posteriors", "hmm_viterbi", "GaussianHMM", "CategoricalHMM", "ConvergenceMonitor", "NotFittedError",
            "NeuralHMM", "ScoreHMM", "StreamingHMMProcessor", "checkpointed_posteriors", "checkpointed_smooth",
            "overlap_window_posteriors"]

@@ -28,17 +28,26 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 import scipy.linalg
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
 from .. import _core
 from ..errors import ArgumentError, ShapeError
 from ..utils.progress import progress as _progress
 from .functional import hmm_posteriors, hmm_viterbi
 
-__all__ = ["ConvergenceMonitor", "GaussianHMM", "CategoricalHMM", "COVARIANCE_TYPES"]
+__all__ = ["ConvergenceMonitor", "GaussianHMM", "CategoricalHMM", "COVARIANCE_TYPES", "NotFittedError"]
 
 COVARIANCE_TYPES = frozenset(("spherical", "diag", "full", "tied"))
 _logger = logging.getLogger(__name__)
 _LOG2PI = np.log(2 * np.pi)
+
+
+class NotFittedError(ArgumentError, _SkNotFittedError):
+    """A model used before its parameters were set or fitted: an
+    :class:`rbe.errors.ArgumentError` that is also scikit-learn's
+    ``NotFittedError`` (what hmmlearn raises), so hmmlearn-style
+    ``except NotFittedError`` / ``except ValueError`` both catch it."""
 
 
 class ConvergenceMonitor:
@@ -55,9 +64,11 @@ class ConvergenceMonitor:
         self.verbose = verbose
         self.history: deque = deque()
         self.iter = 0
+        self._gradient = False  # set by the gradient fit: steps may go down, and convergence is |change| < tol
 
     def __repr__(self) -> str:
-        params = sorted(dict(vars(self), history=list(self.history)).items())
+        public = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        params = sorted(dict(public, history=list(self.history)).items())
         return "ConvergenceMonitor(\n" + "".join(f"    {k}={v},\n" for k, v in params) + ")"
 
     def _reset(self) -> None:
@@ -68,14 +79,18 @@ class ConvergenceMonitor:
         if self.verbose:
             delta = log_prob - self.history[-1] if self.history else np.nan
             print(self._template.format(iter=self.iter + 1, log_prob=log_prob, delta=delta), file=sys.stderr)
-        if self.history and (log_prob - self.history[-1]) < -np.finfo(float).eps ** 0.5:
+        if not self._gradient and self.history and (log_prob - self.history[-1]) < -np.finfo(float).eps ** 0.5:
             _logger.warning("Model is not converging.  Current: %s is not greater than %s.", log_prob, self.history[-1])
         self.history.append(log_prob)
         self.iter += 1
 
     @property
     def converged(self) -> bool:
-        return self.iter == self.n_iter or (len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol)
+        if len(self.history) >= 2:
+            delta = self.history[-1] - self.history[-2]
+            if (abs(delta) if self._gradient else delta) < self.tol:
+                return True
+        return self.iter == self.n_iter
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -138,6 +153,17 @@ def _check_probs(p, name: str, shape: Tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def _check_n_components(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ArgumentError(f"n_components must be an integer >= 1, got {n!r}")
+
+
+def _validate_probs_in_place(arr: np.ndarray, name: str, shape: Tuple[int, ...]) -> None:
+    """Re-check probabilities that may have been edited in place
+    (``model.transmat_[0] = ...``), as hmmlearn checks them before use."""
+    _check_probs(arr, name, shape)
+
+
 def _normalize(a: np.ndarray, axis=None) -> np.ndarray:
     s = a.sum(axis=axis, keepdims=True)
     s = np.where(s == 0, 1, s)
@@ -175,19 +201,20 @@ def _mm(a: np.ndarray, b: np.ndarray, *, ta: bool = False, tb: bool = False) -> 
     return (x @ y).numpy()
 
 
-class _BaseHMM:
+class _BaseHMM(BaseEstimator):
     """What GaussianHMM and CategoricalHMM share: start/transition
-    probabilities, EM driver, scoring and decoding through the fused ops."""
+    probabilities, EM driver, scoring and decoding through the fused ops.
+    A scikit-learn estimator as hmmlearn's models are (``get_params``,
+    ``set_params``, ``repr``, ``sklearn.base.clone``)."""
 
     _param_letters = "st"
 
     def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, algorithm="viterbi", random_state=None,
                  n_iter=10, tol=1e-2, verbose=False, params="st", init_params="st", implementation="log"):
-        if int(n_components) < 1:
-            raise ArgumentError(f"n_components must be >= 1, got {n_components}")
+        _check_n_components(n_components)
         if algorithm not in ("viterbi", "map"):
             raise ArgumentError(f"algorithm must be 'viterbi' or 'map', got {algorithm!r}")
-        self.n_components = int(n_components)
+        self.n_components = n_components
         self.startprob_prior = startprob_prior
         self.transmat_prior = transmat_prior
         self.algorithm = algorithm
@@ -218,13 +245,24 @@ class _BaseHMM:
         self._transmat = _check_probs(v, "transmat_", (self.n_components, self.n_components))
 
     def _needs_init(self, code: str, name: str) -> bool:
-        return code in self.init_params or not hasattr(self, name)
+        if code in self.init_params:
+            if hasattr(self, name):
+                _logger.warning("Even though the %r attribute is set, it will be overwritten during initialization "
+                                "because 'init_params' contains %r", name, code)
+            return True
+        return not hasattr(self, name)
 
     def _rng(self, random_state=None) -> np.random.RandomState:
+        """scikit-learn's ``check_random_state`` as hmmlearn: ``None`` is numpy's
+        global generator (so ``np.random.seed`` makes runs repeatable), an int
+        a fresh ``RandomState``, a ``RandomState`` itself."""
+        from sklearn.utils import check_random_state
+
         rs = self.random_state if random_state is None else random_state
-        if isinstance(rs, np.random.RandomState):
-            return rs
-        return np.random.RandomState(rs)
+        try:
+            return check_random_state(rs)
+        except ValueError as e:
+            raise ArgumentError(f"random_state: {e}") from None
 
     def _snapshot(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k != "monitor_"}), copy.deepcopy(self.monitor_)
@@ -236,16 +274,49 @@ class _BaseHMM:
         self.monitor_ = mon
 
     def _check_fitted(self) -> None:
+        _check_n_components(self.n_components)
         if not hasattr(self, "_startprob") or not hasattr(self, "_transmat"):
-            raise ArgumentError(f"This {type(self).__name__} instance is not fitted yet: set startprob_, transmat_ and "
-                                f"the emission parameters, or call fit")
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set startprob_, transmat_ and "
+                                 f"the emission parameters, or call fit")
+        k = self.n_components
+        _validate_probs_in_place(self._startprob, "startprob_", (k,))
+        _validate_probs_in_place(self._transmat, "transmat_", (k, k))
         self._check()
+
+    # ------------------------------------------------------------ model selection (hmmlearn's)
+    def _get_n_fit_scalars_per_param(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def aic(self, X, lengths=None) -> float:
+        """Akaike information criterion ``-2 log P(X) + 2 p`` (``p``: the free
+        scalars of every parameter letter, counted as hmmlearn counts them)."""
+        n_params = sum(self._get_n_fit_scalars_per_param().values())
+        return -2 * self.score(X, lengths=lengths) + 2 * n_params
+
+    def bic(self, X, lengths=None) -> float:
+        """Bayesian information criterion ``-2 log P(X) + p log(n_samples)``."""
+        n_params = sum(self._get_n_fit_scalars_per_param().values())
+        return -2 * self.score(X, lengths=lengths) + n_params * float(np.log(len(np.asarray(X))))
+
+    def get_stationary_distribution(self) -> np.ndarray:
+        """The stationary distribution of the states: the left eigenvector of
+        ``transmat_`` for its largest eigenvalue (1), normalised to sum to 1."""
+        if not hasattr(self, "_transmat"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set transmat_ or call fit")
+        _validate_probs_in_place(self._transmat, "transmat_", (self.n_components, self.n_components))
+        eigvals, eigvecs = scipy.linalg.eig(self._transmat.T)
+        vec = np.real_if_close(eigvecs[:, np.argmax(eigvals)])
+        return vec / vec.sum()
 
     def _check(self) -> None:
         """Cross-parameter checks (each attribute was validated when set)."""
 
     # ------------------------------------------------------------ the batched inference
     def _prepare(self, X, lengths):
+        _check_n_components(self.n_components)
+        if self.implementation not in ("log", "scaling"):
+            raise ArgumentError(f"implementation must be 'log' or 'scaling', got {self.implementation!r} (both give "
+                                f"the same results here: the fused ops work in log space)")
         X = self._validate_X(X)
         ls = _check_lengths(lengths, len(X))
         return X, ls
@@ -264,6 +335,13 @@ class _BaseHMM:
         pad, lsn, idx = self._batched(X, ls)
         r = hmm_posteriors(_t(_log(self.startprob_)), _t(_log(self.transmat_)), _t(pad), lsn, with_xi=with_xi)
         return r, idx, lsn
+
+    def _compute_log_likelihood(self, X) -> np.ndarray:
+        """Per-sample, per-state emission log-densities ``(n_samples,
+        n_components)`` (hmmlearn's hook of the same name)."""
+        self._check_fitted()
+        _check_n_components(self.n_components)
+        return self._log_emissions(self._validate_X(X))
 
     def score_samples(self, X, lengths=None) -> Tuple[float, np.ndarray]:
         """``(log P(X), posteriors (n_samples, n_components))``."""
@@ -351,7 +429,8 @@ class _BaseHMM:
         returning an ``rbe.optim`` optimizer, e.g. ``lambda p:
         rbe.optim.Adam(p, lr=0.05)``) the mean log-likelihood per sample is
         maximised by gradient steps instead (``n_iter`` steps, same
-        ``params`` letters; not for ``full`` / ``tied`` covariances).
+        ``params`` letters; every covariance type: ``full`` / ``tied``
+        through the Cholesky factor of the precision).
 
         ``progress`` shows a bar (default: when stderr is a terminal).
         """
@@ -363,6 +442,15 @@ class _BaseHMM:
                                     f"states; fitting needs at least as many samples as states")
             self._init(X, ls)
             self._check()
+            per_param = self._get_n_fit_scalars_per_param()
+            unknown = sorted(set(self.params) - set(per_param))
+            if unknown:
+                raise ArgumentError(f"params={self.params!r} holds unknown letter(s) {unknown}; "
+                                    f"{type(self).__name__} fits {''.join(per_param)!r}")
+            n_fit = sum(per_param[p] for p in self.params)
+            if X.size < n_fit:
+                _logger.warning("Fitting a model with %d free scalar parameters with only %d data points will result "
+                                "in a degenerate solution.", n_fit, X.size)
             self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
             if optimizer is not None:
                 self._fit_gradient(X, ls, optimizer, progress)
@@ -394,6 +482,7 @@ class _BaseHMM:
         if not params:
             return
         opt = make_opt(params)
+        self.monitor_._gradient = True
         keep = ls > 0
         lsn = ls[keep]
         seq = np.repeat(np.arange(len(lsn)), lsn)
@@ -476,7 +565,19 @@ class GaussianHMM(_BaseHMM):
     # ------------------------------------------------------------ attributes
     @property
     def n_features(self) -> Optional[int]:
-        return self._means.shape[1] if hasattr(self, "_means") else None
+        """The observation dimension (from ``means_``); hmmlearn code may also
+        set it, to the same value or before ``means_`` exists."""
+        if hasattr(self, "_means"):
+            return self._means.shape[1]
+        return self.__dict__.get("_n_features_set")
+
+    @n_features.setter
+    def n_features(self, v) -> None:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ArgumentError(f"n_features must be a positive integer, got {v!r}")
+        if hasattr(self, "_means") and v != self._means.shape[1]:
+            raise ShapeError(f"n_features={v} but means_ has {self._means.shape[1]} features")
+        self._n_features_set = None if v is None else int(v)
 
     @property
     def means_(self) -> np.ndarray:
@@ -506,6 +607,13 @@ class GaussianHMM(_BaseHMM):
     def covars_(self, v) -> None:
         c = np.array(v, dtype=np.float64, copy=True)
         k, ct = self.n_components, self.covariance_type
+        if ct == "spherical" and c.ndim == 2 and c.shape[0] == k and c.size:
+            # hmmlearn's internal spherical layout (each state's variance tiled over the features)
+            if not np.all(c == c[:, :1]):
+                raise ShapeError(f"covars_ for covariance_type='spherical' must have shape (n_components,) (or "
+                                 f"(n_components, n_features) with one value per row), got {c.shape} with rows "
+                                 f"that differ")
+            c = c[:, 0].copy()
         want = {"spherical": "(n_components,)", "diag": "(n_components, n_features)",
                 "full": "(n_components, n_features, n_features)", "tied": "(n_features, n_features)"}[ct]
         ok = {"spherical": c.ndim == 1 and c.shape[0] == k, "diag": c.ndim == 2 and c.shape[0] == k,
@@ -527,15 +635,39 @@ class GaussianHMM(_BaseHMM):
             raise ShapeError(f"covars_ has dimension {self._covar_dim(c)} but means_ has n_features={self.n_features}")
         self._covars = c
 
+    @property
+    def _covars_(self) -> np.ndarray:
+        """hmmlearn's internal layout: ``spherical`` as ``(n_components, n_features)``
+        (each variance tiled), otherwise the shape of the covariance type."""
+        if self.covariance_type == "spherical" and self.n_features is not None:
+            return np.tile(self._covars[:, None], (1, self.n_features))
+        return self._covars
+
+    @_covars_.setter
+    def _covars_(self, v) -> None:
+        self.covars_ = v
+
+    def _get_n_fit_scalars_per_param(self) -> dict:
+        nc, nf = self.n_components, self.n_features
+        if nf is None:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set means_ or call fit")
+        return {"s": nc - 1, "t": nc * (nc - 1), "m": nc * nf,
+                "c": {"spherical": nc, "diag": nc * nf, "full": nc * nf * (nf + 1) // 2,
+                      "tied": nf * (nf + 1) // 2}[self.covariance_type]}
+
     def _check(self) -> None:
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ArgumentError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {self.covariance_type!r}")
         if not hasattr(self, "_means"):
-            raise ArgumentError("means_ is not set")
+            raise NotFittedError("means_ is not set: set it or call fit")
         if not hasattr(self, "_covars"):
-            raise ArgumentError("covars_ is not set")
+            raise NotFittedError("covars_ is not set: set it or call fit")
         if self._covar_dim(self._covars) not in (None, self.n_features):
             raise ShapeError(f"covars_ has dimension {self._covar_dim(self._covars)} but means_ has {self.n_features}")
 
     def _validate_X(self, X) -> np.ndarray:
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ArgumentError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {self.covariance_type!r}")
         X = _check_X(X)
         if self.n_features is not None and X.shape[1] != self.n_features:
             raise ShapeError(f"X has {X.shape[1]} features but the model has n_features={self.n_features}")
@@ -622,18 +754,55 @@ class GaussianHMM(_BaseHMM):
 
     # ------------------------------------------------------------ the gradient-fit parameterisation
     def _emission_tensors(self):
-        if self.covariance_type not in ("diag", "spherical"):
-            raise ArgumentError(f"fit(optimizer=...) supports covariance_type 'diag' and 'spherical', not {self.covariance_type!r}; use EM")
-        return {"means": _t(self._means).requires_grad_("m" in self.params),
-                "log_var": _t(np.log(self._covars)).requires_grad_("c" in self.params)}
+        """The parameters the gradient fit optimises: the means, and for
+        ``diag`` / ``spherical`` the log-variances; for ``full`` / ``tied``
+        the Cholesky factor ``U`` of each precision matrix
+        (``inv(covars) = U U^T``, ``U`` lower-triangular with a positive
+        diagonal): its strictly lower part free and its diagonal as logs,
+        so every step gives a symmetric positive-definite covariance and the
+        log-density needs only products (``-0.5 ||U^T (x - mu)||^2 +
+        sum log diag U``), no solve."""
+        em = {"means": _t(self._means).requires_grad_("m" in self.params)}
+        if self.covariance_type in ("diag", "spherical"):
+            em["log_var"] = _t(np.log(self._covars)).requires_grad_("c" in self.params)
+            return em
+        covs = self._covars if self.covariance_type == "full" else self._covars[None]
+        chols = []
+        for i, c in enumerate(covs):
+            try:
+                chols.append(np.linalg.cholesky(np.linalg.inv(c)))
+            except np.linalg.LinAlgError:
+                raise ArgumentError(f"covars_{'[' + str(i) + ']' if self.covariance_type == 'full' else ''} is not "
+                                    f"positive-definite; the gradient fit cannot start from it") from None
+        u = np.array(chols)
+        if self.covariance_type == "tied":
+            u = u[0]
+        d = u.shape[-1]
+        self._em_masks = (_t(np.tril(np.ones((d, d)), -1)), _t(np.eye(d)))
+        em["prec_chol_lower"] = _t(np.tril(u, -1)).requires_grad_("c" in self.params)
+        em["prec_chol_log_diag"] = _t(np.log(np.diagonal(u, axis1=-2, axis2=-1))).requires_grad_("c" in self.params)
+        return em
 
     def _obs_tensor(self, X):
         return _t(X)
+
+    def _prec_chol(self, em):
+        lower, eye = self._em_masks
+        return em["prec_chol_lower"] * lower + em["prec_chol_log_diag"].exp().unsqueeze(-1) * eye
 
     def _log_emissions_tensor(self, Xt, em):
         import rbe
 
         d = Xt.shape[1]
+        if self.covariance_type in ("full", "tied"):
+            u = self._prec_chol(em)  # (K, D, D) or (D, D)
+            diff = Xt.unsqueeze(0) - em["means"].unsqueeze(1)  # (K, N, D)
+            y = rbe.matmul(diff, u)  # rows (U^T (x - mu))^T
+            logdet = em["prec_chol_log_diag"].sum(-1)  # (K,) or scalar
+            quad = (y * y).sum(-1)  # (K, N)
+            if self.covariance_type == "full":
+                logdet = logdet.unsqueeze(1)
+            return (logdet - 0.5 * quad - float(0.5 * d * _LOG2PI)).t()
         lv = em["log_var"]
         if self.covariance_type == "spherical":
             lv = lv.unsqueeze(1).expand(self.n_components, d)
@@ -643,8 +812,21 @@ class GaussianHMM(_BaseHMM):
         return const - 0.5 * rbe.matmul(Xt * Xt, prec.t()) + rbe.matmul(Xt, mp.t())
 
     def _set_emission_tensors(self, em) -> None:
+        import rbe
+
         self._means = em["means"].detach().numpy().copy()
-        self._covars = np.exp(em["log_var"].detach().numpy())
+        if self.covariance_type in ("diag", "spherical"):
+            self._covars = np.exp(em["log_var"].detach().numpy())
+            return
+        with rbe.no_grad():
+            u = self._prec_chol(em).numpy()
+        del self._em_masks
+        # covariance = inv(U U^T) = inv(U)^T inv(U), symmetric positive-definite by construction
+        eye = np.eye(u.shape[-1])
+        inv_u = np.array([scipy.linalg.solve_triangular(m, eye, lower=True) for m in (u if u.ndim == 3 else u[None])])
+        cov = np.einsum("kji,kjl->kil", inv_u, inv_u)
+        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+        self._covars = cov if self.covariance_type == "full" else cov[0]
 
 
 class CategoricalHMM(_BaseHMM):
@@ -683,17 +865,23 @@ class CategoricalHMM(_BaseHMM):
 
     def _check(self) -> None:
         if not hasattr(self, "_emissionprob"):
-            raise ArgumentError("emissionprob_ is not set")
+            raise NotFittedError("emissionprob_ is not set: set it or call fit")
+        _validate_probs_in_place(self._emissionprob, "emissionprob_", (self.n_components, self._emissionprob.shape[1]))
+
+    def _get_n_fit_scalars_per_param(self) -> dict:
+        nc, nf = self.n_components, self.n_features
+        if nf is None:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set emissionprob_ or call fit")
+        return {"s": nc - 1, "t": nc * (nc - 1), "e": nc * (nf - 1)}
 
     def _init(self, X, ls) -> None:
         if self.n_features is None:
             self.n_features = int(X.max()) + 1
         super()._init(X, ls)
+        # hmmlearn replaces random_state by its RandomState here (so a second fit continues its stream)
+        self.random_state = self._rng()
         if self._needs_init("e", "emissionprob_"):
-            rs = self._rng()
-            if isinstance(self.random_state, np.random.RandomState):
-                rs = self.random_state
-            e = rs.rand(self.n_components, self.n_features)
+            e = self.random_state.rand(self.n_components, self.n_features)
             self._emissionprob = e / e.sum(1, keepdims=True)
 
     def _log_emissions(self, X: np.ndarray) -> np.ndarray:
