@@ -63,8 +63,11 @@ macro_rules! multiversion {
 /// the Taylor coefficients 1/k! listed from the highest degree down.
 macro_rules! exp_impl {
     ($name:ident, $t:ty, $i:ty, $u:ty, $bias:expr, $mant:expr, $lo:expr, $hi:expr, $ln2_hi:expr, $ln2_lo:expr, [$($c:expr),+]) => {
+        /// `e^x` within two ulps, branch-free (selects only), inlined so that the
+        /// loop it sits in vectorises under the caller's target features; the
+        /// slice kernels here and the front-ends' fused kernels use this one.
         #[inline(always)]
-        fn $name(x: $t) -> $t {
+        pub fn $name(x: $t) -> $t {
             let xc = x.max($lo).min($hi);
             let n = (xc * <$t>::LOG2_E_).round_ties_even();
             let r = (xc - n * $ln2_hi) - n * $ln2_lo;

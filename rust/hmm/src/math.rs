@@ -3,7 +3,8 @@
 //! they sit in, under whatever target features the calling kernel was
 //! compiled for (see [`crate::kernels`]'s ISA dispatch).
 //!
-//! `exp`: Cody-Waite range reduction `x = n ln2 + r`, `|r| <= ln2/2`, and a
+//! `exp` is the core's (`rbe_core::ext::simd::exp_f32/exp_f64`, the same
+//! function its slice kernels use): Cody-Waite range reduction `x = n ln2 + r`, `|r| <= ln2/2`, and a
 //! Taylor polynomial (degree 7 for f32, 13 for f64), the scaling by `2^n`
 //! done on the exponent bits in two halves so that subnormal results stay
 //! exact. `ln`: `x = 2^e m` with `m` in `[sqrt(1/2), sqrt(2))`, then
@@ -62,72 +63,10 @@ impl HmmReal for f64 {
     }
 }
 
-/// `e^x` in f32.
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const LO: f32 = -104.0;
-    const HI: f32 = 88.8;
-    let xc = x.clamp(LO, HI);
-    let n = (xc * std::f32::consts::LOG2_E).round_ties_even();
-    let r = (xc - n * 0.693_145_75) - n * 1.428_606_8e-6;
-    let mut p: f32 = 1.0 / 5040.0;
-    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = p.mul_add(r, c);
-    }
-    // 2^n as two factors, so that the smallest n still give subnormals
-    let n1 = (n * 0.5).floor();
-    let n2 = n - n1;
-    let s1 = f32::from_bits((((n1 as i32) + 127) as u32) << 23);
-    let s2 = f32::from_bits((((n2 as i32) + 127) as u32) << 23);
-    let y = p * s1 * s2;
-    let y = if x > HI { f32::INFINITY } else { y };
-    let y = if x < LO { 0.0 } else { y };
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
-}
-
-/// `e^x` in f64.
-#[inline(always)]
-pub fn exp_f64(x: f64) -> f64 {
-    const LO: f64 = -745.2;
-    const HI: f64 = 709.8;
-    let xc = x.clamp(LO, HI);
-    let n = (xc * std::f64::consts::LOG2_E).round_ties_even();
-    let r = (xc - n * 6.931_471_803_691_238e-1) - n * 1.908_214_929_270_587_7e-10;
-    let mut p: f64 = 1.0 / 6_227_020_800.0;
-    for c in [
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p.mul_add(r, c);
-    }
-    let n1 = (n * 0.5).floor();
-    let n2 = n - n1;
-    let s1 = f64::from_bits((((n1 as i64) + 1023) as u64) << 52);
-    let s2 = f64::from_bits((((n2 as i64) + 1023) as u64) << 52);
-    let y = p * s1 * s2;
-    let y = if x > HI { f64::INFINITY } else { y };
-    let y = if x < LO { 0.0 } else { y };
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
-}
+/// `e^x` in f32: the core's inlined branch-free exp.
+pub use rbe_core::ext::simd::exp_f32;
+/// `e^x` in f64: the core's inlined branch-free exp.
+pub use rbe_core::ext::simd::exp_f64;
 
 /// `ln x` in f32.
 #[inline(always)]
