@@ -31,6 +31,7 @@ from typing_extensions import disjoint_base
 
 from rbe import device as _Device
 from rbe._core import hmm as hmm
+from rbe._core import iclv as iclv
 from rbe._core import structured as structured
 from rbe._core import pinn as pinn
 from rbe._size import Size
@@ -92,6 +93,7 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "hmm",
+    "iclv",
     "structured",
     "pinn",
     "bool",

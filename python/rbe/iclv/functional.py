@@ -1,11 +1,13 @@
 """The differentiable building blocks of an ICLV likelihood, on tensors.
 
-Each block is written with plain ``rbe`` ops (vectorised, parallel core
-kernels such as ``log_ndtr``; identical bits for any thread count), so the
-exact Hessian goes through it by double backward. No fused front-end op:
-profiling the origin-shaped model showed the time in ``log_ndtr`` and the
-backward pass of the row-level probit, which the core's vectorised kernels
-serve (see the README section rbe.iclv).
+The public functions run the fused float64 ops of the ``rbe-iclv`` crate
+(``rbe._core.iclv``, rust/iclv): one pass over the data per call, parallel
+over fixed blocks of individuals or rows (identical bits for any thread
+count), a fused first-order backward, and a ``create_graph`` backward built
+from other fused ops (closed forms of the second derivatives), so the exact
+Hessian by double backward costs about one gradient per pass. Their inputs
+are ordinary ``rbe`` tensors and their outputs take part in any ``rbe``
+graph, so a user's own model function differentiates through them.
 
 - :func:`ordered_logprob`: ``log P(y | v)`` of an ordered probit or logit
   with thresholds ``tau`` (``P = F(tau_y - v) - F(tau_{y-1} - v)``, the
@@ -15,6 +17,9 @@ serve (see the README section rbe.iclv).
 - :func:`panel_sum`: sum of row-level terms over each individual's rows (the
   log of the panel product);
 - :func:`log_mean_exp`: log of the (weighted) average over draws.
+
+The ``composite_*`` functions are the same computations written with plain
+``rbe`` ops (the references of tests/iclv/test_iclv_fused.py).
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ _LINKS = ("probit", "logit")
 def _f64(x):
     if not isinstance(x, _core.Tensor):
         x = _core.from_numpy(np.asarray(x, dtype=np.float64))
+    elif x.dtype != _core.float64:
+        x = x.to(_core.float64)
     return x
 
 
@@ -65,7 +72,7 @@ def ordered_logprob(v, tau, y, link: str = "probit"):
     if link not in _LINKS:
         raise ArgumentError(f"ordered_logprob: link must be 'probit' or 'logit', got {link!r}")
     v, tau, y = _f64(v), _f64(tau), _i64(y)
-    return composite_ordered_logprob(v, tau, y, link)
+    return _core.iclv.ordered_logprob(v, tau, y, link)
 
 
 def mnl_logprob(utilities: Sequence, choice, avail=None):
@@ -83,7 +90,19 @@ def mnl_logprob(utilities: Sequence, choice, avail=None):
     choice = _i64(choice)
     if avail is not None and not isinstance(avail, _core.Tensor):
         avail = _core.from_numpy(np.ascontiguousarray(np.asarray(avail, dtype=bool)))
-    return composite_mnl_logprob(us, choice, avail)
+    M = choice.shape[0] if choice.dim() == 1 else -1
+    fused = []
+    for j, u in enumerate(us):
+        if u.dim() == 0:
+            u = u.reshape([1, 1])
+        elif u.dim() == 1:
+            u = u.unsqueeze(1)
+        if u.dim() != 2 or u.shape[0] not in (1, M):
+            raise ArgumentError(f"mnl_logprob: the utility of alternative {j} must broadcast to ({M}, R), got shape {tuple(u.shape)}")
+        if u.shape[0] == 1 and M != 1:
+            u = u.expand(M, u.shape[1])
+        fused.append(u)
+    return _core.iclv.mnl_logprob(fused, choice, avail)
 
 
 def panel_sum(x, offsets):
@@ -91,7 +110,7 @@ def panel_sum(x, offsets):
     dimension (rows of an individual are contiguous). ``x`` is ``(M, R)``,
     ``offsets`` int64 ``(N + 1,)`` from 0 to ``M``; returns ``(N, R)``."""
     x, offsets = _f64(x), _i64(offsets)
-    return composite_panel_sum(x, offsets)
+    return _core.iclv.panel_sum(x, offsets)
 
 
 def log_mean_exp(x, log_weights=None):
@@ -103,7 +122,7 @@ def log_mean_exp(x, log_weights=None):
     x = _f64(x)
     if log_weights is not None:
         log_weights = _f64(log_weights)
-    return composite_log_mean_exp(x, log_weights)
+    return _core.iclv.log_mean_exp(x, log_weights)
 
 
 def expand_to_rows(x, data):
@@ -112,6 +131,8 @@ def expand_to_rows(x, data):
         return x
     if x.shape[0] != data.n_individuals:
         raise ArgumentError(f"expand: expected a tensor with {data.n_individuals} individuals in its first dimension, got shape {tuple(x.shape)}")
+    if x.dtype == _core.float64:
+        return _core.iclv.expand_rows(x, data.offsets)
     return x.index_select(0, data.ind_index)
 
 

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 mod conv;
 mod functions;
 mod hmm;
+mod iclv;
 mod pinn;
 mod structured;
 mod tensor;
@@ -77,6 +78,8 @@ mod _core {
     // ------------------------------------------------------------ front-ends (submodules)
     #[pymodule_export]
     use crate::hmm::hmm;
+    #[pymodule_export]
+    use crate::iclv::iclv;
     #[pymodule_export]
     use crate::structured::structured;
 

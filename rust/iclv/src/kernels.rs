@@ -1,0 +1,677 @@
+//! The pure loops of the ICLV ops: slices in, slices out, float64, no
+//! `Tensor` and no autograd. Work is split into fixed blocks of rows
+//! ([`BLOCK_ROWS`] rows, or individuals for the panel ops) and every sum runs
+//! in a fixed order, so the results have the same bits for any thread count.
+//!
+//! The ordered-response kernels follow the formulas of
+//! `python/rbe/iclv/functional.py` (`composite_ordered_logprob`): with
+//! `a = tau_{y-1} - v`, `b = tau_y - v` and `F` the link's CDF,
+//! `P = F(b) - F(a)` is formed from the side where it is accurate:
+//! `log P = log F(p) + log1mexp(log F(q) - log F(p))` with
+//! `(p, q) = (b, a)` when `b <= -a`, else `(-a, -b)`; the lowest category is
+//! `log F(b)`, the highest `log F(-a)`; a middle category whose interval is
+//! empty (thresholds out of order or equal) is `-inf` with zero derivatives.
+//! The derivatives use `rho_a = f(a) / P` and `rho_b = f(b) / P`, formed
+//! from the ratios `r(x) = f(x) / F(x)` (no division by a small `P`):
+//! `rho_p = r(p) / (1 - e^d)` and `rho_q = r(q) e^d / (1 - e^d)` with
+//! `d = log F(q) - log F(p)`.
+use rbe_core::ext::simd::{exp_f64, expm1_slice_f64, log1p_slice_f64, log_ndtr_and_ratio_f64, log_slice_f64};
+use rbe_core::ext::{for_each_index, memory_err, Error, Result, SendPtr};
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// Rows per parallel task of the row-wise kernels.
+pub const BLOCK_ROWS: usize = 32;
+/// Individuals per parallel task of the panel kernels.
+pub const BLOCK_INDIVIDUALS: usize = 32;
+
+/// The link of an ordered or binary model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// `F = Phi`, the standard normal CDF.
+    Probit,
+    /// `F = 1 / (1 + e^-x)`, the logistic CDF.
+    Logit,
+}
+
+impl Link {
+    /// `"probit"` or `"logit"` to a link.
+    pub fn parse(s: &str) -> Option<Link> {
+        match s {
+            "probit" => Some(Link::Probit),
+            "logit" => Some(Link::Logit),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Probit => "probit",
+            Link::Logit => "logit",
+        }
+    }
+}
+
+/// A zero-filled vector, or an out-of-memory error.
+pub fn try_vec(n: usize, v: f64) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| memory_err!("out of memory: iclv kernels need a scratch buffer of {n} elements"))?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// Runs `f(i)` for `i < n` (in parallel when `work` is large) and returns the
+/// error of the lowest index that failed, if any.
+pub fn par_try(n: usize, work: usize, f: impl Fn(usize) -> Result<()> + Send + Sync) -> Result<()> {
+    let first: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+    for_each_index(n, work, |i| {
+        if let Err(e) = f(i) {
+            let mut g = first.lock().unwrap_or_else(|p| p.into_inner());
+            if g.as_ref().is_none_or(|(j, _)| i < *j) {
+                *g = Some((i, e));
+            }
+        }
+    });
+    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A row-major `(rows, width)` buffer whose disjoint row ranges parallel
+/// tasks write.
+#[derive(Clone, Copy)]
+pub struct RowsMut {
+    ptr: SendPtr<f64>,
+    rows: usize,
+    width: usize,
+}
+
+impl RowsMut {
+    /// `buf` must hold `rows * width` elements (checked).
+    pub fn new(buf: &mut [f64], width: usize) -> RowsMut {
+        let rows = buf.len().checked_div(width).unwrap_or(0);
+        RowsMut { ptr: SendPtr(buf.as_mut_ptr()), rows, width }
+    }
+    /// Rows `r` as a mutable slice (clamped to the buffer).
+    ///
+    /// # Safety
+    /// No two slices of overlapping row ranges may be alive at once, and the
+    /// buffer given to [`RowsMut::new`] must outlive the slice.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn rows(&self, r: Range<usize>) -> &mut [f64] {
+        let end = r.end.min(self.rows);
+        let start = r.start.min(end);
+        // SAFETY: the range lies inside the buffer (clamped above); the
+        // caller guarantees exclusivity and lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.get().add(start * self.width), (end - start) * self.width) }
+    }
+}
+
+/// Blocks of `block` rows covering `0..n`.
+pub fn n_blocks(n: usize, block: usize) -> usize {
+    n.div_ceil(block)
+}
+
+fn block_range(i: usize, block: usize, n: usize) -> Range<usize> {
+    (i * block).min(n)..((i + 1) * block).min(n)
+}
+
+// ---------------------------------------------------------------------- link functions
+
+/// `lf[i] = log F(x[i])` and `r[i] = f(x[i]) / F(x[i])` (`s` is scratch of the same length).
+pub fn log_cdf_and_ratio(link: Link, x: &[f64], lf: &mut [f64], r: &mut [f64], s: &mut [f64]) {
+    match link {
+        Link::Probit => log_ndtr_and_ratio_f64(x, lf, r),
+        Link::Logit => {
+            // log sigma(x) = min(x, 0) - log1p(e^-|x|); f / F = sigma(-x)
+            for (t, &v) in s.iter_mut().zip(x) {
+                *t = exp_f64(-v.abs());
+            }
+            log1p_slice_f64(s, lf);
+            for (((l, ro), &t), &v) in lf.iter_mut().zip(r.iter_mut()).zip(s.iter()).zip(x) {
+                *l = v.min(0.0) - *l;
+                *ro = if v >= 0.0 { t / (1.0 + t) } else { 1.0 / (1.0 + t) };
+                if v.is_nan() {
+                    *l = v;
+                    *ro = v;
+                }
+            }
+        }
+    }
+}
+
+/// `f'(x) / f(x)`: `-x` (probit), `1 - 2 sigma(x)` (logit).
+#[inline(always)]
+pub fn kappa(link: Link, x: f64) -> f64 {
+    match link {
+        Link::Probit => -x,
+        Link::Logit => {
+            let t = exp_f64(-x.abs());
+            let k = (1.0 - t) / (1.0 + t);
+            if x > 0.0 {
+                -k
+            } else {
+                k
+            }
+        }
+    }
+}
+
+/// `out[i] = log(1 - e^d[i])` for `d <= 0` (accurate on both sides of
+/// `-log 2`), `-inf` for `d >= 0`; `s1`, `s2` are scratch.
+pub fn log1mexp_slice(d: &[f64], out: &mut [f64], s1: &mut [f64], s2: &mut [f64]) {
+    const LN2: f64 = std::f64::consts::LN_2;
+    expm1_slice_f64(d, s1);
+    for ((u, w), &x) in s1.iter_mut().zip(s2.iter_mut()).zip(d) {
+        // near 0: log(-expm1(d)); far: log1p(-e^d)
+        let e = if x == f64::NEG_INFINITY { 0.0 } else { exp_f64(x) };
+        *u = if x > -LN2 { -*u } else { e };
+        *w = -e;
+    }
+    log_slice_f64(s1, out);
+    let (near, far) = (out, s1);
+    log1p_slice_f64(s2, far);
+    for ((o, &f), &x) in near.iter_mut().zip(far.iter()).zip(d) {
+        if x >= 0.0 {
+            *o = f64::NEG_INFINITY;
+        } else if x <= -LN2 || x.is_nan() {
+            *o = f;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------- ordered response
+
+/// A checked ordered-response problem: `v` is `(n, r)` row-major, `y[i]` the
+/// category of row `i` (in `0..=tau.len()`), `tau` the `C - 1` thresholds.
+#[derive(Clone, Copy)]
+pub struct Ordered<'a> {
+    pub link: Link,
+    pub v: &'a [f64],
+    pub n: usize,
+    pub r: usize,
+    pub tau: &'a [f64],
+    pub y: &'a [usize],
+}
+
+impl Ordered<'_> {
+    /// The thresholds around row `i`'s category (`None`: infinite).
+    #[inline]
+    pub fn bounds(&self, i: usize) -> (Option<f64>, Option<f64>) {
+        let y = self.y[i];
+        let lo = if y == 0 { None } else { Some(self.tau[y - 1]) };
+        let hi = if y >= self.tau.len() { None } else { Some(self.tau[y]) };
+        (lo, hi)
+    }
+    fn work(&self) -> usize {
+        self.n.saturating_mul(self.r).saturating_mul(64)
+    }
+}
+
+/// Scratch of one task.
+struct Scratch {
+    b: Vec<Vec<f64>>,
+}
+
+impl Scratch {
+    fn new(r: usize, k: usize) -> Result<Scratch> {
+        Ok(Scratch { b: (0..k).map(|_| try_vec(r, 0.0)).collect::<Result<_>>()? })
+    }
+}
+
+/// One row: `out = log P`, and `(rho_a, rho_b)` when asked.
+fn ordered_row(
+    link: Link,
+    v: &[f64],
+    lo: Option<f64>,
+    hi: Option<f64>,
+    out: &mut [f64],
+    rho: Option<(&mut [f64], &mut [f64])>,
+    s: &mut Scratch,
+) {
+    let r = v.len();
+    let [p, q, rp, lq, rq, d, s1, s2, ..] = &mut s.b[..] else { unreachable!("scratch has 8 buffers") };
+    let (p, q, rp, lq, rq, d, s1, s2) =
+        (&mut p[..r], &mut q[..r], &mut rp[..r], &mut lq[..r], &mut rq[..r], &mut d[..r], &mut s1[..r], &mut s2[..r]);
+    match (lo, hi) {
+        (None, None) => {
+            out.fill(0.0);
+            if let Some((ra, rb)) = rho {
+                ra.fill(0.0);
+                rb.fill(0.0);
+            }
+        }
+        (None, Some(h)) => {
+            for (x, &vi) in p.iter_mut().zip(v) {
+                *x = h - vi;
+            }
+            log_cdf_and_ratio(link, p, out, rp, s1);
+            if let Some((ra, rb)) = rho {
+                ra.fill(0.0);
+                rb.copy_from_slice(rp);
+            }
+        }
+        (Some(l), None) => {
+            for (x, &vi) in p.iter_mut().zip(v) {
+                *x = vi - l;
+            }
+            log_cdf_and_ratio(link, p, out, rp, s1);
+            if let Some((ra, rb)) = rho {
+                ra.copy_from_slice(rp);
+                rb.fill(0.0);
+            }
+        }
+        (Some(l), Some(h)) => {
+            if h <= l {
+                // an empty interval: P = 0 (thresholds out of order or equal)
+                out.fill(f64::NEG_INFINITY);
+                if let Some((ra, rb)) = rho {
+                    ra.fill(0.0);
+                    rb.fill(0.0);
+                }
+                return;
+            }
+            for ((pi, qi), &vi) in p.iter_mut().zip(q.iter_mut()).zip(v) {
+                let (a, b) = (l - vi, h - vi);
+                let left = b <= -a;
+                *pi = if left { b } else { -a };
+                *qi = if left { a } else { -b };
+            }
+            // out holds log F(p) until the tail is added
+            log_cdf_and_ratio(link, p, out, rp, s1);
+            log_cdf_and_ratio(link, q, lq, rq, s1);
+            for ((di, &a), &b) in d.iter_mut().zip(lq.iter()).zip(out.iter()) {
+                *di = a - b;
+            }
+            // lq is free again: the tail log1mexp(d) goes there
+            log1mexp_slice(d, lq, s1, s2);
+            for (o, &t) in out.iter_mut().zip(lq.iter()) {
+                *o += t;
+            }
+            if let Some((ra, rb)) = rho {
+                for i in 0..r {
+                    let left = h - v[i] <= v[i] - l;
+                    let (rhp, rhq) = if out[i] == f64::NEG_INFINITY || out[i].is_nan() {
+                        (0.0, 0.0)
+                    } else {
+                        let t = lq[i];
+                        (rp[i] * exp_f64(-t), rq[i] * exp_f64(d[i] - t))
+                    };
+                    if left {
+                        rb[i] = rhp;
+                        ra[i] = rhq;
+                    } else {
+                        ra[i] = rhp;
+                        rb[i] = rhq;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out = log P(y | v)` (`(n, r)`), and `rho = (rho_a, rho_b)` when asked.
+pub fn ordered_forward(pb: &Ordered, out: &mut [f64], rho: Option<(&mut [f64], &mut [f64])>) -> Result<()> {
+    let (n, r) = (pb.n, pb.r);
+    if n == 0 || r == 0 {
+        return Ok(());
+    }
+    let o = RowsMut::new(out, r);
+    let rh = rho.map(|(a, b)| (RowsMut::new(a, r), RowsMut::new(b, r)));
+    par_try(n_blocks(n, BLOCK_ROWS), pb.work(), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, n);
+        let mut s = Scratch::new(r, 8)?;
+        for i in rows {
+            let (lo, hi) = pb.bounds(i);
+            // SAFETY: task bi is the only one writing the rows of block bi.
+            let orow = unsafe { o.rows(i..i + 1) };
+            // SAFETY: as above.
+            let rr = rh.as_ref().map(|(a, b)| unsafe { (a.rows(i..i + 1), b.rows(i..i + 1)) });
+            ordered_row(pb.link, &pb.v[i * r..(i + 1) * r], lo, hi, orow, rr, &mut s);
+        }
+        Ok(())
+    })
+}
+
+/// Threshold gradients from per-row sums: `d tau[y-1] += lo[i]`, `d tau[y] += hi[i]`
+/// (the infinite outer thresholds take nothing), summed in row order.
+pub fn scatter_tau(y: &[usize], c1: usize, lo: &[f64], hi: &[f64]) -> Result<Vec<f64>> {
+    let mut g = try_vec(c1, 0.0)?;
+    for ((&k, &l), &h) in y.iter().zip(lo).zip(hi) {
+        if k > 0 {
+            g[k - 1] += l;
+        }
+        if k < c1 {
+            g[k] += h;
+        }
+    }
+    Ok(g)
+}
+
+/// The first-order backward of [`ordered_forward`] from saved `rho`: `gv = g (rho_a - rho_b)`,
+/// per-row sums `-sum g rho_a` (lower threshold) and `sum g rho_b` (upper).
+#[allow(clippy::too_many_arguments)]
+pub fn ordered_backward(
+    n: usize,
+    r: usize,
+    ra: &[f64],
+    rb: &[f64],
+    g: &[f64],
+    gv: &mut [f64],
+    row_lo: &mut [f64],
+    row_hi: &mut [f64],
+) -> Result<()> {
+    if n == 0 || r == 0 {
+        return Ok(());
+    }
+    let o = RowsMut::new(gv, r);
+    let (lo, hi) = (RowsMut::new(row_lo, 1), RowsMut::new(row_hi, 1));
+    par_try(n_blocks(n, BLOCK_ROWS), n.saturating_mul(r).saturating_mul(4), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, n);
+        // SAFETY: task bi is the only one writing the rows of block bi.
+        let (gvb, lob, hib) = unsafe { (o.rows(rows.clone()), lo.rows(rows.clone()), hi.rows(rows.clone())) };
+        for (k, i) in rows.enumerate() {
+            let (mut sl, mut sh) = (0.0, 0.0);
+            for j in 0..r {
+                let e = i * r + j;
+                let (a, b, gg) = (ra[e], rb[e], g[e]);
+                gvb[k * r + j] = gg * (a - b);
+                sl -= gg * a;
+                sh += gg * b;
+            }
+            lob[k] = sl;
+            hib[k] = sh;
+        }
+        Ok(())
+    })
+}
+
+/// The backward of `(rho_a, rho_b)` (the second derivatives of `log P`):
+/// with upstream `ga`, `gb` (None: zero),
+/// `d a = ga (rho_a k(a) + rho_a^2) + gb rho_a rho_b`,
+/// `d b = -ga rho_a rho_b + gb (rho_b k(b) - rho_b^2)` with `k = f'/f`;
+/// `gv = -(d a + d b)`, per-row sums of `d a` (lower threshold) and `d b` (upper).
+/// An infinite threshold contributes nothing (its `rho` is 0).
+#[allow(clippy::too_many_arguments)]
+pub fn ordered_rho_backward(
+    pb: &Ordered,
+    ra: &[f64],
+    rb: &[f64],
+    ga: Option<&[f64]>,
+    gb: Option<&[f64]>,
+    gv: &mut [f64],
+    row_lo: &mut [f64],
+    row_hi: &mut [f64],
+) -> Result<()> {
+    let (n, r, link) = (pb.n, pb.r, pb.link);
+    if n == 0 || r == 0 {
+        return Ok(());
+    }
+    let o = RowsMut::new(gv, r);
+    let (lo, hi) = (RowsMut::new(row_lo, 1), RowsMut::new(row_hi, 1));
+    par_try(n_blocks(n, BLOCK_ROWS), n.saturating_mul(r).saturating_mul(16), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, n);
+        // SAFETY: task bi is the only one writing the rows of block bi.
+        let (gvb, lob, hib) = unsafe { (o.rows(rows.clone()), lo.rows(rows.clone()), hi.rows(rows.clone())) };
+        for (k, i) in rows.enumerate() {
+            let (l, h) = pb.bounds(i);
+            let (l, h) = (l.unwrap_or(0.0), h.unwrap_or(0.0));
+            let (mut sl, mut sh) = (0.0, 0.0);
+            for j in 0..r {
+                let e = i * r + j;
+                let (x, y) = (ra[e], rb[e]);
+                let (gae, gbe) = (ga.map_or(0.0, |g| g[e]), gb.map_or(0.0, |g| g[e]));
+                let v = pb.v[e];
+                let ka = if x != 0.0 { x * kappa(link, l - v) } else { 0.0 };
+                let kb = if y != 0.0 { y * kappa(link, h - v) } else { 0.0 };
+                let xy = x * y;
+                let da = gae * (ka + x * x) + gbe * xy;
+                let db = gbe * (kb - y * y) - gae * xy;
+                gvb[k * r + j] = -(da + db);
+                sl += da;
+                sh += db;
+            }
+            lob[k] = sl;
+            hib[k] = sh;
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------- MNL
+
+/// A checked MNL problem: `J` utilities, each `(m, r)` or `(m, 1)` (`wide[j]`
+/// says which), `avail` `(m, J)` or None, `choice[i]` in `0..J`.
+pub struct Mnl<'a> {
+    pub u: Vec<&'a [f64]>,
+    pub wide: Vec<bool>,
+    pub m: usize,
+    pub r: usize,
+    pub avail: Option<&'a [bool]>,
+    pub choice: &'a [usize],
+}
+
+impl Mnl<'_> {
+    #[inline]
+    fn at(&self, j: usize, i: usize, k: usize) -> f64 {
+        if self.wide[j] {
+            self.u[j][i * self.r + k]
+        } else {
+            self.u[j][i]
+        }
+    }
+    #[inline]
+    fn avail(&self, i: usize, j: usize) -> bool {
+        self.avail.is_none_or(|a| a[i * self.u.len() + j])
+    }
+    fn work(&self) -> usize {
+        self.m.saturating_mul(self.r).saturating_mul(self.u.len()).saturating_mul(16)
+    }
+}
+
+/// `out[i, k] = (u_c - mx) - log sum_{j avail} exp(u_j - mx)` and, when asked,
+/// the probabilities `probs[j]` (`(m, r)` each; 0 where unavailable).
+pub fn mnl_forward(pb: &Mnl, out: &mut [f64], probs: Option<&mut [Vec<f64>]>) -> Result<()> {
+    let (m, r, nj) = (pb.m, pb.r, pb.u.len());
+    if m == 0 || r == 0 {
+        return Ok(());
+    }
+    let o = RowsMut::new(out, r);
+    let ps: Option<Vec<RowsMut>> = probs.map(|p| p.iter_mut().map(|b| RowsMut::new(b, r)).collect());
+    par_try(n_blocks(m, BLOCK_ROWS), pb.work(), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, m);
+        let mut mx = try_vec(r, 0.0)?;
+        let mut s = try_vec(r, 0.0)?;
+        let mut e = try_vec(r, 0.0)?;
+        for i in rows {
+            // SAFETY: task bi is the only one writing the rows of block bi.
+            let orow = unsafe { o.rows(i..i + 1) };
+            mx.fill(f64::NEG_INFINITY);
+            for j in 0..nj {
+                if pb.avail(i, j) {
+                    for (k, x) in mx.iter_mut().enumerate() {
+                        *x = x.max(pb.at(j, i, k));
+                    }
+                }
+            }
+            s.fill(0.0);
+            for j in 0..nj {
+                if pb.avail(i, j) {
+                    for k in 0..r {
+                        s[k] += exp_f64(pb.at(j, i, k) - mx[k]);
+                    }
+                }
+            }
+            log_slice_f64(&s, &mut e);
+            let c = pb.choice[i];
+            for k in 0..r {
+                orow[k] = (pb.at(c, i, k) - mx[k]) - e[k];
+            }
+            if let Some(ps) = &ps {
+                for (j, pj) in ps.iter().enumerate() {
+                    // SAFETY: as above, row i of every probability buffer.
+                    let prow = unsafe { pj.rows(i..i + 1) };
+                    if pb.avail(i, j) {
+                        for k in 0..r {
+                            prow[k] = exp_f64((pb.at(j, i, k) - mx[k]) - e[k]);
+                        }
+                    } else {
+                        prow.fill(0.0);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The backward of the probabilities `P_j = softmax_j`: with upstream `g[j]`
+/// (None: zero), `d u_k = P_k (g_k - sum_j g_j P_j)`, each `(m, r)`.
+pub fn mnl_probs_backward(m: usize, r: usize, p: &[&[f64]], g: &[Option<&[f64]>], out: &mut [Vec<f64>]) -> Result<()> {
+    if m == 0 || r == 0 {
+        return Ok(());
+    }
+    let outs: Vec<RowsMut> = out.iter_mut().map(|b| RowsMut::new(b, r)).collect();
+    let nj = p.len();
+    par_try(n_blocks(m, BLOCK_ROWS), m.saturating_mul(r).saturating_mul(nj).saturating_mul(4), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, m);
+        let mut dot = try_vec(r, 0.0)?;
+        for i in rows {
+            dot.fill(0.0);
+            for j in 0..nj {
+                if let Some(gj) = g[j] {
+                    for k in 0..r {
+                        dot[k] += gj[i * r + k] * p[j][i * r + k];
+                    }
+                }
+            }
+            for (j, oj) in outs.iter().enumerate() {
+                // SAFETY: task bi is the only one writing the rows of block bi.
+                let orow = unsafe { oj.rows(i..i + 1) };
+                for k in 0..r {
+                    let e = i * r + k;
+                    orow[k] = p[j][e] * (g[j].map_or(0.0, |gj| gj[e]) - dot[k]);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------- panel sums
+
+/// `out[n, :] = sum_{i in off[n]..off[n+1]} x[i, :]` (rows summed in order).
+pub fn panel_sum(x: &[f64], r: usize, off: &[usize], out: &mut [f64]) -> Result<()> {
+    let n = off.len().saturating_sub(1);
+    if n == 0 || r == 0 {
+        return Ok(());
+    }
+    let o = RowsMut::new(out, r);
+    par_try(n_blocks(n, BLOCK_INDIVIDUALS), x.len().saturating_mul(2), |bi| {
+        for ind in block_range(bi, BLOCK_INDIVIDUALS, n) {
+            // SAFETY: task bi is the only one writing the rows of its individuals.
+            let orow = unsafe { o.rows(ind..ind + 1) };
+            orow.fill(0.0);
+            for i in off[ind]..off[ind + 1] {
+                for (a, &b) in orow.iter_mut().zip(&x[i * r..(i + 1) * r]) {
+                    *a += b;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `out[i, :] = g[n, :]` for each row `i` of individual `n` (the adjoint of [`panel_sum`]).
+pub fn expand_rows(g: &[f64], r: usize, off: &[usize], out: &mut [f64]) -> Result<()> {
+    let n = off.len().saturating_sub(1);
+    if n == 0 || r == 0 {
+        return Ok(());
+    }
+    let o = RowsMut::new(out, r);
+    par_try(n_blocks(n, BLOCK_INDIVIDUALS), out_len(off, r).saturating_mul(2), |bi| {
+        for ind in block_range(bi, BLOCK_INDIVIDUALS, n) {
+            // SAFETY: the rows of individual `ind` belong to this task only
+            // (the offsets are increasing).
+            let orows = unsafe { o.rows(off[ind]..off[ind + 1]) };
+            let src = &g[ind * r..(ind + 1) * r];
+            for row in orows.chunks_exact_mut(r) {
+                row.copy_from_slice(src);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn out_len(off: &[usize], r: usize) -> usize {
+    off.last().copied().unwrap_or(0).saturating_mul(r)
+}
+
+// ---------------------------------------------------------------------- log-mean-exp
+
+/// `out[n] = log sum_k exp(x[n, k] + c_k)` with `c_k = lw[k]` or `-log r`;
+/// the shift (the row maximum) is subtracted first.
+pub fn log_mean_exp(x: &[f64], n: usize, r: usize, lw: Option<&[f64]>, out: &mut [f64]) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let c0 = -(r as f64).ln();
+    let o = RowsMut::new(out, 1);
+    par_try(n_blocks(n, BLOCK_ROWS), n.saturating_mul(r).saturating_mul(8), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, n);
+        // SAFETY: task bi is the only one writing the rows of block bi.
+        let ob = unsafe { o.rows(rows.clone()) };
+        for (k, i) in rows.enumerate() {
+            let xr = &x[i * r..(i + 1) * r];
+            let c = |j: usize| lw.map_or(c0, |w| w[j]);
+            let mut m = f64::NEG_INFINITY;
+            let mut nan = false;
+            for (j, &v) in xr.iter().enumerate() {
+                let t = v + c(j);
+                nan |= t.is_nan();
+                m = m.max(t);
+            }
+            if nan {
+                ob[k] = f64::NAN;
+                continue;
+            }
+            if !m.is_finite() {
+                ob[k] = m;
+                continue;
+            }
+            let mut s = 0.0;
+            for (j, &v) in xr.iter().enumerate() {
+                s += exp_f64((v + c(j)) - m);
+            }
+            ob[k] = m + s.ln();
+        }
+        Ok(())
+    })
+}
+
+/// The backward of [`log_mean_exp`]: `gx[n, k] = g[n] exp(x[n, k] + c_k - out[n])`
+/// (0 on rows whose output is not finite).
+pub fn log_mean_exp_backward(x: &[f64], n: usize, r: usize, lw: Option<&[f64]>, out: &[f64], g: &[f64], gx: &mut [f64]) -> Result<()> {
+    if n == 0 || r == 0 {
+        return Ok(());
+    }
+    let c0 = -(r as f64).ln();
+    let o = RowsMut::new(gx, r);
+    par_try(n_blocks(n, BLOCK_ROWS), n.saturating_mul(r).saturating_mul(4), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, n);
+        // SAFETY: task bi is the only one writing the rows of block bi.
+        let ob = unsafe { o.rows(rows.clone()) };
+        for (k, i) in rows.enumerate() {
+            let orow = &mut ob[k * r..(k + 1) * r];
+            if !out[i].is_finite() {
+                orow.fill(0.0);
+                continue;
+            }
+            let (gi, oi) = (g[i], out[i]);
+            for (j, (q, &v)) in orow.iter_mut().zip(&x[i * r..(i + 1) * r]).enumerate() {
+                *q = gi * exp_f64((v + lw.map_or(c0, |w| w[j])) - oi);
+            }
+        }
+        Ok(())
+    })
+}
