@@ -15,10 +15,45 @@
 //! from the ratios `r(x) = f(x) / F(x)` (no division by a small `P`):
 //! `rho_p = r(p) / (1 - e^d)` and `rho_q = r(q) e^d / (1 - e^d)` with
 //! `d = log F(q) - log F(p)`.
-use rbe_core::ext::simd::{exp_f64, expm1_slice_f64, log1p_slice_f64, log_ndtr_and_ratio_f64, log_slice_f64};
+use rbe_core::ext::simd::{self, exp_f64, expm1_slice_f64, log1p_slice_f64, log_ndtr_and_ratio_f64, log_ndtr_slice_f64, log_slice_f64};
 use rbe_core::ext::{for_each_index, memory_err, Error, Result, SendPtr};
 use std::ops::Range;
 use std::sync::Mutex;
+
+/// `pub fn $name(args) = $imp(args)` compiled three times (AVX-512, AVX2 +
+/// FMA, baseline) and chosen at run time, so that the core's inlined
+/// branch-free `exp_f64` (which uses `mul_add` and `round_ties_even`) and the
+/// loops around it vectorise instead of calling the software `fma`.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident = $imp:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v512($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v256($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                if simd::has_avx512() {
+                    // SAFETY: the CPU has AVX-512F/DQ, AVX2 and FMA (checked at run time).
+                    return unsafe { v512($($arg),*) };
+                }
+                if simd::has_avx2() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+                    return unsafe { v256($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
 
 /// Rows per parallel task of the row-wise kernels.
 pub const BLOCK_ROWS: usize = 32;
@@ -118,9 +153,13 @@ fn block_range(i: usize, block: usize, n: usize) -> Range<usize> {
 
 // ---------------------------------------------------------------------- link functions
 
-/// `lf[i] = log F(x[i])` and `r[i] = f(x[i]) / F(x[i])` (`s` is scratch of the same length).
-pub fn log_cdf_and_ratio(link: Link, x: &[f64], lf: &mut [f64], r: &mut [f64], s: &mut [f64]) {
+/// `lf[i] = log F(x[i])` and `r[i] = f(x[i]) / F(x[i])` (`s` is scratch of
+/// the same length); without `ratio`, `r` is not written (the probit then
+/// skips the ratio's division).
+#[inline(always)]
+pub fn log_cdf_and_ratio(link: Link, x: &[f64], lf: &mut [f64], r: &mut [f64], s: &mut [f64], ratio: bool) {
     match link {
+        Link::Probit if !ratio => log_ndtr_slice_f64(x, lf),
         Link::Probit => log_ndtr_and_ratio_f64(x, lf, r),
         Link::Logit => {
             // log sigma(x) = min(x, 0) - log1p(e^-|x|); f / F = sigma(-x)
@@ -159,6 +198,7 @@ pub fn kappa(link: Link, x: f64) -> f64 {
 
 /// `out[i] = log(1 - e^d[i])` for `d <= 0` (accurate on both sides of
 /// `-log 2`), `-inf` for `d >= 0`; `s1`, `s2` are scratch.
+#[inline(always)]
 pub fn log1mexp_slice(d: &[f64], out: &mut [f64], s1: &mut [f64], s2: &mut [f64]) {
     const LN2: f64 = std::f64::consts::LN_2;
     expm1_slice_f64(d, s1);
@@ -219,8 +259,13 @@ impl Scratch {
     }
 }
 
-/// One row: `out = log P`, and `(rho_a, rho_b)` when asked.
-fn ordered_row(
+multiversion! {
+    /// One row: `out = log P`, and `(rho_a, rho_b)` when asked.
+    fn ordered_row = ordered_row_impl(link: Link, v: &[f64], lo: Option<f64>, hi: Option<f64>, out: &mut [f64], rho: Option<(&mut [f64], &mut [f64])>, s: &mut Scratch);
+}
+
+#[inline(always)]
+fn ordered_row_impl(
     link: Link,
     v: &[f64],
     lo: Option<f64>,
@@ -230,6 +275,7 @@ fn ordered_row(
     s: &mut Scratch,
 ) {
     let r = v.len();
+    let want = rho.is_some();
     let [p, q, rp, lq, rq, d, s1, s2, ..] = &mut s.b[..] else { unreachable!("scratch has 8 buffers") };
     let (p, q, rp, lq, rq, d, s1, s2) =
         (&mut p[..r], &mut q[..r], &mut rp[..r], &mut lq[..r], &mut rq[..r], &mut d[..r], &mut s1[..r], &mut s2[..r]);
@@ -245,7 +291,7 @@ fn ordered_row(
             for (x, &vi) in p.iter_mut().zip(v) {
                 *x = h - vi;
             }
-            log_cdf_and_ratio(link, p, out, rp, s1);
+            log_cdf_and_ratio(link, p, out, rp, s1, want);
             if let Some((ra, rb)) = rho {
                 ra.fill(0.0);
                 rb.copy_from_slice(rp);
@@ -255,7 +301,7 @@ fn ordered_row(
             for (x, &vi) in p.iter_mut().zip(v) {
                 *x = vi - l;
             }
-            log_cdf_and_ratio(link, p, out, rp, s1);
+            log_cdf_and_ratio(link, p, out, rp, s1, want);
             if let Some((ra, rb)) = rho {
                 ra.copy_from_slice(rp);
                 rb.fill(0.0);
@@ -278,8 +324,8 @@ fn ordered_row(
                 *qi = if left { a } else { -b };
             }
             // out holds log F(p) until the tail is added
-            log_cdf_and_ratio(link, p, out, rp, s1);
-            log_cdf_and_ratio(link, q, lq, rq, s1);
+            log_cdf_and_ratio(link, p, out, rp, s1, want);
+            log_cdf_and_ratio(link, q, lq, rq, s1, want);
             for ((di, &a), &b) in d.iter_mut().zip(lq.iter()).zip(out.iter()) {
                 *di = a - b;
             }
@@ -386,6 +432,89 @@ pub fn ordered_backward(
     })
 }
 
+/// `sigma(x)` and `sigma(-x)` from one exponential.
+#[inline(always)]
+fn sigmoid_pair(x: f64) -> (f64, f64) {
+    let t = exp_f64(-x.abs());
+    let (big, small) = (1.0 / (1.0 + t), t / (1.0 + t));
+    if x >= 0.0 {
+        (big, small)
+    } else {
+        (small, big)
+    }
+}
+
+/// `(d rho_a / d a, d rho_b / d b)` at one element (`ra`, `rb` the rhos):
+/// `rho_a (k(a) + rho_a)` and `rho_b (k(b) - rho_b)` with `k = f'/f`. For
+/// the logit these differences cancel in the tails (`k(b) - rho_b` is `-sigma(b)`
+/// for the lowest category, about `1e-14` when `rho_b ~ 1`), so they are
+/// formed without subtraction: `k(b) - rho_b = -(sigma(b) + sigma(-b) rho_a / sigma(-a))`
+/// and `k(a) + rho_a = sigma(-a) + sigma(a) rho_b / sigma(b)`. A zero rho
+/// gives zero (an infinite threshold or an empty interval).
+#[inline(always)]
+fn drho(link: Link, a: f64, b: f64, ra: f64, rb: f64) -> (f64, f64) {
+    match link {
+        Link::Probit => {
+            let daa = if ra != 0.0 { ra * (-a + ra) } else { 0.0 };
+            let dbb = if rb != 0.0 { rb * (-b - rb) } else { 0.0 };
+            (daa, dbb)
+        }
+        Link::Logit => {
+            let (sa, sma) = sigmoid_pair(a);
+            let (sb, smb) = sigmoid_pair(b);
+            let daa = if ra == 0.0 {
+                0.0
+            } else if sb > 0.0 {
+                ra * (sma + sa * rb / sb)
+            } else {
+                ra * (kappa(link, a) + ra)
+            };
+            let dbb = if rb == 0.0 {
+                0.0
+            } else if sma > 0.0 {
+                -rb * (sb + smb * ra / sma)
+            } else {
+                rb * (kappa(link, b) - rb)
+            };
+            (daa, dbb)
+        }
+    }
+}
+
+multiversion! {
+    /// One row of [`ordered_rho_backward`]: writes `gv`, returns the sums of `d a` and `d b`.
+    fn rho_bwd_row = rho_bwd_row_impl(link: Link, l: f64, h: f64, v: &[f64], ra: &[f64], rb: &[f64], ga: Option<&[f64]>, gb: Option<&[f64]>, gv: &mut [f64]) -> (f64, f64);
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rho_bwd_row_impl(
+    link: Link,
+    l: f64,
+    h: f64,
+    v: &[f64],
+    ra: &[f64],
+    rb: &[f64],
+    ga: Option<&[f64]>,
+    gb: Option<&[f64]>,
+    gv: &mut [f64],
+) -> (f64, f64) {
+    let (mut sl, mut sh) = (0.0, 0.0);
+    for j in 0..v.len() {
+        let (x, y) = (ra[j], rb[j]);
+        let (gae, gbe) = (ga.map_or(0.0, |g| g[j]), gb.map_or(0.0, |g| g[j]));
+        let vj = v[j];
+        let (daa, dbb) = drho(link, l - vj, h - vj, x, y);
+        let xy = x * y;
+        let da = gae * daa + gbe * xy;
+        let db = gbe * dbb - gae * xy;
+        gv[j] = -(da + db);
+        sl += da;
+        sh += db;
+    }
+    (sl, sh)
+}
+
 /// The backward of `(rho_a, rho_b)` (the second derivatives of `log P`):
 /// with upstream `ga`, `gb` (None: zero),
 /// `d a = ga (rho_a k(a) + rho_a^2) + gb rho_a rho_b`,
@@ -415,22 +544,18 @@ pub fn ordered_rho_backward(
         let (gvb, lob, hib) = unsafe { (o.rows(rows.clone()), lo.rows(rows.clone()), hi.rows(rows.clone())) };
         for (k, i) in rows.enumerate() {
             let (l, h) = pb.bounds(i);
-            let (l, h) = (l.unwrap_or(0.0), h.unwrap_or(0.0));
-            let (mut sl, mut sh) = (0.0, 0.0);
-            for j in 0..r {
-                let e = i * r + j;
-                let (x, y) = (ra[e], rb[e]);
-                let (gae, gbe) = (ga.map_or(0.0, |g| g[e]), gb.map_or(0.0, |g| g[e]));
-                let v = pb.v[e];
-                let ka = if x != 0.0 { x * kappa(link, l - v) } else { 0.0 };
-                let kb = if y != 0.0 { y * kappa(link, h - v) } else { 0.0 };
-                let xy = x * y;
-                let da = gae * (ka + x * x) + gbe * xy;
-                let db = gbe * (kb - y * y) - gae * xy;
-                gvb[k * r + j] = -(da + db);
-                sl += da;
-                sh += db;
-            }
+            let e = i * r..(i + 1) * r;
+            let (sl, sh) = rho_bwd_row(
+                link,
+                l.unwrap_or(0.0),
+                h.unwrap_or(0.0),
+                &pb.v[e.clone()],
+                &ra[e.clone()],
+                &rb[e.clone()],
+                ga.map(|g| &g[e.clone()]),
+                gb.map(|g| &g[e.clone()]),
+                &mut gvb[k * r..(k + 1) * r],
+            );
             lob[k] = sl;
             hib[k] = sh;
         }
@@ -453,14 +578,6 @@ pub struct Mnl<'a> {
 
 impl Mnl<'_> {
     #[inline]
-    fn at(&self, j: usize, i: usize, k: usize) -> f64 {
-        if self.wide[j] {
-            self.u[j][i * self.r + k]
-        } else {
-            self.u[j][i]
-        }
-    }
-    #[inline]
     fn avail(&self, i: usize, j: usize) -> bool {
         self.avail.is_none_or(|a| a[i * self.u.len() + j])
     }
@@ -469,55 +586,107 @@ impl Mnl<'_> {
     }
 }
 
+multiversion! {
+    /// One MNL row: `out = (u_c - mx) - log sum exp(u_j - mx)`, leaving the
+    /// shift in `mx` and the log of the sum in `e` (each utility is `r`
+    /// values or one broadcast value).
+    fn mnl_row = mnl_row_impl(u: &[&[f64]], av: &[bool], c: usize, out: &mut [f64], mx: &mut [f64], s: &mut [f64], e: &mut [f64]);
+}
+
+#[inline(always)]
+fn mnl_row_impl(u: &[&[f64]], av: &[bool], c: usize, out: &mut [f64], mx: &mut [f64], s: &mut [f64], e: &mut [f64]) {
+    mx.fill(f64::NEG_INFINITY);
+    for (uj, &a) in u.iter().zip(av) {
+        if !a {
+            continue;
+        }
+        if uj.len() == 1 {
+            let x = uj[0];
+            for m in mx.iter_mut() {
+                *m = m.max(x);
+            }
+        } else {
+            for (m, &x) in mx.iter_mut().zip(uj.iter()) {
+                *m = m.max(x);
+            }
+        }
+    }
+    s.fill(0.0);
+    for (uj, &a) in u.iter().zip(av) {
+        if !a {
+            continue;
+        }
+        if uj.len() == 1 {
+            let x = uj[0];
+            for (t, &m) in s.iter_mut().zip(mx.iter()) {
+                *t += exp_f64(x - m);
+            }
+        } else {
+            for ((t, &m), &x) in s.iter_mut().zip(mx.iter()).zip(uj.iter()) {
+                *t += exp_f64(x - m);
+            }
+        }
+    }
+    log_slice_f64(s, e);
+    let uc = u[c];
+    for k in 0..out.len() {
+        let x = if uc.len() == 1 { uc[0] } else { uc[k] };
+        out[k] = (x - mx[k]) - e[k];
+    }
+}
+
+multiversion! {
+    /// One row of one alternative's probabilities `exp((u_j - mx) - e)` (0 if unavailable).
+    fn mnl_prob_row = mnl_prob_row_impl(uj: &[f64], a: bool, mx: &[f64], e: &[f64], out: &mut [f64]);
+}
+
+#[inline(always)]
+fn mnl_prob_row_impl(uj: &[f64], a: bool, mx: &[f64], e: &[f64], out: &mut [f64]) {
+    if !a {
+        out.fill(0.0);
+    } else if uj.len() == 1 {
+        let x = uj[0];
+        for ((o, &m), &l) in out.iter_mut().zip(mx).zip(e) {
+            *o = exp_f64((x - m) - l);
+        }
+    } else {
+        for (((o, &m), &l), &x) in out.iter_mut().zip(mx).zip(e).zip(uj) {
+            *o = exp_f64((x - m) - l);
+        }
+    }
+}
+
 /// `out[i, k] = (u_c - mx) - log sum_{j avail} exp(u_j - mx)` and, when asked,
 /// the probabilities `probs[j]` (`(m, r)` each; 0 where unavailable).
-pub fn mnl_forward(pb: &Mnl, out: &mut [f64], probs: Option<&mut [Vec<f64>]>) -> Result<()> {
+pub fn mnl_forward(pb: &Mnl, out: &mut [f64], probs: Option<Vec<&mut [f64]>>) -> Result<()> {
     let (m, r, nj) = (pb.m, pb.r, pb.u.len());
     if m == 0 || r == 0 {
         return Ok(());
     }
     let o = RowsMut::new(out, r);
-    let ps: Option<Vec<RowsMut>> = probs.map(|p| p.iter_mut().map(|b| RowsMut::new(b, r)).collect());
+    let ps: Option<Vec<RowsMut>> = probs.map(|p| p.into_iter().map(|b| RowsMut::new(b, r)).collect());
     par_try(n_blocks(m, BLOCK_ROWS), pb.work(), |bi| {
         let rows = block_range(bi, BLOCK_ROWS, m);
         let mut mx = try_vec(r, 0.0)?;
         let mut s = try_vec(r, 0.0)?;
         let mut e = try_vec(r, 0.0)?;
+        let mut rows_u: Vec<&[f64]> = Vec::with_capacity(nj);
+        let mut av: Vec<bool> = Vec::with_capacity(nj);
         for i in rows {
+            rows_u.clear();
+            av.clear();
+            for j in 0..nj {
+                rows_u.push(if pb.wide[j] { &pb.u[j][i * r..(i + 1) * r] } else { &pb.u[j][i..i + 1] });
+                av.push(pb.avail(i, j));
+            }
             // SAFETY: task bi is the only one writing the rows of block bi.
             let orow = unsafe { o.rows(i..i + 1) };
-            mx.fill(f64::NEG_INFINITY);
-            for j in 0..nj {
-                if pb.avail(i, j) {
-                    for (k, x) in mx.iter_mut().enumerate() {
-                        *x = x.max(pb.at(j, i, k));
-                    }
-                }
-            }
-            s.fill(0.0);
-            for j in 0..nj {
-                if pb.avail(i, j) {
-                    for k in 0..r {
-                        s[k] += exp_f64(pb.at(j, i, k) - mx[k]);
-                    }
-                }
-            }
-            log_slice_f64(&s, &mut e);
-            let c = pb.choice[i];
-            for k in 0..r {
-                orow[k] = (pb.at(c, i, k) - mx[k]) - e[k];
-            }
+            mnl_row(&rows_u, &av, pb.choice[i], orow, &mut mx, &mut s, &mut e);
             if let Some(ps) = &ps {
                 for (j, pj) in ps.iter().enumerate() {
                     // SAFETY: as above, row i of every probability buffer.
                     let prow = unsafe { pj.rows(i..i + 1) };
-                    if pb.avail(i, j) {
-                        for k in 0..r {
-                            prow[k] = exp_f64((pb.at(j, i, k) - mx[k]) - e[k]);
-                        }
-                    } else {
-                        prow.fill(0.0);
-                    }
+                    mnl_prob_row(rows_u[j], av[j], &mx, &e, prow);
                 }
             }
         }
@@ -527,11 +696,11 @@ pub fn mnl_forward(pb: &Mnl, out: &mut [f64], probs: Option<&mut [Vec<f64>]>) ->
 
 /// The backward of the probabilities `P_j = softmax_j`: with upstream `g[j]`
 /// (None: zero), `d u_k = P_k (g_k - sum_j g_j P_j)`, each `(m, r)`.
-pub fn mnl_probs_backward(m: usize, r: usize, p: &[&[f64]], g: &[Option<&[f64]>], out: &mut [Vec<f64>]) -> Result<()> {
+pub fn mnl_probs_backward(m: usize, r: usize, p: &[&[f64]], g: &[Option<&[f64]>], out: Vec<&mut [f64]>) -> Result<()> {
     if m == 0 || r == 0 {
         return Ok(());
     }
-    let outs: Vec<RowsMut> = out.iter_mut().map(|b| RowsMut::new(b, r)).collect();
+    let outs: Vec<RowsMut> = out.into_iter().map(|b| RowsMut::new(b, r)).collect();
     let nj = p.len();
     par_try(n_blocks(m, BLOCK_ROWS), m.saturating_mul(r).saturating_mul(nj).saturating_mul(4), |bi| {
         let rows = block_range(bi, BLOCK_ROWS, m);
@@ -609,67 +778,82 @@ fn out_len(off: &[usize], r: usize) -> usize {
 
 // ---------------------------------------------------------------------- log-mean-exp
 
-/// `out[n] = log sum_k exp(x[n, k] + c_k)` with `c_k = lw[k]` or `-log r`;
-/// the shift (the row maximum) is subtracted first.
-pub fn log_mean_exp(x: &[f64], n: usize, r: usize, lw: Option<&[f64]>, out: &mut [f64]) -> Result<()> {
-    if n == 0 {
+/// `x + lw` of rows `rows` (or the rows themselves when `lw` is None).
+fn shifted<'a>(x: &'a [f64], r: usize, rows: &Range<usize>, lw: Option<&[f64]>, buf: &'a mut Vec<f64>) -> &'a [f64] {
+    let xs = &x[rows.start * r..rows.end * r];
+    match lw {
+        None => xs,
+        Some(w) => {
+            buf.clear();
+            for row in xs.chunks_exact(r) {
+                buf.extend(row.iter().zip(w).map(|(a, b)| a + b));
+            }
+            buf
+        }
+    }
+}
+
+/// `out[n] = log sum_k exp(x[n, k] + c_k)` with `c_k = lw[k]` or `-log r`
+/// (the core's vectorised log-sum-exp of runs: the shift, the row maximum,
+/// is subtracted first; lanes are summed in a fixed order). `ms` and `lss`
+/// receive the shift and the log of the shifted sum, from which the
+/// backward forms the weights `exp((x + lw - ms) - lss)` at full precision.
+pub fn log_mean_exp(x: &[f64], n: usize, r: usize, lw: Option<&[f64]>, out: &mut [f64], ms: &mut [f64], lss: &mut [f64]) -> Result<()> {
+    if n == 0 || r == 0 {
         return Ok(());
     }
-    let c0 = -(r as f64).ln();
-    let o = RowsMut::new(out, 1);
+    let c0 = if lw.is_some() { 0.0 } else { -(r as f64).ln() };
+    let (o, m, l) = (RowsMut::new(out, 1), RowsMut::new(ms, 1), RowsMut::new(lss, 1));
     par_try(n_blocks(n, BLOCK_ROWS), n.saturating_mul(r).saturating_mul(8), |bi| {
         let rows = block_range(bi, BLOCK_ROWS, n);
+        let mut buf = Vec::new();
+        if lw.is_some() {
+            buf.try_reserve_exact(rows.len() * r)
+                .map_err(|_| memory_err!("out of memory: log_mean_exp needs a scratch buffer of {} elements", rows.len() * r))?;
+        }
+        let xs = shifted(x, r, &rows, lw, &mut buf);
         // SAFETY: task bi is the only one writing the rows of block bi.
-        let ob = unsafe { o.rows(rows.clone()) };
-        for (k, i) in rows.enumerate() {
-            let xr = &x[i * r..(i + 1) * r];
-            let c = |j: usize| lw.map_or(c0, |w| w[j]);
-            let mut m = f64::NEG_INFINITY;
-            let mut nan = false;
-            for (j, &v) in xr.iter().enumerate() {
-                let t = v + c(j);
-                nan |= t.is_nan();
-                m = m.max(t);
-            }
-            if nan {
-                ob[k] = f64::NAN;
-                continue;
-            }
-            if !m.is_finite() {
-                ob[k] = m;
-                continue;
-            }
-            let mut s = 0.0;
-            for (j, &v) in xr.iter().enumerate() {
-                s += exp_f64((v + c(j)) - m);
-            }
-            ob[k] = m + s.ln();
+        let (ob, mb, lb) = unsafe { (o.rows(rows.clone()), m.rows(rows.clone()), l.rows(rows.clone())) };
+        simd::lse_runs_f64(xs, r, ob, mb, lb);
+        for v in ob.iter_mut() {
+            *v += c0;
         }
         Ok(())
     })
 }
 
-/// The backward of [`log_mean_exp`]: `gx[n, k] = g[n] exp(x[n, k] + c_k - out[n])`
+/// The backward of [`log_mean_exp`]: `gx[n, k] = g[n] exp((x[n, k] + lw_k - ms[n]) - lss[n])`
 /// (0 on rows whose output is not finite).
-pub fn log_mean_exp_backward(x: &[f64], n: usize, r: usize, lw: Option<&[f64]>, out: &[f64], g: &[f64], gx: &mut [f64]) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn log_mean_exp_backward(
+    x: &[f64],
+    n: usize,
+    r: usize,
+    lw: Option<&[f64]>,
+    ms: &[f64],
+    lss: &[f64],
+    g: &[f64],
+    gx: &mut [f64],
+) -> Result<()> {
     if n == 0 || r == 0 {
         return Ok(());
     }
-    let c0 = -(r as f64).ln();
     let o = RowsMut::new(gx, r);
     par_try(n_blocks(n, BLOCK_ROWS), n.saturating_mul(r).saturating_mul(4), |bi| {
         let rows = block_range(bi, BLOCK_ROWS, n);
+        let mut buf = Vec::new();
+        if lw.is_some() {
+            buf.try_reserve_exact(rows.len() * r)
+                .map_err(|_| memory_err!("out of memory: log_mean_exp needs a scratch buffer of {} elements", rows.len() * r))?;
+        }
+        let xs = shifted(x, r, &rows, lw, &mut buf);
         // SAFETY: task bi is the only one writing the rows of block bi.
         let ob = unsafe { o.rows(rows.clone()) };
-        for (k, i) in rows.enumerate() {
-            let orow = &mut ob[k * r..(k + 1) * r];
-            if !out[i].is_finite() {
-                orow.fill(0.0);
-                continue;
-            }
-            let (gi, oi) = (g[i], out[i]);
-            for (j, (q, &v)) in orow.iter_mut().zip(&x[i * r..(i + 1) * r]).enumerate() {
-                *q = gi * exp_f64((v + lw.map_or(c0, |w| w[j])) - oi);
+        let k = rows.len();
+        simd::lse_backward_f64(xs, &ms[rows.clone()], &lss[rows.clone()], &g[rows.clone()], k, r, 1, ob);
+        for (j, i) in rows.enumerate() {
+            if !(ms[i] + lss[i]).is_finite() {
+                ob[j * r..(j + 1) * r].fill(0.0);
             }
         }
         Ok(())

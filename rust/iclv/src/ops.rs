@@ -139,16 +139,19 @@ fn row_sums(x: &Tensor) -> Result<Tensor> {
 pub fn ordered_logprob(v: &Tensor, tau: &Tensor, y: &Tensor, link: Link) -> Result<Tensor> {
     let op = "ordered_logprob";
     let (m, vc, tc) = ord_check(op, v, tau, y, link)?;
-    let len = m.n * m.r;
     let want = needs_grad(&[v, tau]);
     let mut out = FreshTensor::<f64>::uninit(&m.shape)?;
-    let mut ra = if want { kernels::try_vec(len, 0.0)? } else { Vec::new() };
-    let mut rb = if want { kernels::try_vec(len, 0.0)? } else { Vec::new() };
     let pb = m.problem(vc.data::<f64>(), tc.data::<f64>());
-    kernels::ordered_forward(&pb, &mut out, if want { Some((&mut ra, &mut rb)) } else { None })?;
+    if !want {
+        kernels::ordered_forward(&pb, &mut out, None)?;
+        return Ok(out.into_tensor());
+    }
+    let mut ra = FreshTensor::<f64>::uninit(&[m.n, m.r])?;
+    let mut rb = FreshTensor::<f64>::uninit(&[m.n, m.r])?;
+    kernels::ordered_forward(&pb, &mut out, Some((&mut ra, &mut rb)))?;
     let out = out.into_tensor();
-    if want {
-        let rho = Arc::new((ra, rb));
+    {
+        let rho = Arc::new((ra.into_tensor(), rb.into_tensor()));
         let (sv, st) = (SavedTensor::input(v), SavedTensor::input(tau));
         attach(&out, "IclvOrderedLogprobBackward0", &[v, tau], true, move |ctx, g| {
             let g = contiguous_as(g, DType::F64)?;
@@ -166,7 +169,7 @@ pub fn ordered_logprob(v: &Tensor, tau: &Tensor, y: &Tensor, link: Link) -> Resu
             }
             let mut gv = FreshTensor::<f64>::uninit(&m.shape)?;
             let (mut lo, mut hi) = (kernels::try_vec(m.n, 0.0)?, kernels::try_vec(m.n, 0.0)?);
-            kernels::ordered_backward(m.n, m.r, &rho.0, &rho.1, g.data::<f64>(), &mut gv, &mut lo, &mut hi)?;
+            kernels::ordered_backward(m.n, m.r, rho.0.data::<f64>(), rho.1.data::<f64>(), g.data::<f64>(), &mut gv, &mut lo, &mut hi)?;
             let gt = if ctx.needs(1) { Some(tensor_of(&kernels::scatter_tau(&m.y, m.c1, &lo, &hi)?, &[m.c1])?) } else { None };
             Ok(vec![ctx.needs(0).then(|| gv.into_tensor()), gt])
         });
@@ -181,18 +184,18 @@ pub fn ordered_logprob(v: &Tensor, tau: &Tensor, y: &Tensor, link: Link) -> Resu
 pub fn ordered_rho(v: &Tensor, tau: &Tensor, y: &Tensor, link: Link) -> Result<(Tensor, Tensor)> {
     let op = "ordered_rho";
     let (m, vc, tc) = ord_check(op, v, tau, y, link)?;
-    let len = m.n * m.r;
-    let mut out = kernels::try_vec(len, 0.0)?;
-    let (mut ra, mut rb) = (kernels::try_vec(len, 0.0)?, kernels::try_vec(len, 0.0)?);
+    let mut out = FreshTensor::<f64>::uninit(&[m.n, m.r])?;
+    let mut ra = FreshTensor::<f64>::uninit(&[m.n, m.r])?;
+    let mut rb = FreshTensor::<f64>::uninit(&[m.n, m.r])?;
     kernels::ordered_forward(&m.problem(vc.data::<f64>(), tc.data::<f64>()), &mut out, Some((&mut ra, &mut rb)))?;
-    let (ra, rb) = rho_node(&m, v, tau, &ra, &rb)?;
+    let (ra, rb) = rho_node(&m, v, tau, &ra.into_tensor(), &rb.into_tensor())?;
     Ok((reshape(&ra, &m.shape)?, reshape(&rb, &m.shape)?))
 }
 
-/// The two-output `rho` node (`(n, r)` each) from values already computed,
-/// attached to `v` and `tau`.
-fn rho_node(m: &OrdMeta, v: &Tensor, tau: &Tensor, ra: &[f64], rb: &[f64]) -> Result<(Tensor, Tensor)> {
-    let (ta, tb) = (tensor_of(ra, &[m.n, m.r])?, tensor_of(rb, &[m.n, m.r])?);
+/// The two-output `rho` node (`(n, r)` each) from values already computed
+/// (new handles on their storage, never written again), attached to `v` and `tau`.
+fn rho_node(m: &OrdMeta, v: &Tensor, tau: &Tensor, ra: &Tensor, rb: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (ta, tb) = (ra.detach(), rb.detach());
     if needs_grad(&[v, tau]) {
         let (sv, st) = (SavedTensor::input(v), SavedTensor::input(tau));
         let (sa, sb) = (SavedTensor::output_nr(&ta, 0), SavedTensor::output_nr(&tb, 1));
@@ -364,13 +367,13 @@ pub fn mnl_logprob(us: &[Tensor], choice: &Tensor, avail: Option<&Tensor>) -> Re
     let nj = us.len();
     let refs: Vec<&Tensor> = us.iter().collect();
     let want = needs_grad(&refs);
-    let len = mm.m * mm.r;
-    let mut probs: Vec<Vec<f64>> = if want { (0..nj).map(|_| kernels::try_vec(len, 0.0)).collect::<Result<_>>()? } else { Vec::new() };
+    let mut probs: Vec<FreshTensor<f64>> =
+        if want { (0..nj).map(|_| FreshTensor::<f64>::uninit(&[mm.m, mm.r])).collect::<Result<_>>()? } else { Vec::new() };
     let mut out = FreshTensor::<f64>::uninit(&[mm.m, mm.r])?;
-    kernels::mnl_forward(&mm.problem(&cs), &mut out, if want { Some(&mut probs) } else { None })?;
+    kernels::mnl_forward(&mm.problem(&cs), &mut out, if want { Some(probs.iter_mut().map(|p| p.as_mut_slice()).collect()) } else { None })?;
     let out = out.into_tensor();
     if want {
-        let probs = Arc::new(probs);
+        let probs: Arc<Vec<Tensor>> = Arc::new(probs.into_iter().map(|p| p.into_tensor()).collect());
         let saved: Vec<SavedTensor> = us.iter().map(SavedTensor::input).collect();
         attach(&out, "IclvMnlLogprobBackward0", &refs, true, move |ctx, g| {
             let g = contiguous_as(g, DType::F64)?;
@@ -393,7 +396,7 @@ pub fn mnl_logprob(us: &[Tensor], choice: &Tensor, avail: Option<&Tensor>) -> Re
                     if !ctx.needs(j) {
                         return Ok(None);
                     }
-                    let p = &probs[j];
+                    let p = probs[j].data::<f64>();
                     let gj = FreshTensor::<f64>::build(&[mm.m, mm.r], |o| {
                         for i in 0..mm.m {
                             let hit = if mm.choice[i] == j { 1.0 } else { 0.0 };
@@ -415,16 +418,16 @@ pub fn mnl_logprob(us: &[Tensor], choice: &Tensor, avail: Option<&Tensor>) -> Re
 pub fn mnl_probs(us: &[Tensor], choice: &Tensor, avail: Option<&Tensor>) -> Result<Vec<Tensor>> {
     let op = "mnl_probs";
     let (mm, cs) = mnl_check(op, us, choice, avail)?;
-    let len = mm.m * mm.r;
-    let mut probs: Vec<Vec<f64>> = (0..us.len()).map(|_| kernels::try_vec(len, 0.0)).collect::<Result<_>>()?;
-    let mut out = kernels::try_vec(len, 0.0)?;
-    kernels::mnl_forward(&mm.problem(&cs), &mut out, Some(&mut probs))?;
+    let mut probs: Vec<FreshTensor<f64>> = (0..us.len()).map(|_| FreshTensor::<f64>::uninit(&[mm.m, mm.r])).collect::<Result<_>>()?;
+    let mut out = FreshTensor::<f64>::uninit(&[mm.m, mm.r])?;
+    kernels::mnl_forward(&mm.problem(&cs), &mut out, Some(probs.iter_mut().map(|p| p.as_mut_slice()).collect()))?;
+    let probs: Vec<Tensor> = probs.into_iter().map(|p| p.into_tensor()).collect();
     probs_node(&mm, us, &probs)
 }
 
-fn probs_node(mm: &MnlMeta, us: &[Tensor], probs: &[Vec<f64>]) -> Result<Vec<Tensor>> {
+fn probs_node(mm: &MnlMeta, us: &[Tensor], probs: &[Tensor]) -> Result<Vec<Tensor>> {
     let nj = us.len();
-    let ps: Vec<Tensor> = probs.iter().map(|p| tensor_of(p, &[mm.m, mm.r])).collect::<Result<_>>()?;
+    let ps: Vec<Tensor> = probs.iter().map(|p| p.detach()).collect();
     let refs: Vec<&Tensor> = us.iter().collect();
     if needs_grad(&refs) {
         let saved: Vec<SavedTensor> = ps.iter().enumerate().map(|(j, p)| SavedTensor::output_nr(p, j as u32)).collect();
@@ -465,9 +468,12 @@ fn probs_node(mm: &MnlMeta, us: &[Tensor], probs: &[Vec<f64>]) -> Result<Vec<Ten
             let pc: Vec<Tensor> = ps.iter().map(|p| p.contiguous()).collect();
             let pd: Vec<&[f64]> = pc.iter().map(|p| p.data::<f64>()).collect();
             let gd: Vec<Option<&[f64]>> = gs.iter().map(|g| g.as_ref().map(|g| g.data::<f64>())).collect();
-            let mut out: Vec<Vec<f64>> = (0..nj).map(|_| kernels::try_vec(mm.m * mm.r, 0.0)).collect::<Result<_>>()?;
-            kernels::mnl_probs_backward(mm.m, mm.r, &pd, &gd, &mut out)?;
-            (0..nj).map(|k| if ctx.needs(k) { Ok(Some(mm.reduce(k, tensor_of(&out[k], &[mm.m, mm.r])?)?)) } else { Ok(None) }).collect()
+            let mut out: Vec<FreshTensor<f64>> = (0..nj).map(|_| FreshTensor::<f64>::uninit(&[mm.m, mm.r])).collect::<Result<_>>()?;
+            kernels::mnl_probs_backward(mm.m, mm.r, &pd, &gd, out.iter_mut().map(|o| o.as_mut_slice()).collect())?;
+            out.into_iter()
+                .enumerate()
+                .map(|(k, o)| if ctx.needs(k) { Ok(Some(mm.reduce(k, o.into_tensor())?)) } else { Ok(None) })
+                .collect()
         })?;
     }
     Ok(ps)
@@ -591,8 +597,10 @@ pub fn log_mean_exp(x: &Tensor, log_weights: Option<&Tensor>) -> Result<Tensor> 
         }
     };
     let mut out = FreshTensor::<f64>::uninit(&[n])?;
-    kernels::log_mean_exp(xc.data::<f64>(), n, r, lw.as_ref().map(|w| w.data::<f64>()), &mut out)?;
+    let (mut ms, mut lss) = (kernels::try_vec(n, 0.0)?, kernels::try_vec(n, 0.0)?);
+    kernels::log_mean_exp(xc.data::<f64>(), n, r, lw.as_ref().map(|w| w.data::<f64>()), &mut out, &mut ms, &mut lss)?;
     let out = out.into_tensor();
+    let shift = Arc::new((ms, lss));
     let ins: Vec<&Tensor> = match log_weights {
         Some(w) => vec![x, w],
         None => vec![x],
@@ -614,18 +622,11 @@ pub fn log_mean_exp(x: &Tensor, log_weights: Option<&Tensor>) -> Result<Tensor> 
                 };
                 mul(&unsqueeze(&g, 1)?, &exp(&sub(&xs, &unsqueeze(&os, 1)?)?)?)?
             } else {
-                let (xc, oc) = (contiguous_as(&x, DType::F64)?, o.contiguous());
+                let xc = contiguous_as(&x, DType::F64)?;
                 let wc = w.as_ref().map(|w| contiguous_as(w, DType::F64)).transpose()?;
                 let mut gx = FreshTensor::<f64>::uninit(&[n, r])?;
-                kernels::log_mean_exp_backward(
-                    xc.data::<f64>(),
-                    n,
-                    r,
-                    wc.as_ref().map(|w| w.data::<f64>()),
-                    oc.data::<f64>(),
-                    g.data::<f64>(),
-                    &mut gx,
-                )?;
+                let wd = wc.as_ref().map(|w| w.data::<f64>());
+                kernels::log_mean_exp_backward(xc.data::<f64>(), n, r, wd, &shift.0, &shift.1, g.data::<f64>(), &mut gx)?;
                 gx.into_tensor()
             };
             let gw = if ctx.needs(1) { Some(sum(&gx, Some(&[0]), false)?) } else { None };
