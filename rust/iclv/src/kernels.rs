@@ -250,12 +250,13 @@ impl Ordered<'_> {
 
 /// Scratch of one task.
 struct Scratch {
-    b: Vec<Vec<f64>>,
+    b: [Vec<f64>; 8],
 }
 
 impl Scratch {
-    fn new(r: usize, k: usize) -> Result<Scratch> {
-        Ok(Scratch { b: (0..k).map(|_| try_vec(r, 0.0)).collect::<Result<_>>()? })
+    fn new(r: usize) -> Result<Scratch> {
+        let v = || try_vec(r, 0.0);
+        Ok(Scratch { b: [v()?, v()?, v()?, v()?, v()?, v()?, v()?, v()?] })
     }
 }
 
@@ -276,7 +277,7 @@ fn ordered_row_impl(
 ) {
     let r = v.len();
     let want = rho.is_some();
-    let [p, q, rp, lq, rq, d, s1, s2, ..] = &mut s.b[..] else { unreachable!("scratch has 8 buffers") };
+    let [p, q, rp, lq, rq, d, s1, s2] = &mut s.b;
     let (p, q, rp, lq, rq, d, s1, s2) =
         (&mut p[..r], &mut q[..r], &mut rp[..r], &mut lq[..r], &mut rq[..r], &mut d[..r], &mut s1[..r], &mut s2[..r]);
     match (lo, hi) {
@@ -366,7 +367,7 @@ pub fn ordered_forward(pb: &Ordered, out: &mut [f64], rho: Option<(&mut [f64], &
     let rh = rho.map(|(a, b)| (RowsMut::new(a, r), RowsMut::new(b, r)));
     par_try(n_blocks(n, BLOCK_ROWS), pb.work(), |bi| {
         let rows = block_range(bi, BLOCK_ROWS, n);
-        let mut s = Scratch::new(r, 8)?;
+        let mut s = Scratch::new(r)?;
         for i in rows {
             let (lo, hi) = pb.bounds(i);
             // SAFETY: task bi is the only one writing the rows of block bi.
@@ -479,6 +480,56 @@ fn drho(link: Link, a: f64, b: f64, ra: f64, rb: f64) -> (f64, f64) {
             (daa, dbb)
         }
     }
+}
+
+/// The upstream of the gradient node of [`ordered_forward`] (outputs
+/// `gv = g (rho_a - rho_b)` and the threshold sums): with upstream `hv`
+/// (`(n, r)`, None: zero) and `ht` (`C - 1`), `A = hv - ht[y-1]`,
+/// `B = ht[y] - hv` (0 for an infinite threshold), writes `dg = rho_a A + rho_b B`
+/// and the upstream of the `rho` backward, `ga = g A`, `gb = g B`.
+#[allow(clippy::too_many_arguments)]
+pub fn ordered_grad_upstream(
+    pb: &Ordered,
+    ra: &[f64],
+    rb: &[f64],
+    g: &[f64],
+    hv: Option<&[f64]>,
+    ht: Option<&[f64]>,
+    dg: &mut [f64],
+    ga: &mut [f64],
+    gb: &mut [f64],
+) -> Result<()> {
+    let (n, r) = (pb.n, pb.r);
+    if n == 0 || r == 0 {
+        return Ok(());
+    }
+    let c1 = pb.tau.len();
+    let (od, oa, ob) = (RowsMut::new(dg, r), RowsMut::new(ga, r), RowsMut::new(gb, r));
+    par_try(n_blocks(n, BLOCK_ROWS), n.saturating_mul(r).saturating_mul(4), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, n);
+        // SAFETY: task bi is the only one writing the rows of block bi.
+        let (db, ab, bb) = unsafe { (od.rows(rows.clone()), oa.rows(rows.clone()), ob.rows(rows.clone())) };
+        for (k, i) in rows.enumerate() {
+            let y = pb.y[i];
+            let htl = match ht {
+                Some(t) if y > 0 => t[y - 1],
+                _ => 0.0,
+            };
+            let hth = match ht {
+                Some(t) if y < c1 => t[y],
+                _ => 0.0,
+            };
+            for j in 0..r {
+                let e = i * r + j;
+                let h = hv.map_or(0.0, |x| x[e]);
+                let (a, b) = (h - htl, hth - h);
+                db[k * r + j] = ra[e] * a + rb[e] * b;
+                ab[k * r + j] = g[e] * a;
+                bb[k * r + j] = g[e] * b;
+            }
+        }
+        Ok(())
+    })
 }
 
 multiversion! {
@@ -720,6 +771,65 @@ pub fn mnl_probs_backward(m: usize, r: usize, p: &[&[f64]], g: &[Option<&[f64]>]
                 for k in 0..r {
                     let e = i * r + k;
                     orow[k] = p[j][e] * (g[j].map_or(0.0, |gj| gj[e]) - dot[k]);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The backward of the MNL gradient `gu_j = g (1[c = j] - P_j)` (the node
+/// the exact Hessian's passes run through): with upstream `h[j]` (`(m, r)`
+/// when `h_wide[j]`, else `(m, 1)`; None: zero) and `S = sum_j h_j P_j`,
+/// `dg = h_c - S` and `du_j = -g P_j (h_j - S)`, each `(m, r)`.
+#[allow(clippy::too_many_arguments)]
+pub fn mnl_grad_backward(
+    m: usize,
+    r: usize,
+    p: &[&[f64]],
+    g: &[f64],
+    h: &[Option<&[f64]>],
+    h_wide: &[bool],
+    choice: &[usize],
+    dg: &mut [f64],
+    du: Vec<&mut [f64]>,
+) -> Result<()> {
+    if m == 0 || r == 0 {
+        return Ok(());
+    }
+    let nj = p.len();
+    let og = RowsMut::new(dg, r);
+    let ou: Vec<RowsMut> = du.into_iter().map(|b| RowsMut::new(b, r)).collect();
+    par_try(n_blocks(m, BLOCK_ROWS), m.saturating_mul(r).saturating_mul(nj).saturating_mul(6), |bi| {
+        let rows = block_range(bi, BLOCK_ROWS, m);
+        let mut s = try_vec(r, 0.0)?;
+        let mut hj = try_vec(r, 0.0)?;
+        for i in rows {
+            let e = i * r..(i + 1) * r;
+            let fill = |j: usize, buf: &mut [f64]| match h[j] {
+                None => buf.fill(0.0),
+                Some(x) if h_wide[j] => buf.copy_from_slice(&x[e.clone()]),
+                Some(x) => buf.fill(x[i]),
+            };
+            s.fill(0.0);
+            for (j, pj) in p.iter().enumerate() {
+                fill(j, &mut hj);
+                for ((a, &b), &c) in s.iter_mut().zip(hj.iter()).zip(&pj[e.clone()]) {
+                    *a += b * c;
+                }
+            }
+            // SAFETY: task bi is the only one writing the rows of block bi.
+            let grow = unsafe { og.rows(i..i + 1) };
+            fill(choice[i], &mut hj);
+            for ((o, &a), &b) in grow.iter_mut().zip(hj.iter()).zip(s.iter()) {
+                *o = a - b;
+            }
+            for (j, oj) in ou.iter().enumerate() {
+                fill(j, &mut hj);
+                // SAFETY: as above, row i of every output buffer.
+                let urow = unsafe { oj.rows(i..i + 1) };
+                for k in 0..r {
+                    urow[k] = -g[i * r + k] * p[j][i * r + k] * (hj[k] - s[k]);
                 }
             }
         }

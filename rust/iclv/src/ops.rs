@@ -23,8 +23,8 @@ use rbe_core::ext::ops::reduce::sum;
 use rbe_core::ext::ops::shape::{cat, reshape, slice, unsqueeze};
 use rbe_core::ext::ops::unary::{exp, isfinite, neg, tanh};
 use rbe_core::ext::{
-    attach, attach_multi, contiguous_as, dtype_err, fmt_shape, index_err, is_grad_enabled, needs_grad, shape_err, value_err, BwCtx, DType,
-    FreshTensor, Result, SavedTensor, Tensor,
+    attach, attach_multi, contiguous_as, dtype_err, fmt_shape, index_err, is_grad_enabled, needs_grad, run_backward, shape_err, value_err,
+    BwCtx, DType, FreshTensor, Result, SavedTensor, Tensor,
 };
 use std::sync::Arc;
 
@@ -157,24 +157,97 @@ pub fn ordered_logprob(v: &Tensor, tau: &Tensor, y: &Tensor, link: Link) -> Resu
             let g = contiguous_as(g, DType::F64)?;
             if is_grad_enabled() {
                 let (v, tau) = (sv.get(ctx)?, st.get(ctx)?);
-                let (ra, rb) = rho_node(&m, &v, &tau, &rho.0, &rho.1)?;
-                let g2 = reshape(&g, &[m.n, m.r])?;
-                let gv = if ctx.needs(0) { Some(reshape(&mul(&g2, &sub(&ra, &rb)?)?, &m.shape)?) } else { None };
-                let gt = if ctx.needs(1) {
-                    Some(tau_grad_composite(&m, &neg(&row_sums(&mul(&g2, &ra)?)?)?, &row_sums(&mul(&g2, &rb)?)?)?)
-                } else {
-                    None
-                };
-                return Ok(vec![gv, gt]);
+                let (gv, gt) = ordered_grad_node(&m, &g, &v, &tau, &rho)?;
+                return Ok(vec![ctx.needs(0).then_some(gv), ctx.needs(1).then_some(gt)]);
             }
-            let mut gv = FreshTensor::<f64>::uninit(&m.shape)?;
-            let (mut lo, mut hi) = (kernels::try_vec(m.n, 0.0)?, kernels::try_vec(m.n, 0.0)?);
-            kernels::ordered_backward(m.n, m.r, rho.0.data::<f64>(), rho.1.data::<f64>(), g.data::<f64>(), &mut gv, &mut lo, &mut hi)?;
-            let gt = if ctx.needs(1) { Some(tensor_of(&kernels::scatter_tau(&m.y, m.c1, &lo, &hi)?, &[m.c1])?) } else { None };
-            Ok(vec![ctx.needs(0).then(|| gv.into_tensor()), gt])
+            let (gv, gt) = ordered_first_grads(&m, g.data::<f64>(), &rho)?;
+            Ok(vec![ctx.needs(0).then_some(gv), ctx.needs(1).then_some(gt)])
         });
     }
     Ok(out)
+}
+
+/// The first-order gradient `(gv, gtau)` of [`ordered_logprob`] from the
+/// kept `rho` (fused).
+fn ordered_first_grads(m: &OrdMeta, g: &[f64], rho: &(Tensor, Tensor)) -> Result<(Tensor, Tensor)> {
+    let mut gv = FreshTensor::<f64>::uninit(&m.shape)?;
+    let (mut lo, mut hi) = (kernels::try_vec(m.n, 0.0)?, kernels::try_vec(m.n, 0.0)?);
+    kernels::ordered_backward(m.n, m.r, rho.0.data::<f64>(), rho.1.data::<f64>(), g, &mut gv, &mut lo, &mut hi)?;
+    Ok((gv.into_tensor(), tensor_of(&kernels::scatter_tau(&m.y, m.c1, &lo, &hi)?, &[m.c1])?))
+}
+
+/// The gradient of [`ordered_logprob`] as a node of its own (inputs `g`,
+/// `v`, `tau`; outputs `gv`, `gtau`), built under `create_graph`: the exact
+/// Hessian's passes run through its fused backward (the upstream
+/// [`kernels::ordered_grad_upstream`] then the closed-form second
+/// derivatives [`kernels::ordered_rho_backward`]), one pass over the
+/// elements instead of a dozen plain ops. Under `create_graph` again its
+/// backward goes through the `rho` node and plain ops.
+fn ordered_grad_node(m: &OrdMeta, g: &Tensor, v: &Tensor, tau: &Tensor, rho: &Arc<(Tensor, Tensor)>) -> Result<(Tensor, Tensor)> {
+    let gc = contiguous_as(g, DType::F64)?;
+    let (gv, gt) = ordered_first_grads(m, gc.data::<f64>(), rho)?;
+    if needs_grad(&[g, v, tau]) {
+        let (sg, sv, st) = (SavedTensor::input(g), SavedTensor::input(v), SavedTensor::input(tau));
+        let (m, rho) = (m.clone(), rho.clone());
+        attach_multi(&[&gv, &gt], "IclvOrderedGradBackward0", &[g, v, tau], true, false, move |ctx, hs| {
+            let (g, v, tau) = (sg.get(ctx)?, sv.get(ctx)?, st.get(ctx)?);
+            let hv = hs.first().cloned().flatten().map(|h| contiguous_as(&h, DType::F64)).transpose()?;
+            let ht = hs.get(1).cloned().flatten().map(|h| contiguous_as(&h, DType::F64)).transpose()?;
+            if hv.is_none() && ht.is_none() {
+                return Ok(vec![None, None, None]);
+            }
+            if is_grad_enabled() {
+                let (ra, rb) = rho_node(&m, &v, &tau, &rho.0, &rho.1)?;
+                let zero = Tensor::zeros(&[m.n, m.r], DType::F64)?;
+                let hv2 = match &hv {
+                    Some(h) => reshape(h, &[m.n, m.r])?,
+                    None => zero.clone(),
+                };
+                let (htl, hth) = match &ht {
+                    Some(h) => bounds_composite(&m, h)?,
+                    None => (Tensor::zeros(&[m.n, 1], DType::F64)?, Tensor::zeros(&[m.n, 1], DType::F64)?),
+                };
+                // the stand-ins of bounds_composite are 0: an infinite threshold takes nothing
+                let (a, b) = (sub(&hv2, &htl)?, sub(&hth, &hv2)?);
+                let g2 = reshape(&g, &[m.n, m.r])?;
+                let dg = reshape(&add(&mul(&ra, &a)?, &mul(&rb, &b)?)?, g.shape())?;
+                let (ga, gb) = (mul(&g2, &a)?, mul(&g2, &b)?);
+                let wrt: Vec<usize> = [1usize, 2].into_iter().filter(|&i| ctx.needs(i)).collect();
+                let mut res = vec![ctx.needs(0).then_some(dg), None, None];
+                if !wrt.is_empty() {
+                    let inputs: Vec<Tensor> = wrt.iter().map(|&i| if i == 1 { v.clone() } else { tau.clone() }).collect();
+                    let gs = run_backward(&[ra, rb], &[ga, gb], true, true, Some(&inputs), true)?;
+                    for (&i, x) in wrt.iter().zip(gs) {
+                        res[i] = x;
+                    }
+                }
+                return Ok(res);
+            }
+            let (vc, tc) = (contiguous_as(&v, DType::F64)?, contiguous_as(&tau, DType::F64)?);
+            let gc = contiguous_as(&g, DType::F64)?;
+            let pb = m.problem(vc.data::<f64>(), tc.data::<f64>());
+            let (ra, rb) = (rho.0.data::<f64>(), rho.1.data::<f64>());
+            let len = m.n * m.r;
+            let mut dg = FreshTensor::<f64>::uninit(g.shape())?;
+            let mut ga = FreshTensor::<f64>::uninit(&[len])?;
+            let mut gb = FreshTensor::<f64>::uninit(&[len])?;
+            let hvd = hv.as_ref().map(|h| h.data::<f64>());
+            let htd = ht.as_ref().map(|h| h.data::<f64>());
+            kernels::ordered_grad_upstream(&pb, ra, rb, gc.data::<f64>(), hvd, htd, &mut dg, &mut ga, &mut gb)?;
+            let mut res = vec![ctx.needs(0).then(|| dg.into_tensor()), None, None];
+            if ctx.needs(1) || ctx.needs(2) {
+                let mut dv = FreshTensor::<f64>::uninit(&m.shape)?;
+                let (mut lo, mut hi) = (kernels::try_vec(m.n, 0.0)?, kernels::try_vec(m.n, 0.0)?);
+                kernels::ordered_rho_backward(&pb, ra, rb, Some(&ga), Some(&gb), &mut dv, &mut lo, &mut hi)?;
+                res[1] = ctx.needs(1).then(|| dv.into_tensor());
+                if ctx.needs(2) {
+                    res[2] = Some(tensor_of(&kernels::scatter_tau(&m.y, m.c1, &lo, &hi)?, &[m.c1])?);
+                }
+            }
+            Ok(res)
+        })?;
+    }
+    Ok((gv, gt))
 }
 
 /// `(rho_a, rho_b) = (f(a) / P, f(b) / P)`, each `(n, r)`: the derivatives of
@@ -379,39 +452,118 @@ pub fn mnl_logprob(us: &[Tensor], choice: &Tensor, avail: Option<&Tensor>) -> Re
             let g = contiguous_as(g, DType::F64)?;
             if is_grad_enabled() {
                 let ins: Vec<Tensor> = saved.iter().map(|s| s.get(ctx)).collect::<Result<_>>()?;
-                let ps = probs_node(&mm, &ins, &probs)?;
-                return (0..nj)
-                    .map(|j| {
-                        if !ctx.needs(j) {
-                            return Ok(None);
-                        }
-                        let gj = sub(&mul(&g, &mm.onehot(j)?)?, &mul(&g, &ps[j])?)?;
-                        Ok(Some(mm.reduce(j, gj)?))
-                    })
-                    .collect();
+                let gs = mnl_grad_node(&mm, &g, &ins, &probs)?;
+                return Ok(gs.into_iter().enumerate().map(|(j, x)| if ctx.needs(j) { Some(x) } else { None }).collect());
             }
-            let gd = g.data::<f64>();
-            (0..nj)
-                .map(|j| {
-                    if !ctx.needs(j) {
-                        return Ok(None);
-                    }
-                    let p = probs[j].data::<f64>();
-                    let gj = FreshTensor::<f64>::build(&[mm.m, mm.r], |o| {
-                        for i in 0..mm.m {
-                            let hit = if mm.choice[i] == j { 1.0 } else { 0.0 };
-                            for k in 0..mm.r {
-                                let e = i * mm.r + k;
-                                o[e] = gd[e] * (hit - p[e]);
-                            }
-                        }
-                    })?;
-                    Ok(Some(mm.reduce(j, gj)?))
-                })
-                .collect()
+            mnl_first_grads(&mm, g.data::<f64>(), &probs, |j| ctx.needs(j))
         });
     }
     Ok(out)
+}
+
+/// `gu_j = g (1[c = j] - P_j)`, reduced to each utility's shape (None where not wanted).
+fn mnl_first_grads(mm: &MnlMeta, gd: &[f64], probs: &[Tensor], want: impl Fn(usize) -> bool) -> Result<Vec<Option<Tensor>>> {
+    (0..probs.len())
+        .map(|j| {
+            if !want(j) {
+                return Ok(None);
+            }
+            let p = probs[j].data::<f64>();
+            let gj = FreshTensor::<f64>::build(&[mm.m, mm.r], |o| {
+                for i in 0..mm.m {
+                    let hit = if mm.choice[i] == j { 1.0 } else { 0.0 };
+                    for k in 0..mm.r {
+                        let e = i * mm.r + k;
+                        o[e] = gd[e] * (hit - p[e]);
+                    }
+                }
+            })?;
+            Ok(Some(mm.reduce(j, gj)?))
+        })
+        .collect()
+}
+
+/// The MNL gradient as a node of its own (inputs `g` and the utilities,
+/// outputs `gu_j`), built under `create_graph`: the exact Hessian's passes
+/// run through its fused closed-form backward ([`kernels::mnl_grad_backward`])
+/// instead of a dozen plain ops on `(m, r)` tensors per alternative; under
+/// `create_graph` again (third order) its backward is written with
+/// [`mnl_probs`]' node and plain ops.
+fn mnl_grad_node(mm: &MnlMeta, g: &Tensor, us: &[Tensor], probs: &Arc<Vec<Tensor>>) -> Result<Vec<Tensor>> {
+    let nj = us.len();
+    let gc = contiguous_as(g, DType::F64)?;
+    let outs: Vec<Tensor> = mnl_first_grads(mm, gc.data::<f64>(), probs, |_| true)?.into_iter().flatten().collect();
+    let mut ins: Vec<&Tensor> = vec![g];
+    ins.extend(us.iter());
+    if needs_grad(&ins) {
+        let sg = SavedTensor::input(g);
+        let su: Vec<SavedTensor> = us.iter().map(SavedTensor::input).collect();
+        let (mm, probs) = (mm.clone(), probs.clone());
+        let orefs: Vec<&Tensor> = outs.iter().collect();
+        attach_multi(&orefs, "IclvMnlGradBackward0", &ins, true, false, move |ctx, hs| {
+            let g = sg.get(ctx)?;
+            let us: Vec<Tensor> = su.iter().map(|s| s.get(ctx)).collect::<Result<_>>()?;
+            let hs: Vec<Option<Tensor>> =
+                hs.iter().map(|h| h.as_ref().map(|h| contiguous_as(h, DType::F64)).transpose()).collect::<Result<_>>()?;
+            if hs.iter().all(|h| h.is_none()) {
+                return Ok(vec![None; nj + 1]);
+            }
+            if is_grad_enabled() {
+                let ps = probs_node(&mm, &us, &probs)?;
+                let (mut s, mut hc): (Option<Tensor>, Option<Tensor>) = (None, None);
+                let acc = |x: Option<Tensor>, y: Tensor| -> Result<Option<Tensor>> {
+                    Ok(Some(match x {
+                        Some(x) => add(&x, &y)?,
+                        None => y,
+                    }))
+                };
+                for (j, h) in hs.iter().enumerate() {
+                    if let Some(h) = h {
+                        s = acc(s, mul(h, &ps[j])?)?;
+                        hc = acc(hc, mul(h, &mm.onehot(j)?)?)?;
+                    }
+                }
+                let zero = Tensor::zeros(&[mm.m, mm.r], DType::F64)?;
+                let (s, hc) = (s.unwrap_or(zero.clone()), hc.unwrap_or(zero));
+                let mut res = vec![if ctx.needs(0) { Some(sub(&hc, &s)?) } else { None }];
+                for j in 0..nj {
+                    res.push(if ctx.needs(1 + j) {
+                        let hj = match &hs[j] {
+                            Some(h) => sub(h, &s)?,
+                            None => neg(&s)?,
+                        };
+                        Some(mm.reduce(j, neg(&mul(&mul(&g, &ps[j])?, &hj)?)?)?)
+                    } else {
+                        None
+                    });
+                }
+                return Ok(res);
+            }
+            let gc = contiguous_as(&g, DType::F64)?;
+            let pd: Vec<&[f64]> = probs.iter().map(|p| p.data::<f64>()).collect();
+            let hd: Vec<Option<&[f64]>> = hs.iter().map(|h| h.as_ref().map(|h| h.data::<f64>())).collect();
+            let hw: Vec<bool> = hs.iter().map(|h| h.as_ref().is_some_and(|h| h.numel() == mm.m * mm.r)).collect();
+            let mut dg = FreshTensor::<f64>::uninit(&[mm.m, mm.r])?;
+            let mut du: Vec<FreshTensor<f64>> = (0..nj).map(|_| FreshTensor::<f64>::uninit(&[mm.m, mm.r])).collect::<Result<_>>()?;
+            kernels::mnl_grad_backward(
+                mm.m,
+                mm.r,
+                &pd,
+                gc.data::<f64>(),
+                &hd,
+                &hw,
+                &mm.choice,
+                &mut dg,
+                du.iter_mut().map(|d| d.as_mut_slice()).collect(),
+            )?;
+            let mut res = vec![ctx.needs(0).then(|| dg.into_tensor())];
+            for (j, d) in du.into_iter().enumerate() {
+                res.push(if ctx.needs(1 + j) { Some(mm.reduce(j, d.into_tensor())?) } else { None });
+            }
+            Ok(res)
+        })?;
+    }
+    Ok(outs)
 }
 
 /// The choice probabilities of a multinomial logit, `J` tensors `(m, r)` (0 where unavailable).

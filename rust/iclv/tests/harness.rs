@@ -121,6 +121,40 @@ fn create_graph_path_matches_fused() {
     }
 }
 
+/// The gradient itself as the op (with the weights `w` of the outputs an
+/// input): its derivatives go through the gradient nodes built under
+/// `create_graph` (the exact Hessian's and the scores' path), including
+/// the derivative with respect to the incoming gradient.
+fn grad_of(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, x: &[Tensor], n_wrt: usize) -> Result<Vec<Tensor>> {
+    let out = f(x)?;
+    let s = ops::reduce::sum(&ops::binary::mul(&out, &x[n_wrt])?, None, false)?;
+    let one = Tensor::full(&[], 1.0, DType::F64)?;
+    let g = run_backward(&[s], &[one], true, true, Some(&x[..n_wrt]), false)?;
+    Ok(g.into_iter().map(|g| g.unwrap()).collect())
+}
+
+#[test]
+fn gradient_nodes_harness() {
+    let mut rng = Rng(8);
+    for link in [Link::Probit, Link::Logit] {
+        let (v, tau, y) = ordered_case(&mut rng, 7, 3, 5);
+        let w = t((0..21).map(|_| rng.normal()).collect(), &[7, 3]);
+        let yt = Tensor::from_vec(y.clone(), &[7]).unwrap();
+        let fused = |x: &[Tensor]| grad_of(&|x: &[Tensor]| ordered_logprob(&x[0], &x[1], &yt, link), x, 2);
+        let comp = |x: &[Tensor]| grad_of(&|x: &[Tensor]| composite::ordered_logprob(&x[0], &x[1], &y, link), x, 2);
+        check_fused_op(&fused, &comp, &[v, tau, w], &[true; 3], &opts(2)).unwrap_or_else(|e| panic!("ordered {link:?}: {e}"));
+    }
+    let (us, ch, av) = mnl_case(&mut rng, 6, 3, 3, &[1]);
+    let w = t((0..18).map(|_| rng.normal()).collect(), &[6, 3]);
+    let cht = Tensor::from_vec(ch.clone(), &[6]).unwrap();
+    let avt = Tensor::from_vec(av.clone(), &[6, 3]).unwrap();
+    let mut inputs = us.clone();
+    inputs.push(w);
+    let fused = |x: &[Tensor]| grad_of(&|x: &[Tensor]| mnl_logprob(&x[..3], &cht, Some(&avt)), x, 3);
+    let comp = |x: &[Tensor]| grad_of(&|x: &[Tensor]| composite::mnl_logprob(&x[..3], &ch, Some(&av)), x, 3);
+    check_fused_op(&fused, &comp, &inputs, &[true; 4], &opts(2)).unwrap_or_else(|e| panic!("mnl: {e}"));
+}
+
 #[test]
 fn ordered_tails_and_empty_intervals() {
     // deep tails: finite values and gradients, no NaN; equal or reversed thresholds: -inf with zero gradient
