@@ -238,3 +238,23 @@ def test_streaming_context_errors_change_nothing():
     assert first.log_likelihood == pytest.approx(float(_one_shot(m, x, c, 4).log_likelihood.numpy()[0]), rel=1e-9)
     with pytest.raises(ArgumentError, match="context"):
         StreamingHMMProcessor(gaussian_model(3, 2)).process_chunk(x, context=c)
+
+
+def test_float32_neural_hmm_at_d80_within_relative_tolerance_of_float64():
+    # the origin's size (K = 50, D = 80): log-likelihoods of scale 1e4, so the tolerance is relative
+    rbe.manual_seed(8)
+    m64 = NeuralHMM(50, 80, dtype=rbe.float64)
+    m32 = NeuralHMM(50, 80, dtype=rbe.float32)
+    with rbe.no_grad():
+        for p32, p64 in zip(m32.parameters(), m64.parameters()):
+            p32.copy_(p64.to(rbe.float32))
+    x = np.random.RandomState(3).normal(size=(4, 60, 80))
+    ll64 = m64.log_likelihood(T64(x), lengths=[60, 1, 33, 60])
+    ll32 = m32.log_likelihood(rbe.from_numpy(x.astype(np.float32)), lengths=[60, 1, 33, 60])
+    assert ll32.dtype == rbe.float32
+    a64, a32 = ll64.detach().numpy(), ll32.detach().numpy().astype(np.float64)
+    assert np.abs(a64).min() > 100
+    np.testing.assert_allclose(a32, a64, rtol=1e-6)  # measured: 3e-8
+    g64 = m64(T64(x))[0].detach().numpy()
+    g32 = m32(rbe.from_numpy(x.astype(np.float32)))[0].detach().numpy()
+    np.testing.assert_allclose(g32, g64, atol=1e-4)  # measured: 6e-6
