@@ -664,54 +664,80 @@ pub fn bwd_scratch_len(k: usize) -> usize {
 /// they are added (see [`flush_xi`]).
 const XI_BATCH: usize = 32;
 
-/// `acc[i][j] += sum_s cp[s][i] * rv[s][j]` over the `n` gathered steps,
-/// with 16 columns of a row at a time in registers and four independent
-/// partial sums over the steps (a fixed order: the bits depend on neither the
-/// blocking nor the thread).
+/// `acc[i][j] += sum_s cp[s][i] * rv[s][j]` over the `n` gathered steps: a
+/// small matrix product in register tiles of `R` rows by 16 columns (eight
+/// rows at a time, so the tile's accumulators are independent chains of
+/// fused multiply-adds). Each element is one chain over the steps in order,
+/// added to `acc` once per flush: the same bits for any tiling or thread.
 #[inline(always)]
 fn flush_xi<T: HmmReal>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize) {
-    flush_xi_w::<T, 16>(acc, cp, rv, k, n)
+    let mut i0 = 0;
+    while i0 + 8 <= k {
+        flush_xi_rows::<T, 8>(acc, cp, rv, k, n, i0);
+        i0 += 8;
+    }
+    if i0 + 4 <= k {
+        flush_xi_rows::<T, 4>(acc, cp, rv, k, n, i0);
+        i0 += 4;
+    }
+    while i0 < k {
+        flush_xi_rows::<T, 1>(acc, cp, rv, k, n, i0);
+        i0 += 1;
+    }
 }
 
+/// Rows `i0 .. i0 + R` of [`flush_xi`], in blocks of 16 columns (4 or 1
+/// when `K < 16`; the last block ends at column `K` and adds only its
+/// columns not done yet).
 #[inline(always)]
-fn flush_xi_w<T: HmmReal, const W: usize>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize) {
-    if k >= W {
-        flush_xi_blocks::<T, W>(acc, cp, rv, k, n)
-    } else if k >= 16 {
-        flush_xi_blocks::<T, 16>(acc, cp, rv, k, n)
+fn flush_xi_rows<T: HmmReal, const R: usize>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize, i0: usize) {
+    if k >= 16 {
+        flush_xi_cols::<T, R, 16>(acc, cp, rv, k, n, i0)
     } else if k >= 4 {
-        flush_xi_blocks::<T, 4>(acc, cp, rv, k, n)
+        flush_xi_cols::<T, R, 4>(acc, cp, rv, k, n, i0)
     } else {
-        flush_xi_blocks::<T, 1>(acc, cp, rv, k, n)
+        flush_xi_cols::<T, R, 1>(acc, cp, rv, k, n, i0)
     }
 }
 
-/// [`flush_xi`] in blocks of `W <= k` columns (the last block ending at
-/// column `k`; only its columns not done yet are added).
 #[inline(always)]
-fn flush_xi_blocks<T: HmmReal, const W: usize>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize) {
+fn flush_xi_cols<T: HmmReal, const R: usize, const W: usize>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize, i0: usize) {
     let full = k / W * W;
-    // the rows of `rv` weighted by column `i` of `cp`: `block_dot` over a strided weight vector
-    let mut w = [T::ZERO; XI_BATCH];
-    for i in 0..k {
-        for (s, o) in w[..n].iter_mut().enumerate() {
-            *o = cp[s * k + i];
-        }
-        let row = &mut acc[i * k..(i + 1) * k];
-        for j0 in (0..full).step_by(W) {
-            let d = block_dot::<T, W>(&w[..n], rv, k, j0);
-            for (x, &y) in row[j0..j0 + W].iter_mut().zip(&d) {
+    let mut j0 = 0;
+    while j0 < k {
+        let (start, skip) = if j0 < full { (j0, 0) } else { (k - W, W - (k - full)) };
+        let d = xi_tile::<T, R, W>(cp, rv, k, n, i0, start);
+        for (r, dr) in d.iter().enumerate() {
+            let row = &mut acc[(i0 + r) * k + start + skip..(i0 + r) * k + start + W];
+            for (x, &y) in row.iter_mut().zip(&dr[skip..]) {
                 *x += y;
             }
         }
-        if full < k {
-            let j0 = k - W;
-            let d = block_dot::<T, W>(&w[..n], rv, k, j0);
-            for (x, &y) in row[full..k].iter_mut().zip(&d[full - j0..]) {
-                *x += y;
+        j0 = if j0 < full { j0 + W } else { k };
+    }
+}
+
+/// The `R x W` tile `sum_s cp[s][i0 + r] * rv[s][j0 + l]`, one chain per element over `s < n` in order.
+#[inline(always)]
+fn xi_tile<T: HmmReal, const R: usize, const W: usize>(cp: &[T], rv: &[T], k: usize, n: usize, i0: usize, j0: usize) -> [[T; W]; R] {
+    assert!(
+        i0 + R <= k && j0 + W <= k && n.checked_mul(k).is_some_and(|nk| nk <= cp.len() && nk <= rv.len()),
+        "xi_tile: tile outside the buffers"
+    );
+    let mut a = [[T::ZERO; W]; R];
+    let (cpp, rvp) = (cp.as_ptr(), rv.as_ptr());
+    for s in 0..n {
+        // SAFETY: s < n, j0 + W <= k and n * k <= rv.len() (asserted), so the W elements lie inside rv.
+        let rs = unsafe { std::slice::from_raw_parts(rvp.add(s * k + j0), W) };
+        for (r, ar) in a.iter_mut().enumerate() {
+            // SAFETY: s < n, i0 + r < i0 + R <= k and n * k <= cp.len() (asserted).
+            let c = unsafe { *cpp.add(s * k + i0 + r) };
+            for (x, &y) in ar.iter_mut().zip(rs) {
+                *x = c.fma(y, *x);
             }
         }
     }
+    a
 }
 
 /// Exact `u[i] = logsumexp_j(a[i][j] + w[j])` for one row.
