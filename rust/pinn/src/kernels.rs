@@ -221,6 +221,10 @@ pub fn cheb_basis<T: Float>(z: &[T], k1: usize, order: usize, out: &mut [T]) {
     });
 }
 
+/// A block's rows of `H = G W^T` for the value, first- and second-order
+/// streams (`None`: the stream has no gradient, its `H` is zero).
+type BlockH<'a, T> = (Option<&'a [T]>, Option<&'a [T]>, Option<&'a [T]>);
+
 /// The optional outputs of a backward block (gradients of x, first and second jets).
 type OutGrads<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>, Option<&'a mut [T]>);
 
@@ -519,12 +523,14 @@ fn fill_block<T: Float>(
 }
 
 /// `acc[i] = sum_k hrow[k I + i] g_mm[k][r][i]` (`g` as [`Scratch::g`]: order
-/// `mm`, degree `k`, then `es` elements per degree of `ROWS` rows of `ni`).
+/// `mm`, degree `k`, then `es` elements per degree of `ROWS` rows of `ni`);
+/// zero for a missing `hrow` (a stream without gradient).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn dot_k<T: Float>(acc: &mut [T], hrow: &[T], g: &[T], mm: usize, r: usize, k1: usize, es: usize, ni: usize) {
+fn dot_k<T: Float>(acc: &mut [T], hrow: Option<&[T]>, g: &[T], mm: usize, r: usize, k1: usize, es: usize, ni: usize) {
     let acc = &mut acc[..ni];
     acc.fill(<T as Real>::ZERO);
+    let Some(hrow) = hrow else { return };
     for k in 0..k1 {
         let off = (mm * k1 + k) * es + r * ni;
         let gk = &g[off..off + ni];
@@ -546,7 +552,7 @@ fn backward_block<T: Float>(
     r0: usize,
     rows: usize,
     sc: &mut Scratch<T>,
-    h: (&[T], &[T], &[T]),
+    h: BlockH<'_, T>,
     p: Option<(&mut [T], &mut [T], &mut [T])>,
     out: OutGrads<'_, T>,
 ) {
@@ -588,9 +594,9 @@ fn backward_block<T: Float>(
     let (mut t1, mut t2, mut t3) = (vec![z; ni], vec![z; ni], vec![z; ni]);
     let two = T::c(2.0);
     for r in 0..rows {
-        dot_k(&mut gx, &hv[r * ik..(r + 1) * ik], g, 1, r, k1, es, ni);
+        dot_k(&mut gx, hv.map(|h| &h[r * ik..(r + 1) * ik]), g, 1, r, k1, es, ni);
         if dm.second == Second::Trace {
-            let hrow = &hs[r * ik..(r + 1) * ik];
+            let hrow = hs.map(|h| &h[r * ik..(r + 1) * ik]);
             dot_k(&mut t1, hrow, g, 1, r, k1, es, ni);
             dot_k(&mut t2, hrow, g, 2, r, k1, es, ni);
             dot_k(&mut t3, hrow, g, 3, r, k1, es, ni);
@@ -614,7 +620,7 @@ fn backward_block<T: Float>(
         }
         for a in 0..d {
             let xa = &xj[(r * d + a) * ni..(r * d + a + 1) * ni];
-            let hrow = &hj[(r * d + a) * ik..(r * d + a + 1) * ik];
+            let hrow = hj.map(|h| &h[(r * d + a) * ik..(r * d + a + 1) * ik]);
             dot_k(&mut a1, hrow, g, 1, r, k1, es, ni);
             dot_k(&mut a2, hrow, g, 2, r, k1, es, ni);
             for i in 0..ni {
@@ -623,7 +629,7 @@ fn backward_block<T: Float>(
             gxa[..ni].copy_from_slice(&a1[..ni]);
             match dm.second {
                 Second::Diag => {
-                    let hrow = &hs[(r * m + a) * ik..(r * m + a + 1) * ik];
+                    let hrow = hs.map(|h| &h[(r * m + a) * ik..(r * m + a + 1) * ik]);
                     dot_k(&mut a1, hrow, g, 1, r, k1, es, ni);
                     dot_k(&mut a2, hrow, g, 2, r, k1, es, ni);
                     dot_k(&mut a3, hrow, g, 3, r, k1, es, ni);
@@ -705,7 +711,7 @@ dispatch_isa!(backward_block_isa<T>(
     r0: usize,
     rows: usize,
     sc: &mut Scratch<T>,
-    h: (&[T], &[T], &[T]),
+    h: BlockH<'_, T>,
     p: Option<(&mut [T], &mut [T], &mut [T])>,
     out: OutGrads<'_, T>
 ) {
@@ -890,8 +896,10 @@ pub struct Needs {
 }
 
 /// The first-order backward: given the gradients of `y` (N x O), `yj`
-/// (N x d x O) and `ys` (N x m x O), the gradients of `x`, of the given
-/// jets and of the coefficients. One pass over the rows computes the basis
+/// (N x d x O) and `ys` (N x m x O) (`None`: zero; the products and dot
+/// products of that stream are skipped, as for the value and first-order
+/// streams of a network's last layer under a Laplacian loss), the
+/// gradients of `x`, of the given jets and of the coefficients. One pass over the rows computes the basis
 /// once for both the input gradients and the coefficient gradient's basis
 /// matrices. With `basis` (the forward's matrices, [`taylor_forward`] with
 /// `keep`) the coefficient gradient reuses them: the pass over the rows is
@@ -902,32 +910,40 @@ pub fn taylor_backward<T: Float>(
     map: &Map<T>,
     jets: &Jets<T>,
     c: &[T],
-    gy: &[T],
-    gj: &[T],
-    gs: &[T],
+    gy: Option<&[T]>,
+    gj: Option<&[T]>,
+    gs: Option<&[T]>,
     needs: Needs,
     basis: Option<BasisRef<'_, T>>,
 ) -> Result<Grads<T>> {
     let (n, i_n, ik, o, k1, d, m) = (dm.n, dm.i, dm.ik(), dm.o, dm.k1, dm.d, dm.m());
+    if gy.is_some_and(|g| g.len() != n * o) || gj.is_some_and(|g| g.len() != n * d * o) || gs.is_some_and(|g| g.len() != n * m * o) {
+        return Err(rbe_core::ext::shape_err!("chebykan backward: the output gradients do not match the layer call"));
+    }
+    // a stream without gradient (or without rows) is skipped
+    let gj = gj.filter(|_| d > 0);
+    let gs = gs.filter(|_| m > 0);
     let wants_first = needs.first && matches!(jets.first, First::Given(_));
     let wants_second = needs.second && jets.second.is_some();
     let wants_inputs = needs.x || wants_first || wants_second;
     // H = G W^T for each stream: rows x ik
     let mut w = FreshTensor::<T>::uninit(&[ik, o])?;
     pack_weights(c, i_n, o, k1, &mut w);
-    let (hn, hd, hm) = if wants_inputs { (n, d, m) } else { (0, 0, 0) };
-    let mut hv = FreshTensor::<T>::uninit(&[hn, ik])?;
-    let mut hj = FreshTensor::<T>::uninit(&[hn, hd, ik])?;
-    let mut hs = FreshTensor::<T>::uninit(&[hn, hm, ik])?;
-    if wants_inputs {
+    // H for the streams with a gradient, when input gradients are wanted
+    let rows_of = |g: Option<&[T]>, per: usize| if wants_inputs && g.is_some() { n * per } else { 0 };
+    let (nv, nj, ns) = (rows_of(gy, 1), rows_of(gj, d), rows_of(gs, m));
+    let mut hv = FreshTensor::<T>::uninit(&[nv, ik])?;
+    let mut hj = FreshTensor::<T>::uninit(&[nj, ik])?;
+    let mut hs = FreshTensor::<T>::uninit(&[ns, ik])?;
+    if nv + nj + ns > 0 {
         T::reserve_scratch(ik, o)?;
-        // SAFETY: each product reads a gradient (rows x o, contiguous) and W^T
-        // (W read with swapped strides) and writes a distinct fresh buffer.
-        unsafe {
-            mm(n, ik, o, hv.as_mut_ptr(), ik, 1, false, gy.as_ptr(), o, 1, w.as_ptr(), 1, o);
-            mm(n * d, ik, o, hj.as_mut_ptr(), ik, 1, false, gj.as_ptr(), o, 1, w.as_ptr(), 1, o);
-            mm(n * m, ik, o, hs.as_mut_ptr(), ik, 1, false, gs.as_ptr(), o, 1, w.as_ptr(), 1, o);
-        }
+    }
+    for (h, g, rows) in [(&mut hv, gy, nv), (&mut hj, gj, nj), (&mut hs, gs, ns)] {
+        let Some(g) = g.filter(|_| rows > 0) else { continue };
+        // SAFETY: the product reads a gradient (rows x o, contiguous, length
+        // checked above) and W^T (W read with swapped strides) and writes a
+        // distinct fresh buffer of rows x ik.
+        unsafe { mm(rows, ik, o, h.as_mut_ptr(), ik, 1, false, g.as_ptr(), o, 1, w.as_ptr(), 1, o) };
     }
     if let Some((bv, bj, bs)) = basis {
         if bv.len() != n * ik || bj.len() != n * d * ik || bs.len() != n * m * ik {
@@ -946,7 +962,7 @@ pub fn taylor_backward<T: Float>(
             Some(p) => (ptr(Some(&mut p.pv)), ptr(Some(&mut p.pj)), ptr(Some(&mut p.ps))),
             None => (ptr(None), ptr(None), ptr(None)),
         };
-        let (hv, hj, hs) = (&hv[..], &hj[..], &hs[..]);
+        let (hv, hj, hs) = ((nv > 0).then_some(&hv[..]), (nj > 0).then_some(&hj[..]), (ns > 0).then_some(&hs[..]));
         let has_p = build;
         let orders = fwd_orders(dm) + 1;
         for_each_index(n.div_ceil(TASK_ROWS), work_of(dm).saturating_mul(2), move |t| {
@@ -967,11 +983,8 @@ pub fn taylor_backward<T: Float>(
                     );
                     (pblk, out)
                 };
-                let h = if wants_inputs {
-                    (&hv[r0 * ik..r1 * ik], &hj[r0 * d * ik..r1 * d * ik], &hs[r0 * m * ik..r1 * m * ik])
-                } else {
-                    (&[][..], &[][..], &[][..])
-                };
+                let h =
+                    (hv.map(|h| &h[r0 * ik..r1 * ik]), hj.map(|h| &h[r0 * d * ik..r1 * d * ik]), hs.map(|h| &h[r0 * m * ik..r1 * m * ik]));
                 backward_block_isa(dm, map, jets, r0, rows, &mut sc, h, pblk, out);
             }
         });
@@ -984,16 +997,20 @@ pub fn taylor_backward<T: Float>(
     };
     if let Some((pv, pj, ps)) = pm {
         let mut dw = FreshTensor::<T>::uninit(&[ik, o])?;
-        T::reserve_scratch(o, n.max(1))?;
-        T::reserve_scratch(o, (n * d).max(1))?;
-        T::reserve_scratch(o, (n * m).max(1))?;
-        // SAFETY: dW (ik x o) = Pv^T gy + Pj^T gj + Ps^T gs; each P^T is the
-        // row-major basis matrix read with swapped strides, the gradients are
-        // contiguous rows x o, and dW is a fresh buffer read by none of them.
-        unsafe {
-            mm(ik, o, n, dw.as_mut_ptr(), o, 1, false, pv.as_ptr(), 1, ik, gy.as_ptr(), o, 1);
-            mm(ik, o, n * d, dw.as_mut_ptr(), o, 1, true, pj.as_ptr(), 1, ik, gj.as_ptr(), o, 1);
-            mm(ik, o, n * m, dw.as_mut_ptr(), o, 1, true, ps.as_ptr(), 1, ik, gs.as_ptr(), o, 1);
+        // dW (ik x o) = Pv^T gy + Pj^T gj + Ps^T gs over the streams with a gradient
+        let mut acc = false;
+        for (pm, g, rows) in [(pv, gy, n), (pj, gj, n * d), (ps, gs, n * m)] {
+            let Some(g) = g else { continue };
+            T::reserve_scratch(o, rows.max(1))?;
+            // SAFETY: P^T is the row-major basis matrix (rows x ik, length
+            // checked above) read with swapped strides, the gradient is
+            // contiguous rows x o (checked above), and dW is a fresh buffer
+            // read by neither.
+            unsafe { mm(ik, o, rows, dw.as_mut_ptr(), o, 1, acc, pm.as_ptr(), 1, ik, g.as_ptr(), o, 1) };
+            acc = true;
+        }
+        if !acc {
+            dw.fill(<T as Real>::ZERO);
         }
         let mut dc = FreshTensor::<T>::uninit(&[i_n, o, k1])?;
         unpack_weights(&dw, i_n, o, k1, &mut dc);
