@@ -203,6 +203,11 @@ def test_pinn_thread_counts_give_identical_bits():
     check_thread_bits(lambda x, c: PF.chebykan_taylor(x, None, None, c, "laplacian"), [x, c])
     check_thread_bits(lambda x, c: PF.chebykan_taylor(x, None, None, c, "hessian_diag"), [x[:1500], c])
     check_thread_bits(lambda x, c: [PF.chebykan(x, c)], [x.float(), c.float()])
+    # only the coefficients differentiable: the layer keeps its basis matrices for the backward
+    check_thread_bits(lambda x, c: PF.chebykan_taylor(x, None, None, c, "laplacian"), [x, c], diff=[False, True])
+    j, s = t64(rng.uniform(-1, 1, (3000, 2, 16))), t64(rng.uniform(-1, 1, (3000, 16)))
+    check_thread_bits(lambda x, j, s, c: PF.chebykan_taylor(x, j, s, c, "laplacian"), [x, j, s, c], diff=[False, False, False, True])
+    check_thread_bits(lambda x, j, s, c: PF.chebykan_taylor(x, j, s, c, "laplacian"), [x, j, s, c])
 
 
 # ------------------------------------------------------------------ the module

@@ -148,7 +148,9 @@ class Cubic(P.Problem):
 
 
 def test_user_defined_problem_trains():
-    tr = pinn.Trainer(Cubic(), n_interior=200, n_boundary=20, adam_steps=200, lbfgs_steps=5, seed=0)
+    # 10 L-BFGS steps: after 5 the error sits near 1e-3 and rounding-level changes of the
+    # gradient (5e-16 relative) move it across (2.7e-4 or 1.06e-3); after 10 it is 2.3e-4 either way
+    tr = pinn.Trainer(Cubic(), n_interior=200, n_boundary=20, adam_steps=200, lbfgs_steps=10, seed=0)
     res = tr.train()
     assert res.stopped == "done"
     assert res.error < 1e-3, res

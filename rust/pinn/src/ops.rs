@@ -283,8 +283,12 @@ fn taylor(
     inputs.extend(second);
     inputs.push(coeffs);
     let grad = needs_grad(&inputs);
-    // keep the basis matrices for the backward when they are not too large
-    let keep = grad && coeffs.requires_grad() && basis_elems(&dm).is_some_and(|e| e <= KEEP_BASIS_ELEMS);
+    // keep the basis matrices for the backward when the backward has no pass
+    // over the rows of its own (no input needs a gradient: a network's first
+    // layer) and they are not too large; otherwise that pass writes them
+    // again, task by task, where they stay in cache
+    let inputs_need_grad = x.requires_grad() || first.is_some_and(|t| t.requires_grad()) || second.is_some_and(|t| t.requires_grad());
+    let keep = grad && coeffs.requires_grad() && !inputs_need_grad && basis_elems(&dm).is_some_and(|e| e <= KEEP_BASIS_ELEMS);
     let (y, yj, ys, basis) = dispatch_float!(dt, "chebykan", T => {
         let mb = MapBuf::<T>::new(&affine);
         let jets = Jets {
