@@ -976,11 +976,15 @@ pub struct Needs {
 /// (N x d x O) and `ys` (N x m x O) (`None`: zero; the products and dot
 /// products of that stream are skipped, as for the value and first-order
 /// streams of a network's last layer under a Laplacian loss), the
-/// gradients of `x`, of the given jets and of the coefficients. One pass over the rows computes the basis
-/// once for both the input gradients and the coefficient gradient's basis
-/// matrices. With `basis` (the forward's matrices, [`taylor_forward`] with
-/// `keep`) the coefficient gradient reuses them: the pass over the rows is
-/// then only for the input gradients, and skipped when none is wanted.
+/// gradients of `x`, of the given jets and of the coefficients. Task by task
+/// (fixed partitions of `TASK_ROWS` = 128 rows): the task's rows of
+/// `H = G W^T` into a buffer of the task, one pass over its blocks that
+/// computes the basis one order up for the input gradients (and writes the
+/// task's basis matrices when `basis` is `None`), and the task's partial
+/// coefficient gradient `P_t^T G_t`; the partials are summed in task order,
+/// so the bits do not depend on the thread count. With `basis` (the
+/// forward's matrices, [`taylor_forward`] with `keep`) and no input gradient
+/// wanted, there is no pass over the rows.
 #[allow(clippy::too_many_arguments)]
 pub fn taylor_backward<T: Float>(
     dm: &Dims,
