@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rbe
-from rbe.errors import ShapeError
+from rbe.errors import ArgumentError, ShapeError
 from rbe.hmm import (GaussianHMM, NeuralHMM, ScoreHMM, StreamingHMMProcessor, checkpointed_smooth, hmm_posteriors,
                      overlap_window_posteriors)
 from rbe.utils.checkpoint import checkpoint
@@ -118,7 +118,7 @@ def test_streaming_equals_one_shot(lag):
     np.testing.assert_allclose(np.concatenate(filt), filt_full, rtol=1e-9, atol=1e-10)
     sm = np.concatenate(smooth)
     assert len(sm) == 200 - lag
-    for s in [0, 10, 57, 199 - lag]:
+    for s in range(200 - lag):  # exactly P(z_s | x_0..x_{s+lag}), not more
         ref = hmm_posteriors(T64(pi), T64(a), T64(e[None, :s + lag + 1])).gamma.numpy()[0, s]
         np.testing.assert_allclose(sm[s], ref, rtol=1e-9, atol=1e-10)
     rest, start = proc.flush()
@@ -166,3 +166,95 @@ def test_overlap_window_is_labelled_approximate_with_its_error():
     assert r.max_abs_error > 1e-6  # it is an approximation
     wide = overlap_window_posteriors(pi, a, e, window=300, overlap=100)
     assert wide.mean_total_variation < r.mean_total_variation
+
+
+def _one_shot(m, x, c, stop):
+    """The one-shot lattices of the model on frames ``[0, stop)``."""
+    with rbe.no_grad():
+        pi, a, e = m.hmm_parameters(T64(x[None, :stop]), None if c is None else T64(c[None, :stop]))
+    return hmm_posteriors(pi, a, e)
+
+
+@pytest.mark.parametrize("lag", [0, 1, 4])
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_streaming_a_context_model_equals_one_shot(lag, dynamic):
+    # context-dependent transitions (B, T-1, K, K): the step into a chunk's first frame comes from the
+    # previous frame's context, exactly as in one pass over the whole stream
+    rbe.manual_seed(5)
+    m = NeuralHMM(4, 3, context_dim=2, hidden_dim=8, context_transitions=dynamic, dtype=rbe.float64)
+    with rbe.no_grad():
+        if dynamic:  # make the context's effect on the transitions large
+            m.context_transitions.weight.mul_(6.0)
+    r = np.random.RandomState(7)
+    n = 60
+    x, c = r.normal(size=(n, 3)), r.normal(size=(n, 2))
+    full = _one_shot(m, x, c, n)
+    if dynamic:
+        # the per-step transitions really differ between steps, so a wrong boundary step would show
+        assert _one_shot(m, x, c, 3).log_likelihood.numpy()[0] != pytest.approx(
+            float(hmm_posteriors(*[v.detach() for v in m.hmm_parameters(T64(x[None, :3]), T64(np.roll(c, 1, 0)[None, :3]))])
+                  .log_likelihood.numpy()[0]), rel=1e-3)
+    la = full.log_alpha.numpy()[0]
+    filt_full = np.exp(la - np.logaddexp.reduce(la, axis=1, keepdims=True))
+    proc = StreamingHMMProcessor(m, lag=lag)
+    proc.smoothing_batch = 7  # several batches in one call
+    pos, filt, smooth = 0, [], []
+    for size in [1, 1, 5, 2, 20, 1, 30]:
+        res = proc.process_chunk(x[pos:pos + size], context=c[pos:pos + size])
+        pos += size
+        prefix = _one_shot(m, x, c, pos).log_likelihood.numpy()[0]
+        assert res.log_likelihood == pytest.approx(prefix, rel=1e-9)
+        filt.append(res.filtered)
+        smooth.append(res.smoothed)
+    assert pos == n
+    assert res.log_likelihood == pytest.approx(float(full.log_likelihood.numpy()[0]), rel=1e-9)
+    np.testing.assert_allclose(np.concatenate(filt), filt_full, rtol=1e-9, atol=1e-10)
+    sm = np.concatenate(smooth)
+    assert len(sm) == n - lag
+    for s in range(0, n - lag):
+        ref = _one_shot(m, x, c, s + lag + 1).gamma.numpy()[0, s]
+        np.testing.assert_allclose(sm[s], ref, rtol=1e-9, atol=1e-10)
+    rest, start = proc.flush()
+    assert start == n - lag and len(rest) == lag
+    np.testing.assert_allclose(rest, full.gamma.numpy()[0, n - lag:], rtol=1e-9, atol=1e-10)
+
+
+def test_streaming_context_errors_change_nothing():
+    rbe.manual_seed(6)
+    m = NeuralHMM(3, 2, context_dim=2, hidden_dim=4, context_transitions=True, dtype=rbe.float64)
+    r = np.random.RandomState(1)
+    x, c = r.normal(size=(10, 2)), r.normal(size=(10, 2))
+    proc = StreamingHMMProcessor(m, lag=2)
+    first = proc.process_chunk(x[:4], context=c[:4])
+    with pytest.raises(ArgumentError, match="context"):
+        proc.process_chunk(x[4:])
+    with pytest.raises(ShapeError, match="context"):
+        proc.process_chunk(x[4:], context=c[4:9])
+    with pytest.raises(ShapeError, match="context"):
+        proc.process_chunk(x[4:], context=c[4:, :1])
+    assert proc.frames_seen == 4
+    last = proc.process_chunk(x[4:], context=c[4:])
+    assert last.log_likelihood == pytest.approx(float(_one_shot(m, x, c, 10).log_likelihood.numpy()[0]), rel=1e-9)
+    assert first.log_likelihood == pytest.approx(float(_one_shot(m, x, c, 4).log_likelihood.numpy()[0]), rel=1e-9)
+    with pytest.raises(ArgumentError, match="context"):
+        StreamingHMMProcessor(gaussian_model(3, 2)).process_chunk(x, context=c)
+
+
+def test_float32_neural_hmm_at_d80_within_relative_tolerance_of_float64():
+    # the origin's size (K = 50, D = 80): log-likelihoods of scale 1e4, so the tolerance is relative
+    rbe.manual_seed(8)
+    m64 = NeuralHMM(50, 80, dtype=rbe.float64)
+    m32 = NeuralHMM(50, 80, dtype=rbe.float32)
+    with rbe.no_grad():
+        for p32, p64 in zip(m32.parameters(), m64.parameters()):
+            p32.copy_(p64.to(rbe.float32))
+    x = np.random.RandomState(3).normal(size=(4, 60, 80))
+    ll64 = m64.log_likelihood(T64(x), lengths=[60, 1, 33, 60])
+    ll32 = m32.log_likelihood(rbe.from_numpy(x.astype(np.float32)), lengths=[60, 1, 33, 60])
+    assert ll32.dtype == rbe.float32
+    a64, a32 = ll64.detach().numpy(), ll32.detach().numpy().astype(np.float64)
+    assert np.abs(a64).min() > 100
+    np.testing.assert_allclose(a32, a64, rtol=1e-6)  # measured: 3e-8
+    g64 = m64(T64(x))[0].detach().numpy()
+    g32 = m32(rbe.from_numpy(x.astype(np.float32)))[0].detach().numpy()
+    np.testing.assert_allclose(g32, g64, atol=1e-4)  # measured: 6e-6

@@ -203,6 +203,11 @@ def test_pinn_thread_counts_give_identical_bits():
     check_thread_bits(lambda x, c: PF.chebykan_taylor(x, None, None, c, "laplacian"), [x, c])
     check_thread_bits(lambda x, c: PF.chebykan_taylor(x, None, None, c, "hessian_diag"), [x[:1500], c])
     check_thread_bits(lambda x, c: [PF.chebykan(x, c)], [x.float(), c.float()])
+    # only the coefficients differentiable: the layer keeps its basis matrices for the backward
+    check_thread_bits(lambda x, c: PF.chebykan_taylor(x, None, None, c, "laplacian"), [x, c], diff=[False, True])
+    j, s = t64(rng.uniform(-1, 1, (3000, 2, 16))), t64(rng.uniform(-1, 1, (3000, 16)))
+    check_thread_bits(lambda x, j, s, c: PF.chebykan_taylor(x, j, s, c, "laplacian"), [x, j, s, c], diff=[False, False, False, True])
+    check_thread_bits(lambda x, j, s, c: PF.chebykan_taylor(x, j, s, c, "laplacian"), [x, j, s, c])
 
 
 # ------------------------------------------------------------------ the module
@@ -227,19 +232,19 @@ def test_pinn_module_maps_and_boxes(f64):
 
 
 def test_pinn_module_errors():
-    with pytest.raises(ValueError, match="needs box"):
+    with pytest.raises(rbe.errors.ArgumentError, match="needs box"):
         P.ChebyKAN(2, 3, input_map="affine")
-    with pytest.raises(ValueError, match="input_map must be one of"):
+    with pytest.raises(rbe.errors.ArgumentError, match="input_map must be one of"):
         P.ChebyKAN(2, 3, input_map="relu")
-    with pytest.raises(ValueError, match="box is only used"):
+    with pytest.raises(rbe.errors.ArgumentError, match="box is only used"):
         P.ChebyKAN(2, 3, box=(0, 1))
-    with pytest.raises(ValueError, match="axis 1 must have finite bounds"):
+    with pytest.raises(rbe.errors.ArgumentError, match="axis 1 must have finite bounds"):
         P.ChebyKAN(2, 3, input_map="affine", box=([0, 1], [1, 1]))
-    with pytest.raises(ValueError, match="box lo has 3 values for 2"):
+    with pytest.raises(rbe.errors.ShapeError, match="box lo has 3 values for 2"):
         P.ChebyKAN(2, 3, input_map="affine", box=([0, 0, 0], 1))
-    with pytest.raises(ValueError, match="degree must be >= 0"):
+    with pytest.raises(rbe.errors.ArgumentError, match="degree must be >= 0"):
         P.ChebyKAN(2, 3, degree=-1)
-    with pytest.raises(ValueError, match="init must be one of"):
+    with pytest.raises(rbe.errors.ArgumentError, match="init must be one of"):
         P.ChebyKAN(2, 3, init="he")
     lay = P.ChebyKAN(3, 2, dtype=rbe.float64)
     with pytest.raises(rbe.errors.ShapeError, match=r"does not end in in_features = 3"):
@@ -248,13 +253,13 @@ def test_pinn_module_errors():
         lay(rbe.zeros(4, 3, dtype=rbe.float32))
     with pytest.raises(RuntimeError):  # ShapeError is a RuntimeError, as torch's
         PF.chebykan_taylor(rbe.zeros(4, 3, dtype=rbe.float64), rbe.zeros(4, 2, 2, dtype=rbe.float64), None, lay.coeffs, "laplacian")
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(rbe.errors.ArgumentError, match="mode must be one of"):
         PF.chebykan_taylor(rbe.zeros(4, 3, dtype=rbe.float64), None, None, lay.coeffs, "curl")
     with pytest.raises(rbe.errors.ShapeError, match=r"second must have shape \[4, 2, 3\]|second must have shape \(4, 2, 3\)"):
         PF.chebykan_taylor(rbe.zeros(4, 3, dtype=rbe.float64), rbe.zeros(4, 2, 3, dtype=rbe.float64), rbe.zeros(4, 3, dtype=rbe.float64), lay.coeffs, "hessian_diag")
-    with pytest.raises(ValueError, match="scale has 2 values for 3 input features"):
+    with pytest.raises(rbe.errors.ShapeError, match="scale has 2 values for 3 input features"):
         PF.chebykan(rbe.zeros(4, 3, dtype=rbe.float64), lay.coeffs, "affine", [1.0, 1.0], [0.0])
-    with pytest.raises(ValueError, match="cheb_basis: degree and order must be >= 0"):
+    with pytest.raises(rbe.errors.ArgumentError, match="cheb_basis: degree and order must be >= 0"):
         PF.cheb_basis(rbe.zeros(3), -1)
     # a failed call changes nothing
     before = lay.coeffs.detach().clone()

@@ -234,13 +234,13 @@ def test_pinn_taylor_errors_are_clear():
         P.laplacian(drop, x)
     drop.eval()
     P.laplacian(drop, x)
-    with pytest.raises(ValueError, match=r"x must have shape \(N, d\)"):
+    with pytest.raises(rbe.errors.ShapeError, match=r"x must have shape \(N, d\)"):
         P.laplacian(drop, x[:, 0])
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(rbe.errors.ArgumentError, match="mode must be one of"):
         P.taylor(drop, x, "curl")
-    with pytest.raises(ValueError, match="method must be"):
+    with pytest.raises(rbe.errors.ArgumentError, match="method must be"):
         P.taylor(drop, x, method="jax")
-    with pytest.raises(TypeError, match="must be float32 or float64"):
+    with pytest.raises(rbe.errors.DTypeError, match="must be float32 or float64"):
         P.laplacian(drop, rbe.zeros(3, 2, dtype=rbe.int64))
     # auto falls back to nested reverse mode, which works for row-wise models
     bn.eval()
@@ -249,3 +249,20 @@ def test_pinn_taylor_errors_are_clear():
         P.laplacian(lambda x: x[0], x)
     with pytest.raises(P.TaylorModeError, match="returned Tensor"):
         P.laplacian(lambda x: x.value, x)
+
+
+def test_pinn_errors_are_rbe_errors():
+    # every error the front-end raises itself is an rbe.errors class (and the builtin one users expect)
+    assert issubclass(P.TaylorModeError, rbe.errors.UnsupportedError) and issubclass(P.TaylorModeError, TypeError)
+    assert issubclass(P.NonFiniteLossError, rbe.errors.RbeError) and issubclass(P.NonFiniteLossError, FloatingPointError)
+    net = P.ChebyKANNet([2, 3, 1], degree=2, dtype=rbe.float64)
+    with pytest.raises(P.ArgumentTypeError, match="OutputTransform: fn must be callable, got int"):
+        P.OutputTransform(net, 3)
+    with pytest.raises(P.ArgumentTypeError, match="x must be a tensor"):
+        P.laplacian(net, [[0.0, 1.0]])
+    with pytest.raises(P.ArgumentTypeError, match="widths must be a sequence of ints"):
+        P.ChebyKANNet(["a", 1])
+    with pytest.raises(rbe.errors.RbeIndexError, match="column 5 is out of range for 2 features"):
+        P.laplacian(lambda j: j[:, 5], pts(3, 2))
+    with pytest.raises(rbe.errors.ShapeError, match="input of 3 features for in_features = 2"):
+        P.laplacian(net, pts(3, 3))

@@ -105,7 +105,7 @@ def test_boundary_and_initial_points(name):
         assert np.all(xi[:, -1] == p.lo[-1])
         np.testing.assert_allclose(ui, np.sin(np.pi * xi[:, 0]), atol=1e-15)
     else:
-        with pytest.raises(ValueError, match="not time-dependent"):
+        with pytest.raises(rbe.errors.ArgumentError, match="not time-dependent"):
             p.sample_initial(5, rng)
     for sampler in P.SAMPLERS:
         xi = p.sample_interior(128, rng, sampler)
@@ -117,19 +117,19 @@ def test_grid_and_errors():
     x, shape = p.grid((3, 4))
     assert shape == (3, 4) and x.shape == (12, 2)
     np.testing.assert_allclose(x[:4, 1], [0, 1 / 3, 2 / 3, 1])
-    with pytest.raises(ValueError, match="grid needs 2 sizes"):
+    with pytest.raises(rbe.errors.ArgumentError, match="grid needs 2 sizes"):
         p.grid((3,))
-    with pytest.raises(ValueError, match="reference has 3 values"):
+    with pytest.raises(rbe.errors.ShapeError, match="reference has 3 values"):
         p.relative_l2(Fn(lambda x: x[:, 0:1]), points=(3, 4), reference=np.zeros(3))
-    with pytest.raises(ValueError, match="unknown problem"):
+    with pytest.raises(rbe.errors.ArgumentError, match="unknown problem"):
         P.get_problem("poisson9d")
-    with pytest.raises(ValueError, match="sampler must be one of"):
+    with pytest.raises(rbe.errors.ArgumentError, match="sampler must be one of"):
         p.sample_interior(4, sampler="grid")
 
     class Bad(P.Problem):
         box = ([0.0, 1.0], [1.0, 0.5])
 
-    with pytest.raises(ValueError, match="lo < hi"):
+    with pytest.raises(rbe.errors.ArgumentError, match="lo < hi"):
         Bad().check()
 
 
@@ -148,7 +148,9 @@ class Cubic(P.Problem):
 
 
 def test_user_defined_problem_trains():
-    tr = pinn.Trainer(Cubic(), n_interior=200, n_boundary=20, adam_steps=200, lbfgs_steps=5, seed=0)
+    # 10 L-BFGS steps: after 5 the error sits near 1e-3 and rounding-level changes of the
+    # gradient (5e-16 relative) move it across (2.7e-4 or 1.06e-3); after 10 it is 2.3e-4 either way
+    tr = pinn.Trainer(Cubic(), n_interior=200, n_boundary=20, adam_steps=200, lbfgs_steps=10, seed=0)
     res = tr.train()
     assert res.stopped == "done"
     assert res.error < 1e-3, res
@@ -179,7 +181,7 @@ def test_schedulers_by_name():
     # the first call sets the best; then 2 bad epochs are tolerated, the 3rd halves the rate
     assert lr[0] == 0.1 and lr[-1] < 0.1 and np.all(np.diff(lr) <= 0)
     assert make_scheduler("none", None) is None
-    with pytest.raises(ValueError, match="name must be one of"):
+    with pytest.raises(rbe.errors.ArgumentError, match="name must be one of"):
         make_scheduler("linear", None)
 
 
@@ -193,7 +195,7 @@ def test_dynamic_weights_rule():
     assert abs(w["ic"] - (0.75 + 0.25 * 0.002)) < 1e-15
     dw2 = pinn.DynamicWeightedLoss(["pde", "bc"], alpha=1.0, max_weight=3.0)
     assert dw2.update_from_norms({"pde": 100.0, "bc": 1.0})["bc"] == 3.0  # clipped
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(rbe.errors.ArgumentError, match="reference"):
         pinn.DynamicWeightedLoss(["bc"])
 
 
@@ -232,7 +234,7 @@ def test_adaptive_sampler_selection():
     out3 = s2.select(np.zeros((5, 1)), cand, res)  # only the top 10% (one point) is eligible
     np.testing.assert_array_equal(out3[5:, 0], [2.0])
     assert [s.due(k) for k in range(1, 7)] == [False, False, True, False, False, True]
-    with pytest.raises(ValueError, match="refinement_ratio"):
+    with pytest.raises(rbe.errors.ArgumentError, match="refinement_ratio"):
         pinn.AdaptiveResidualSampler(refinement_ratio=0.0)
 
 
@@ -323,12 +325,12 @@ def test_pde_scaling_and_weights():
     assert tr.weights == {"pde": 1.0 / (2 * PI ** 2) ** 2, "bc": 10.0}
     tr = _small("poisson2d", pde_scaling="none")
     assert tr.weights == {"pde": 1.0, "bc": 1.0}
-    with pytest.raises(ValueError, match="not one of this problem's terms"):
+    with pytest.raises(rbe.errors.ArgumentError, match="not one of this problem's terms"):
         _small("poisson2d", weights={"ic": 1.0})
     xd = np.array([[0.1], [0.2]])
     tr = _small(data=(xd, np.sin(np.pi * xd[:, 0])))
     assert tr.terms == ["pde", "bc", "data"]
-    with pytest.raises(ValueError, match="data must be"):
+    with pytest.raises(rbe.errors.ShapeError, match="data must be"):
         _small(data=(xd, np.zeros(3)))
 
 
@@ -349,11 +351,11 @@ def test_smoke_training_loss_falls(name, tmp_path):
 
 
 def test_trainer_argument_errors():
-    with pytest.raises(ValueError, match="pde_scaling"):
+    with pytest.raises(rbe.errors.ArgumentError, match="pde_scaling"):
         _small(pde_scaling="max")
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(rbe.errors.ArgumentError, match="batch_size"):
         _small(batch_size=0)
-    with pytest.raises(ValueError, match="adam_steps"):
+    with pytest.raises(rbe.errors.ArgumentError, match="adam_steps"):
         _small(adam_steps=-1)
 
 

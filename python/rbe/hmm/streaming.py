@@ -41,32 +41,81 @@ def _np(x) -> np.ndarray:
     return x.detach().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def _model_parameters(model, features: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(log_pi (K,), log_A (K, K), log_e (T, K))`` of ``model`` for one sequence ``features (T, D)``.
+def _context_transitions(model) -> bool:
+    """Whether ``model`` is a neural model whose transitions depend on the context."""
+    return getattr(model, "context_transitions", None) is not None and hasattr(model, "hmm_parameters")
+
+
+def _num_states(model) -> Optional[int]:
+    if isinstance(model, tuple):
+        return int(np.asarray(model[0]).shape[-1])
+    k = getattr(model, "num_states", None)
+    return int(k) if k is not None else getattr(model, "n_components", None)
+
+
+def _as_rows(a, name: str, dim: Optional[int] = None) -> np.ndarray:
+    x = np.asarray(a.detach().numpy() if hasattr(a, "detach") else a)
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 2:
+        raise ShapeError(f"{name} must have shape (T_chunk, {'D' if dim is None else dim}) (or (1, T_chunk, ...)), got {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise ShapeError(f"{name} must have {dim} columns, got shape {x.shape}")
+    return x
+
+
+def _model_parameters(model, features: np.ndarray, context: Optional[np.ndarray] = None,
+                      prev: Optional[Tuple[np.ndarray, np.ndarray]] = None):
+    """``(log_pi (K,), transitions, log_e (T, K))`` of ``model`` for one chunk ``features (T, D)``.
 
     ``model`` is an ``rbe.hmm`` hmmlearn-style model (``GaussianHMM`` /
-    ``CategoricalHMM``), a neural model with ``hmm_parameters`` and
-    context-free transitions, or a tuple ``(log_pi, log_A, emission_fn)``
-    with ``emission_fn(features) -> (T, K)``.
+    ``CategoricalHMM``), a neural model with ``hmm_parameters`` (context-free
+    or context-dependent transitions, a context when it has one), or a tuple
+    ``(log_pi, log_A, emission_fn)`` with ``emission_fn(features) -> (T, K)``.
+
+    ``transitions`` is ``(K, K)`` when they do not depend on the context, else
+    ``(n, K, K)``: the transitions *into* the chunk's frames, built exactly as
+    the model builds its per-step ``(B, T-1, K, K)`` transitions of one long
+    sequence (the step into frame ``s`` from the context of frame ``s - 1``):
+    ``prev = (last observation row, last context row)`` of the previous chunk
+    is prepended, so ``n = T``; at the start of the stream ``n = T - 1``.
     """
     if isinstance(model, tuple):
+        if context is not None:
+            raise ArgumentError("context: this model takes no context")
         log_pi, log_a, fn = model
         return np.asarray(log_pi, np.float64), np.asarray(log_a, np.float64), np.asarray(fn(features), np.float64)
     if hasattr(model, "_log_emissions"):
+        if context is not None:
+            raise ArgumentError("context: this model takes no context")
         with np.errstate(divide="ignore"):
             return np.log(model.startprob_), np.log(model.transmat_), model._log_emissions(model._validate_X(features))
     if hasattr(model, "hmm_parameters"):
         import rbe
 
+        dyn = _context_transitions(model)
+        ctx_dim = int(getattr(model, "context_dim", 0) or 0)
+        if ctx_dim == 0 and context is not None:
+            raise ArgumentError("context: this model has context_dim=0 but a context was given")
+        if ctx_dim > 0:
+            if context is None:
+                raise ArgumentError(f"context: this model needs a context of shape (T_chunk, {ctx_dim})")
+            context = _as_rows(context, "context", ctx_dim)
+            if len(context) != len(features):
+                raise ShapeError(f"context has {len(context)} rows but features has {len(features)}")
+        x, c, skip = features, context, 0
+        if dyn and prev is not None:
+            x, c, skip = np.concatenate([prev[0][None], x]), np.concatenate([prev[1][None], c]), 1
+        dt = model.initial_logits.dtype
         with rbe.no_grad():
-            x = _t(features).unsqueeze(0)
-            if x.dtype != model.initial_logits.dtype:
-                x = x.to(model.initial_logits.dtype)
-            pi, a, e = model.hmm_parameters(x, None)
+            xt = _t(x).unsqueeze(0).to(dt)
+            ct = None if c is None else _t(c).unsqueeze(0).to(dt)
+            pi, a, e = model.hmm_parameters(xt, ct)
         a = _np(a).astype(np.float64)
-        if a.ndim != 2:
-            raise ArgumentError("streaming needs transitions that do not depend on the context")
-        return _np(pi).astype(np.float64), a, _np(e)[0].astype(np.float64)
+        k = a.shape[-1]
+        if dyn:
+            a = a[0] if a.ndim == 4 else np.zeros((0, k, k))  # one frame in all: no step
+        return _np(pi).astype(np.float64), a, _np(e)[0, skip:].astype(np.float64)
     raise ArgumentError(f"model must be an rbe.hmm model or a tuple (log_pi, log_A, emission_fn), got {type(model).__name__}")
 
 
@@ -74,6 +123,25 @@ def _segment(log_prior: np.ndarray, log_a: np.ndarray, log_e: np.ndarray):
     """Forward-backward of one segment entered with the (normalised) prior message: ``(ll, log_alpha, log_beta, gamma)``."""
     r = hmm_posteriors(_t(log_prior), _t(log_a), _t(log_e[None]))
     return float(r.log_likelihood.numpy()[0]), r.log_alpha.numpy()[0], r.log_beta.numpy()[0], r.gamma.numpy()[0]
+
+
+def _run(entry: np.ndarray, filtered: bool, log_a: np.ndarray, log_e: np.ndarray):
+    """Forward-backward of frames ``log_e (n, K)`` entered from ``entry``: ``(ll, log_alpha, gamma)`` of those frames.
+
+    ``filtered=False``: ``entry`` is the normalised initial distribution of
+    the first frame (``log_a`` holds ``n - 1`` steps when per step).
+    ``filtered=True``: ``entry`` is the normalised filtered message of the
+    frame before, entered as a frame with zero log-emissions so the step into
+    the first frame is the fused op's own (``log_a`` holds ``n`` steps when
+    per step); its row is dropped from the results.
+    """
+    if filtered:
+        log_e = np.concatenate([np.zeros((1, log_e.shape[1])), log_e])
+    if log_a.ndim == 3:
+        log_a = log_a[None] if len(log_e) > 1 else np.zeros(log_a.shape[1:])
+    ll, la, _, g = _segment(entry, log_a, log_e)
+    s = 1 if filtered else 0
+    return ll, la[s:], g[s:]
 
 
 def _normalise(m: np.ndarray) -> Tuple[np.ndarray, float]:
@@ -93,87 +161,144 @@ class ChunkResult(NamedTuple):
 
 
 class StreamingHMMProcessor:
-    """Exact streaming inference: ``process_chunk(features)`` / ``reset()``.
+    """Exact streaming inference: ``process_chunk(features, context=None)`` / ``reset()``.
 
-    Filtering is exact: the forward message at the end of each chunk
-    (normalised, its log-normaliser added to the running log-likelihood) is
-    the initial distribution of the next, so the streamed log-likelihood and
-    filtered posteriors equal those of one pass over the whole stream.
+    Filtering is exact: the filtered message of the last frame of each chunk
+    (normalised, its log-normaliser in the running log-likelihood) enters
+    the next chunk, so the streamed log-likelihood and filtered posteriors
+    equal those of one pass over the whole stream.
+
+    Neural models with a context take it per chunk (``(T_chunk,
+    context_dim)``). With context-dependent transitions the step into the
+    first frame of a chunk is built, exactly as :class:`NeuralHMM` builds the
+    per-step transitions of one long sequence, from the context of the frame
+    before it (the last frame of the previous chunk, which the processor
+    keeps).
 
     With ``lag > 0`` each call also returns the fixed-lag smoothed posteriors
     ``P(z_s | x_0 .. x_{s+lag})`` of every frame ``s`` for which ``lag``
-    further frames have now arrived (a window of the last ``lag`` frames is
-    kept and re-smoothed with the message entering it). :meth:`flush` returns
-    the remaining frames smoothed on what was seen.
+    further frames have now arrived, exactly (each from its predicted
+    message ``P(z_s | x_0..x_{s-1})`` and the ``lag`` frames after it; the
+    frames of one call in one batched forward-backward). The last ``lag``
+    frames (their emissions, transitions and predicted messages) are kept
+    for the next call. :meth:`flush` returns the frames still waiting,
+    smoothed on everything seen.
+
+    Bad input (a wrong shape, a missing or extra context) raises before the
+    state changes.
     """
+
+    #: sequences per batched forward-backward of the fixed-lag smoother (bounds its memory)
+    smoothing_batch = 256
 
     def __init__(self, model, lag: int = 0):
         if int(lag) < 0:
             raise ArgumentError(f"lag must be >= 0, got {lag}")
         self.model = model
         self.lag = int(lag)
+        self._dynamic = _context_transitions(model)
         self.reset()
 
     def reset(self) -> None:
         """Forget the stream (the next chunk starts a new sequence)."""
         self._log_lik = 0.0
         self._t = 0
-        self._prior: Optional[np.ndarray] = None  # normalised predicted message for the next frame
-        self._win_prior: Optional[np.ndarray] = None  # message entering the smoothing window
-        self._win_e = None  # emissions of the window frames
+        self._pi: Optional[np.ndarray] = None  # normalised initial distribution
+        self._filt: Optional[np.ndarray] = None  # normalised filtered message of the last frame seen
+        self._prev: Optional[Tuple[np.ndarray, np.ndarray]] = None  # last (observation, context) rows
+        self._log_a: Optional[np.ndarray] = None  # (K, K) transitions of a context-free model
+        self._k: Optional[int] = None
+        # frames waiting for their lag: emissions, predicted messages, per-step transitions into them
+        self._win_e: Optional[np.ndarray] = None
+        self._win_pred: Optional[np.ndarray] = None
+        self._win_a: Optional[np.ndarray] = None
         self._win_start = 0
-        self._log_a: Optional[np.ndarray] = None
 
     @property
     def frames_seen(self) -> int:
         return self._t
 
-    def process_chunk(self, features) -> ChunkResult:
-        x = np.asarray(features)
-        if x.ndim == 3 and x.shape[0] == 1:
-            x = x[0]
-        if x.ndim != 2:
-            raise ShapeError(f"features must have shape (T_chunk, D) (or (1, T_chunk, D)), got {x.shape}")
-        log_pi, log_a, log_e = _model_parameters(self.model, x)
-        k = log_e.shape[1]
-        if self._prior is None:
-            self._prior, c = _normalise(log_pi)
-            self._log_lik += c
-            self._log_a = log_a
-            self._win_prior = self._prior
-            self._win_e = np.zeros((0, k))
+    def _smooth(self, pred: np.ndarray, log_a: np.ndarray, log_e: np.ndarray, n: int) -> np.ndarray:
+        """``P(z_s | frames s..s+lag, predicted message of s)`` for ``s < n`` of the window arrays."""
+        lag, k = self.lag, log_e.shape[1]
+        out = np.empty((n, k))
+        steps = np.arange(lag + 1)
+        for lo in range(0, n, self.smoothing_batch):
+            rows = np.arange(lo, min(n, lo + self.smoothing_batch))[:, None] + steps[None]
+            a = log_a[rows[:, 1:]] if self._dynamic else log_a
+            r = hmm_posteriors(_t(pred[rows[:, 0]]), _t(a), _t(log_e[rows]))
+            out[lo:lo + len(rows)] = r.gamma.numpy()[:, 0]
+        return out
+
+    def process_chunk(self, features, context=None) -> ChunkResult:
+        x = _as_rows(features, "features")
+        k = self._k if self._k is not None else _num_states(self.model)
         if len(x) == 0:
+            if context is not None and len(_as_rows(context, "context")) != 0:
+                raise ShapeError("context has rows but features has none")
+            k = k or 0
             return ChunkResult(self._log_lik, np.zeros((0, k)), np.zeros((0, k)), self._win_start)
-        ll, la, _, _ = _segment(self._prior, log_a, log_e)
-        self._log_lik += ll
-        filt = np.exp(la - logsumexp(la, axis=1, keepdims=True))
-        nxt = logsumexp(la[-1][:, None] + log_a, axis=0)
-        self._prior, _ = _normalise(nxt)
-        self._t += len(x)
-        if self.lag == 0:  # fixed lag 0 is filtering
-            start = self._win_start
-            self._win_start += len(x)
-            return ChunkResult(self._log_lik, filt, filt, start)
-        smoothed, start = np.zeros((0, k)), self._win_start
-        self._win_e = np.concatenate([self._win_e, log_e])
-        n_final = len(self._win_e) - self.lag
-        if n_final > 0:
-            _, wla, _, wg = _segment(self._win_prior, log_a, self._win_e)
-            smoothed = wg[:n_final]
-            self._win_prior, _ = _normalise(logsumexp(wla[n_final - 1][:, None] + log_a, axis=0))
-            self._win_e = self._win_e[n_final:]
-            self._win_start += n_final
+        log_pi, log_a, log_e = _model_parameters(self.model, x, context, self._prev)
+        n, k = log_e.shape
+        # everything below is computed before the state changes
+        log_lik, pi = self._log_lik, self._pi
+        if pi is None:
+            pi, c = _normalise(log_pi)
+            log_lik += c
+        if self._filt is None:
+            ll, la, _ = _run(pi, False, log_a, log_e)
+        else:
+            ll, la, _ = _run(self._filt, True, log_a, log_e)
+        log_lik += ll
+        log_filt = la - logsumexp(la, axis=1, keepdims=True)
+        filt = np.exp(log_filt)
+        prev = None
+        if self._dynamic:
+            prev = (np.array(x[-1], np.float64), np.array(_as_rows(context, "context")[-1], np.float64))
+        smoothed, start = filt, self._win_start
+        win = (None, None, None, self._win_start + n)
+        if self.lag > 0:
+            # the per-step transitions into every chunk frame (a placeholder into the stream's first frame)
+            a_in = log_a
+            if self._dynamic and self._filt is None:
+                a_in = np.concatenate([np.zeros((1, k, k)), log_a])
+            # predicted messages P(z_s | x_0..x_{s-1}) of the chunk's frames
+            before = log_filt[:-1] if self._filt is None else np.concatenate([self._filt[None], log_filt[:-1]])
+            into = a_in[1:] if self._filt is None else a_in
+            if not self._dynamic:
+                into = log_a[None]
+            pred = logsumexp(before[:, :, None] + into, axis=1)
+            if self._filt is None:
+                pred = np.concatenate([pi[None], pred])
+            we = log_e if self._win_e is None else np.concatenate([self._win_e, log_e])
+            wp = pred if self._win_pred is None else np.concatenate([self._win_pred, pred])
+            wa = log_a
+            if self._dynamic:
+                wa = a_in if self._win_a is None else np.concatenate([self._win_a, a_in])
+            n_final = max(0, len(we) - self.lag)
+            smoothed = self._smooth(wp, wa, we, n_final)
+            win = (we[n_final:], wp[n_final:], wa[n_final:] if self._dynamic else None, self._win_start + n_final)
+        # commit
+        self._log_lik, self._pi, self._k = log_lik, pi, k
+        self._filt, _ = _normalise(la[-1])
+        self._prev = prev
+        if not self._dynamic:
+            self._log_a = log_a
+        self._t += n
+        self._win_e, self._win_pred, self._win_a, self._win_start = win
         return ChunkResult(self._log_lik, filt, smoothed, start)
 
     def flush(self) -> Tuple[np.ndarray, int]:
         """The smoothed posteriors of the frames still in the lag window (given everything seen), and their start."""
         if self._win_e is None or len(self._win_e) == 0:
-            k = 0 if self._log_a is None else self._log_a.shape[0]
-            return np.zeros((0, k)), self._win_start
-        _, _, _, wg = _segment(self._win_prior, self._log_a, self._win_e)
+            return np.zeros((0, self._k or 0)), self._win_start
+        a = self._win_a[1:] if self._dynamic else self._log_a
+        _, _, wg = _run(self._win_pred[0], False, a, self._win_e)
         start = self._win_start
         self._win_start += len(self._win_e)
-        self._win_e = self._win_e[:0]
+        self._win_e, self._win_pred = self._win_e[:0], self._win_pred[:0]
+        if self._dynamic:
+            self._win_a = self._win_a[:0]
         return wg, start
 
 

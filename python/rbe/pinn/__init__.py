@@ -17,7 +17,8 @@ The kernels are the Rust crate ``rust/pinn`` (``rbe-pinn``), bound as
 ``rbe._core.pinn``. This package imports from ``rbe``; ``rbe`` reaches it only
 through the lazy ``rbe.nn.ChebyKAN``.
 """
-from . import functional
+from . import errors, functional
+from .errors import ArgumentTypeError
 from .layers import INITS, BoxScaling, ChebyKAN, ChebyKANNet, InputTransform, MLP, OutputTransform, Sin, init_chebykan_
 from .taylor import MODES, Derivatives, Jet, TaylorModeError, gradient, hessian_diag, laplacian, propagate, register_taylor_rule, taylor
 from . import problems
@@ -31,5 +32,5 @@ __all__ = [
     "register_taylor_rule", "functional",
     "problems", "Problem", "PROBLEMS", "get_problem", "Poisson1D", "Poisson2D", "Poisson3D", "Helmholtz2D", "Diffusion1D",
     "Trainer", "TrainingResult", "DynamicWeightedLoss", "AdaptiveResidualSampler", "make_scheduler", "SCHEDULERS",
-    "NonFiniteLossError",
+    "NonFiniteLossError", "ArgumentTypeError", "errors",
 ]

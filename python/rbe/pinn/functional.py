@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 from .._core import Tensor
 from .._core import pinn as _native
+from ..errors import ArgumentError
 
 __all__ = ["cheb_basis", "chebykan", "chebykan_taylor", "box_map"]
 
@@ -26,7 +27,7 @@ def cheb_basis(z: Tensor, degree: int, order: int = 0) -> Tensor:
     """``T_k^{(order)}(z)`` for ``k = 0..degree`` (Chebyshev polynomials of the
     first kind and their ``order``-th derivatives), shape ``z.shape + (degree + 1,)``."""
     if int(degree) < 0 or int(order) < 0:
-        raise ValueError(f"cheb_basis: degree and order must be >= 0, got degree={degree}, order={order}")
+        raise ArgumentError(f"cheb_basis: degree and order must be >= 0, got degree={degree}, order={order}")
     return _native.basis(z, int(degree), int(order))
 
 
@@ -41,9 +42,9 @@ def _map_args(map: str, scale, shift):
         return "tanh", None, None
     if map == "affine":
         if scale is None or shift is None:
-            raise ValueError("chebykan: map='affine' needs scale and shift (see rbe.pinn.functional.box_map)")
+            raise ArgumentError("chebykan: map='affine' needs scale and shift (see rbe.pinn.functional.box_map)")
         return "affine", [float(v) for v in scale], [float(v) for v in shift]
-    raise ValueError(f"chebykan: map must be 'tanh' or 'affine', got {map!r}")
+    raise ArgumentError(f"chebykan: map must be 'tanh' or 'affine', got {map!r}")
 
 
 def chebykan(input: Tensor, coeffs: Tensor, map: str = "tanh", scale: Optional[Sequence[float]] = None,
@@ -67,6 +68,6 @@ def chebykan_taylor(x: Tensor, first: Optional[Tensor], second: Optional[Tensor]
     with ``y_second`` ``None`` in ``mode="gradient"``.
     """
     if mode not in _MODES:
-        raise ValueError(f"chebykan_taylor: mode must be one of {_MODES}, got {mode!r}")
+        raise ArgumentError(f"chebykan_taylor: mode must be one of {_MODES}, got {mode!r}")
     m, s, b = _map_args(map, scale, shift)
     return _native.taylor(x, first, second, coeffs, mode, m, s, b)

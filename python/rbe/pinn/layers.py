@@ -21,6 +21,7 @@ import numpy as np
 from .. import _core
 from .._core import Tensor
 from .._grad import no_grad_ctx as _no_grad
+from ..errors import ArgumentError, ShapeError
 from ..nn import init as _init
 from ..nn.modules.activation import Tanh
 from ..nn.modules.container import Sequential
@@ -29,6 +30,7 @@ from ..nn.modules.module import Module
 from ..nn.modules.normalization import LayerNorm
 from ..nn.parameter import Parameter
 from . import functional as F
+from .errors import ArgumentTypeError
 from .taylor import Jet, propagate, register_taylor_rule
 
 __all__ = ["ChebyKAN", "ChebyKANNet", "MLP", "BoxScaling", "Sin", "OutputTransform", "InputTransform", "INITS", "init_chebykan_"]
@@ -44,20 +46,20 @@ def _box_bounds(box: Box, n: int, what: str) -> Tuple[list, list]:
     try:
         lo, hi = box
     except (TypeError, ValueError):
-        raise TypeError(f"{what}: box must be a pair (lo, hi), got {box!r}") from None
+        raise ArgumentTypeError(f"{what}: box must be a pair (lo, hi), got {box!r}") from None
 
     def widen(v, name):
         if isinstance(v, (int, float)):
             return [float(v)] * n
         v = [float(a) for a in v]
         if len(v) != n:
-            raise ValueError(f"{what}: box {name} has {len(v)} values for {n} input features")
+            raise ShapeError(f"{what}: box {name} has {len(v)} values for {n} input features")
         return v
 
     lo, hi = widen(lo, "lo"), widen(hi, "hi")
     for k, (a, b) in enumerate(zip(lo, hi)):
         if not (math.isfinite(a) and math.isfinite(b) and b > a):
-            raise ValueError(f"{what}: box axis {k} must have finite bounds lo < hi, got [{a}, {b}]")
+            raise ArgumentError(f"{what}: box axis {k} must have finite bounds lo < hi, got [{a}, {b}]")
     return lo, hi
 
 
@@ -84,9 +86,9 @@ def init_chebykan_(coeffs: Tensor, scheme: str = "xavier", gain: float = 1.0, ge
       the same variance and ``Var y ~ 2 in / (in + out)``.
     """
     if coeffs.ndim != 3:
-        raise ValueError(f"init_chebykan_: coeffs must have shape (in, out, degree + 1), got {tuple(coeffs.shape)}")
+        raise ShapeError(f"init_chebykan_: coeffs must have shape (in, out, degree + 1), got {tuple(coeffs.shape)}")
     if scheme not in INITS:
-        raise ValueError(f"init_chebykan_: init must be one of {INITS}, got {scheme!r}")
+        raise ArgumentError(f"init_chebykan_: init must be one of {INITS}, got {scheme!r}")
     i, o, k1 = (int(v) for v in coeffs.shape)
     if coeffs.numel() == 0:
         return coeffs
@@ -142,15 +144,15 @@ class ChebyKAN(Module):
                  init: str = "xavier", gain: float = 1.0, dtype=None, generator=None):
         super().__init__()
         if int(in_features) < 1 or int(out_features) < 1:
-            raise ValueError(f"ChebyKAN: in_features and out_features must be >= 1, got {in_features}, {out_features}")
+            raise ArgumentError(f"ChebyKAN: in_features and out_features must be >= 1, got {in_features}, {out_features}")
         if int(degree) < 0:
-            raise ValueError(f"ChebyKAN: degree must be >= 0, got {degree}")
+            raise ArgumentError(f"ChebyKAN: degree must be >= 0, got {degree}")
         if input_map not in _MAPS:
-            raise ValueError(f"ChebyKAN: input_map must be one of {_MAPS}, got {input_map!r}")
+            raise ArgumentError(f"ChebyKAN: input_map must be one of {_MAPS}, got {input_map!r}")
         if input_map == "affine" and box is None:
-            raise ValueError("ChebyKAN: input_map='affine' needs box=(lo, hi), the domain of the inputs")
+            raise ArgumentError("ChebyKAN: input_map='affine' needs box=(lo, hi), the domain of the inputs")
         if input_map != "affine" and box is not None:
-            raise ValueError(f"ChebyKAN: box is only used with input_map='affine' (got input_map={input_map!r})")
+            raise ArgumentError(f"ChebyKAN: box is only used with input_map='affine' (got input_map={input_map!r})")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.degree = int(degree)
@@ -230,9 +232,9 @@ def _check_widths(widths, what: str) -> list:
     try:
         w = [int(v) for v in widths]
     except (TypeError, ValueError):
-        raise TypeError(f"{what}: widths must be a sequence of ints, got {widths!r}") from None
+        raise ArgumentTypeError(f"{what}: widths must be a sequence of ints, got {widths!r}") from None
     if len(w) < 2 or any(v < 1 for v in w):
-        raise ValueError(f"{what}: widths must list at least the input and output sizes, each >= 1, got {w}")
+        raise ArgumentError(f"{what}: widths must list at least the input and output sizes, each >= 1, got {w}")
     return w
 
 
@@ -274,7 +276,7 @@ class MLP(_JetSequential):
                  dtype=None, generator=None):
         w = _check_widths(widths, "MLP")
         if activation not in _ACTS:
-            raise ValueError(f"MLP: activation must be one of {tuple(_ACTS)}, got {activation!r}")
+            raise ArgumentError(f"MLP: activation must be one of {tuple(_ACTS)}, got {activation!r}")
         mods: list = []
         if box is not None:
             mods.append(BoxScaling(box, w[0]))
@@ -300,7 +302,7 @@ class OutputTransform(Module):
     def __init__(self, net: Module, fn: Callable):
         super().__init__()
         if not callable(fn):
-            raise TypeError(f"OutputTransform: fn must be callable, got {type(fn).__name__}")
+            raise ArgumentTypeError(f"OutputTransform: fn must be callable, got {type(fn).__name__}")
         self.net = net
         self.fn = fn
 
@@ -316,7 +318,7 @@ class InputTransform(Module):
     def __init__(self, net: Module, fn: Callable):
         super().__init__()
         if not callable(fn):
-            raise TypeError(f"InputTransform: fn must be callable, got {type(fn).__name__}")
+            raise ArgumentTypeError(f"InputTransform: fn must be callable, got {type(fn).__name__}")
         self.net = net
         self.fn = fn
 
@@ -328,7 +330,7 @@ class InputTransform(Module):
 
 def _rule_chebykan(m: ChebyKAN, jet: Jet) -> Jet:
     if int(jet.value.shape[1]) != m.in_features:
-        raise ValueError(f"ChebyKAN: input of {int(jet.value.shape[1])} features for in_features = {m.in_features}")
+        raise ShapeError(f"ChebyKAN: input of {int(jet.value.shape[1])} features for in_features = {m.in_features}")
     y, yj, ys = m.taylor(jet.value, jet.first, jet.second, jet.mode)
     return Jet(y, yj, ys, jet.mode)
 

@@ -55,6 +55,7 @@ import numpy as np
 from .. import _core
 from .._core import Tensor
 from .._grad import no_grad_ctx as _no_grad
+from ..errors import ArgumentError, ShapeError
 from .taylor import MODES, Derivatives, taylor
 
 __all__ = ["Problem", "Poisson1D", "Poisson2D", "Poisson3D", "Helmholtz2D", "Diffusion1D", "PROBLEMS", "get_problem", "SAMPLERS"]
@@ -138,15 +139,15 @@ class Problem:
         """Raise ValueError when the class attributes are inconsistent."""
         lo, hi = self.lo, self.hi
         if lo.ndim != 1 or lo.shape != hi.shape or lo.size < 1:
-            raise ValueError(f"{self.name}: box must be (lo, hi) with one bound per axis, got {self.box!r}")
+            raise ArgumentError(f"{self.name}: box must be (lo, hi) with one bound per axis, got {self.box!r}")
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
-            raise ValueError(f"{self.name}: box needs finite bounds lo < hi on every axis, got {self.box!r}")
+            raise ArgumentError(f"{self.name}: box needs finite bounds lo < hi on every axis, got {self.box!r}")
         if self.mode not in MODES:
-            raise ValueError(f"{self.name}: mode must be one of {MODES}, got {self.mode!r}")
+            raise ArgumentError(f"{self.name}: mode must be one of {MODES}, got {self.mode!r}")
         if self.time_dependent and self.dim < 2:
-            raise ValueError(f"{self.name}: a time-dependent problem needs a space axis and a time axis")
+            raise ArgumentError(f"{self.name}: a time-dependent problem needs a space axis and a time axis")
         if not (math.isfinite(self.source_scale) and self.source_scale > 0):
-            raise ValueError(f"{self.name}: source_scale must be finite and > 0, got {self.source_scale}")
+            raise ArgumentError(f"{self.name}: source_scale must be finite and > 0, got {self.source_scale}")
 
     def pde_residual(self, model, x: Tensor, method: str = "auto") -> Tensor:
         """The residual of ``model`` at ``x``: one Taylor sweep (``method="auto"``
@@ -163,9 +164,9 @@ class Problem:
     def sample_interior(self, n: int, rng: Optional[np.random.Generator] = None, sampler: str = "uniform") -> np.ndarray:
         """``n`` collocation points in the box, ``(n, dim)`` (``sampler`` one of :data:`SAMPLERS`)."""
         if sampler not in SAMPLERS:
-            raise ValueError(f"sample_interior: sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise ArgumentError(f"sample_interior: sampler must be one of {SAMPLERS}, got {sampler!r}")
         if int(n) < 1:
-            raise ValueError(f"sample_interior: n must be >= 1, got {n}")
+            raise ArgumentError(f"sample_interior: n must be >= 1, got {n}")
         rng = rng if rng is not None else np.random.default_rng()
         return self._scale(_unit_points(int(n), self.dim, sampler, rng))
 
@@ -176,7 +177,7 @@ class Problem:
         rng = rng if rng is not None else np.random.default_rng()
         n = int(n)
         if n < 1:
-            raise ValueError(f"sample_boundary: n must be >= 1, got {n}")
+            raise ArgumentError(f"sample_boundary: n must be >= 1, got {n}")
         lo, hi = self.lo, self.hi
         dim = self.dim
         space = dim - 1 if self.time_dependent else dim
@@ -195,11 +196,11 @@ class Problem:
     def sample_initial(self, n: int, rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``n`` points at ``t = lo`` (uniform in space) and the initial values."""
         if not self.time_dependent:
-            raise ValueError(f"{self.name}: not time-dependent, it has no initial data")
+            raise ArgumentError(f"{self.name}: not time-dependent, it has no initial data")
         rng = rng if rng is not None else np.random.default_rng()
         n = int(n)
         if n < 1:
-            raise ValueError(f"sample_initial: n must be >= 1, got {n}")
+            raise ArgumentError(f"sample_initial: n must be >= 1, got {n}")
         pts = self._scale(rng.random((n, self.dim)))
         pts[:, -1] = self.lo[-1]
         return pts, np.asarray(self.initial_value(pts), dtype=np.float64).reshape(n)
@@ -212,7 +213,7 @@ class Problem:
             points = {1: (1001,), 2: (101, 101), 3: (31, 31, 31)}.get(self.dim, (11,) * self.dim)
         points = tuple(int(p) for p in points)
         if len(points) != self.dim or any(p < 2 for p in points):
-            raise ValueError(f"{self.name}: grid needs {self.dim} sizes >= 2, got {points}")
+            raise ArgumentError(f"{self.name}: grid needs {self.dim} sizes >= 2, got {points}")
         axes = [np.linspace(self.lo[a], self.hi[a], points[a]) for a in range(self.dim)]
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.reshape(-1) for m in mesh], axis=1), points
@@ -234,7 +235,7 @@ class Problem:
         x, _ = self.grid(points)
         ref = self.exact(x) if reference is None else np.asarray(reference, dtype=np.float64).reshape(-1)
         if ref.shape[0] != x.shape[0]:
-            raise ValueError(f"relative_l2: reference has {ref.shape[0]} values for a grid of {x.shape[0]} points")
+            raise ShapeError(f"relative_l2: reference has {ref.shape[0]} values for a grid of {x.shape[0]} points")
         u = self.predict(model, x)
         return float(np.linalg.norm(u - ref) / np.linalg.norm(ref))
 
@@ -341,5 +342,5 @@ def get_problem(name) -> Problem:
     if isinstance(name, Problem):
         return name
     if name not in PROBLEMS:
-        raise ValueError(f"unknown problem {name!r}; one of {sorted(PROBLEMS)}")
+        raise ArgumentError(f"unknown problem {name!r}; one of {sorted(PROBLEMS)}")
     return PROBLEMS[name]()

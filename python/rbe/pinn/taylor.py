@@ -34,7 +34,9 @@ from typing import Callable, Dict, NamedTuple, Optional, Type
 
 from .. import _core
 from .._core import Tensor
+from ..errors import ArgumentError, DTypeError, RbeIndexError, ShapeError
 from ..nn.modules.module import Module
+from .errors import ArgumentTypeError, TaylorModeError
 
 __all__ = [
     "Jet", "Derivatives", "TaylorModeError", "MODES", "taylor", "gradient", "laplacian", "hessian_diag",
@@ -43,10 +45,6 @@ __all__ = [
 
 #: What a sweep carries: first derivatives only, their Laplacian, or the Hessian diagonal.
 MODES = ("gradient", "laplacian", "hessian_diag")
-
-
-class TaylorModeError(TypeError):
-    """A module or operation that Taylor mode has no rule for (use ``method="autograd"``)."""
 
 
 def _is_jet(v) -> bool:
@@ -79,9 +77,9 @@ class Jet:
 
     def __init__(self, value: Tensor, first: Optional[Tensor], second: Optional[Tensor], mode: str):
         if mode not in MODES:
-            raise ValueError(f"Jet: mode must be one of {MODES}, got {mode!r}")
+            raise ArgumentError(f"Jet: mode must be one of {MODES}, got {mode!r}")
         if value.ndim != 2:
-            raise ValueError(f"Jet: value must have shape (N, features), got {tuple(value.shape)}")
+            raise ShapeError(f"Jet: value must have shape (N, features), got {tuple(value.shape)}")
         self.value, self.first, self.second, self.mode = value, first, second, mode
 
     @staticmethod
@@ -122,9 +120,9 @@ class Jet:
 
     def _check(self, other: "Jet") -> None:
         if other.mode != self.mode:
-            raise ValueError(f"Jet: cannot combine jets of modes {self.mode!r} and {other.mode!r}")
+            raise ArgumentError(f"Jet: cannot combine jets of modes {self.mode!r} and {other.mode!r}")
         if other.d != self.d:
-            raise ValueError(f"Jet: cannot combine jets of {self.d} and {other.d} directions")
+            raise ArgumentError(f"Jet: cannot combine jets of {self.d} and {other.d} directions")
 
     def unary(self, y: Tensor, f1: Tensor, f2: Optional[Tensor]) -> "Jet":
         """``g(self)`` given ``y = g(v)``, ``f1 = g'(v)``, ``f2 = g''(v)`` (``None`` for zero)."""
@@ -246,7 +244,7 @@ class Jet:
         if isinstance(col, int):
             f = int(self.value.shape[1])
             if not -f <= col < f:
-                raise IndexError(f"Jet: column {col} is out of range for {f} features")
+                raise RbeIndexError(f"Jet: column {col} is out of range for {f} features")
             col = col % f
             col = slice(col, col + 1)
         first = self.jacobian()[:, :, col]
@@ -337,7 +335,7 @@ def register_taylor_rule(cls: Type[Module], rule: Callable[[Module, Jet], Jet]) 
     """Teach Taylor mode a module class: ``rule(module, jet) -> jet``
     (subclasses inherit the rule)."""
     if not isinstance(cls, type):
-        raise TypeError(f"register_taylor_rule: cls must be a class, got {cls!r}")
+        raise ArgumentTypeError(f"register_taylor_rule: cls must be a class, got {cls!r}")
     _RULES[cls] = rule
 
 
@@ -372,7 +370,7 @@ def propagate(model, jet: Jet) -> Jet:
         return _as_jet(out, model)
     if callable(model):
         return _as_jet(model(jet), model)
-    raise TypeError(f"taylor: model must be a module or a callable, got {type(model).__name__}")
+    raise ArgumentTypeError(f"taylor: model must be a module or a callable, got {type(model).__name__}")
 
 
 def _as_jet(out, where) -> Jet:
@@ -391,7 +389,7 @@ def _rule_sequential(m, jet):
 def _rule_linear(m, jet):
     w = m.weight
     if jet.value.shape[1] != w.shape[1]:
-        raise ValueError(f"Linear: input of {jet.value.shape[1]} features for in_features = {w.shape[1]}")
+        raise ShapeError(f"Linear: input of {jet.value.shape[1]} features for in_features = {w.shape[1]}")
     if jet.first is None:
         # the seed's directions through W: row a of W^T
         n = int(jet.value.shape[0])
@@ -566,11 +564,11 @@ class Derivatives(NamedTuple):
 
 def _check_x(x, what: str) -> Tensor:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{what}: x must be a tensor of shape (N, d), got {type(x).__name__}")
+        raise ArgumentTypeError(f"{what}: x must be a tensor of shape (N, d), got {type(x).__name__}")
     if x.ndim != 2 or x.shape[1] < 1:
-        raise ValueError(f"{what}: x must have shape (N, d) with d >= 1, got {tuple(x.shape)}")
+        raise ShapeError(f"{what}: x must have shape (N, d) with d >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise TypeError(f"{what}: x must be float32 or float64, got {x.dtype}")
+        raise DTypeError(f"{what}: x must be float32 or float64, got {x.dtype}")
     return x
 
 
@@ -606,7 +604,7 @@ def _nested(model, x: Tensor, mode: str) -> Derivatives:
     if u.ndim == 1:
         u = u.unsqueeze(1)
     if u.ndim != 2 or int(u.shape[0]) != int(x.shape[0]):
-        raise ValueError(f"autograd: the model must map (N, d) to (N, O), got {tuple(u.shape)} for x of shape {tuple(x.shape)}")
+        raise ShapeError(f"autograd: the model must map (N, d) to (N, O), got {tuple(u.shape)} for x of shape {tuple(x.shape)}")
     n, o = (int(v) for v in u.shape)
     d = int(x.shape[1])
     grads, diags = [], []
@@ -637,9 +635,9 @@ def taylor(model, x: Tensor, mode: str = "laplacian", method: str = "taylor") ->
     ``x`` when it requires grad).
     """
     if mode not in MODES:
-        raise ValueError(f"taylor: mode must be one of {MODES}, got {mode!r}")
+        raise ArgumentError(f"taylor: mode must be one of {MODES}, got {mode!r}")
     if method not in ("taylor", "autograd", "auto"):
-        raise ValueError(f"taylor: method must be 'taylor', 'autograd' or 'auto', got {method!r}")
+        raise ArgumentError(f"taylor: method must be 'taylor', 'autograd' or 'auto', got {method!r}")
     _check_x(x, "taylor")
     if method == "autograd":
         return _nested(model, x, mode)

@@ -24,11 +24,13 @@ import numpy as np
 from .. import _core
 from .._core import Tensor
 from ..autograd import grad as _grad
+from ..errors import ArgumentError, ShapeError
 from ..nn.utils import clip_grad_norm_
 from ..optim import LBFGS, Adam
 from ..optim import lr_scheduler as _sched
 from ..utils.early_stopping import EarlyStopping
 from .layers import ChebyKANNet
+from .errors import NonFiniteLossError
 from .problems import Problem, get_problem
 
 __all__ = ["Trainer", "TrainingResult", "DynamicWeightedLoss", "AdaptiveResidualSampler", "make_scheduler", "SCHEDULERS",
@@ -38,10 +40,6 @@ __all__ = ["Trainer", "TrainingResult", "DynamicWeightedLoss", "AdaptiveResidual
 TERMS = ("pde", "bc", "ic", "data")
 #: Scheduler names of :func:`make_scheduler`.
 SCHEDULERS = ("none", "exponential", "cosine", "plateau", "multistep")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss or gradient norm became NaN/Inf (the trainer keeps the last good weights)."""
 
 
 def make_scheduler(name: Optional[str], optimizer, total_steps: int = 1000, **params):
@@ -57,7 +55,7 @@ def make_scheduler(name: Optional[str], optimizer, total_steps: int = 1000, **pa
     """
     if name is None or name == "none":
         if params:
-            raise ValueError(f"make_scheduler: parameters {sorted(params)} given without a scheduler")
+            raise ArgumentError(f"make_scheduler: parameters {sorted(params)} given without a scheduler")
         return None
     if name == "exponential":
         return _sched.ExponentialLR(optimizer, **{"gamma": 0.999, **params})
@@ -68,7 +66,7 @@ def make_scheduler(name: Optional[str], optimizer, total_steps: int = 1000, **pa
     if name == "multistep":
         ms = [max(1, total_steps // 2), max(2, (3 * total_steps) // 4)]
         return _sched.MultiStepLR(optimizer, **{"milestones": ms, "gamma": 0.1, **params})
-    raise ValueError(f"make_scheduler: name must be one of {SCHEDULERS}, got {name!r}")
+    raise ArgumentError(f"make_scheduler: name must be one of {SCHEDULERS}, got {name!r}")
 
 
 class DynamicWeightedLoss:
@@ -89,17 +87,17 @@ class DynamicWeightedLoss:
                  max_weight: float = 1e3):
         terms = list(terms)
         if reference not in terms:
-            raise ValueError(f"DynamicWeightedLoss: reference {reference!r} is not one of the terms {terms}")
+            raise ArgumentError(f"DynamicWeightedLoss: reference {reference!r} is not one of the terms {terms}")
         if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"DynamicWeightedLoss: alpha must be in (0, 1], got {alpha}")
+            raise ArgumentError(f"DynamicWeightedLoss: alpha must be in (0, 1], got {alpha}")
         if int(update_every) < 1 or int(warmup) < 0:
-            raise ValueError(f"DynamicWeightedLoss: update_every must be >= 1 and warmup >= 0, got {update_every}, {warmup}")
+            raise ArgumentError(f"DynamicWeightedLoss: update_every must be >= 1 and warmup >= 0, got {update_every}, {warmup}")
         if not 0.0 < min_weight <= max_weight:
-            raise ValueError(f"DynamicWeightedLoss: need 0 < min_weight <= max_weight, got {min_weight}, {max_weight}")
+            raise ArgumentError(f"DynamicWeightedLoss: need 0 < min_weight <= max_weight, got {min_weight}, {max_weight}")
         initial = dict(initial or {})
         unknown = set(initial) - set(terms)
         if unknown:
-            raise ValueError(f"DynamicWeightedLoss: initial names unknown terms {sorted(unknown)}")
+            raise ArgumentError(f"DynamicWeightedLoss: initial names unknown terms {sorted(unknown)}")
         self.terms = terms
         self.reference = reference
         self.alpha = float(alpha)
@@ -166,13 +164,13 @@ class AdaptiveResidualSampler:
     def __init__(self, every: int = 500, refinement_ratio: float = 0.1, percentile: float = 90.0,
                  candidates: int = 4096, max_points: int = 8192, cycles: Optional[int] = None):
         if int(every) < 1:
-            raise ValueError(f"AdaptiveResidualSampler: every must be >= 1, got {every}")
+            raise ArgumentError(f"AdaptiveResidualSampler: every must be >= 1, got {every}")
         if not 0.0 < refinement_ratio <= 1.0:
-            raise ValueError(f"AdaptiveResidualSampler: refinement_ratio must be in (0, 1], got {refinement_ratio}")
+            raise ArgumentError(f"AdaptiveResidualSampler: refinement_ratio must be in (0, 1], got {refinement_ratio}")
         if not 0.0 <= percentile < 100.0:
-            raise ValueError(f"AdaptiveResidualSampler: percentile must be in [0, 100), got {percentile}")
+            raise ArgumentError(f"AdaptiveResidualSampler: percentile must be in [0, 100), got {percentile}")
         if int(candidates) < 1 or int(max_points) < 1:
-            raise ValueError(f"AdaptiveResidualSampler: candidates and max_points must be >= 1, got {candidates}, {max_points}")
+            raise ArgumentError(f"AdaptiveResidualSampler: candidates and max_points must be >= 1, got {candidates}, {max_points}")
         self.every = int(every)
         self.refinement_ratio = float(refinement_ratio)
         self.percentile = float(percentile)
@@ -191,7 +189,7 @@ class AdaptiveResidualSampler:
         """The refined set: ``points`` plus the chosen ``candidates`` (rule above)."""
         residual_abs = np.abs(np.asarray(residual_abs, dtype=np.float64).reshape(-1))
         if residual_abs.shape[0] != candidates.shape[0]:
-            raise ValueError(f"AdaptiveResidualSampler: {residual_abs.shape[0]} residuals for {candidates.shape[0]} candidates")
+            raise ShapeError(f"AdaptiveResidualSampler: {residual_abs.shape[0]} residuals for {candidates.shape[0]} candidates")
         room = self.max_points - points.shape[0]
         want = min(int(math.ceil(self.refinement_ratio * points.shape[0])), max(room, 0))
         if want <= 0:
@@ -272,18 +270,18 @@ class Trainer:
         self.problem.check()
         p = self.problem
         if pde_scaling not in ("source", "none"):
-            raise ValueError(f"Trainer: pde_scaling must be 'source' or 'none', got {pde_scaling!r}")
+            raise ArgumentError(f"Trainer: pde_scaling must be 'source' or 'none', got {pde_scaling!r}")
         for name, v in (("adam_steps", adam_steps), ("lbfgs_steps", lbfgs_steps)):
             if int(v) < 0:
-                raise ValueError(f"Trainer: {name} must be >= 0, got {v}")
+                raise ArgumentError(f"Trainer: {name} must be >= 0, got {v}")
         if int(lbfgs_max_iter) < 1 or int(n_interior) < 1 or int(n_boundary) < 1:
-            raise ValueError("Trainer: lbfgs_max_iter, n_interior and n_boundary must be >= 1")
+            raise ArgumentError("Trainer: lbfgs_max_iter, n_interior and n_boundary must be >= 1")
         if clip is not None and not clip > 0:
-            raise ValueError(f"Trainer: clip must be > 0 or None, got {clip}")
+            raise ArgumentError(f"Trainer: clip must be > 0 or None, got {clip}")
         if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"Trainer: batch_size must be >= 1 or None, got {batch_size}")
+            raise ArgumentError(f"Trainer: batch_size must be >= 1 or None, got {batch_size}")
         if patience is not None and int(patience) < 0:
-            raise ValueError(f"Trainer: patience must be >= 0 or None, got {patience}")
+            raise ArgumentError(f"Trainer: patience must be >= 0 or None, got {patience}")
         if dtype is None:  # the model's, else float64
             mp = list(model.parameters()) if model is not None else []
             dtype = mp[0].dtype if mp else _core.float64
@@ -299,16 +297,16 @@ class Trainer:
         self.model = model
         self.params = [q for q in model.parameters() if q.requires_grad]
         if not self.params:
-            raise ValueError("Trainer: the model has no trainable parameters")
+            raise ArgumentError("Trainer: the model has no trainable parameters")
         self.method = method
         # the terms and their data
         self.terms = ["pde", "bc"] + (["ic"] if p.time_dependent else []) + (["data"] if data is not None else [])
         base = {t: 1.0 for t in self.terms}
         for k, v in (weights or {}).items():
             if k not in self.terms:
-                raise ValueError(f"Trainer: weights names {k!r}, not one of this problem's terms {self.terms}")
+                raise ArgumentError(f"Trainer: weights names {k!r}, not one of this problem's terms {self.terms}")
             if not (math.isfinite(float(v)) and float(v) >= 0):
-                raise ValueError(f"Trainer: weight of {k!r} must be finite and >= 0, got {v}")
+                raise ArgumentError(f"Trainer: weight of {k!r} must be finite and >= 0, got {v}")
             base[k] = float(v)
         if pde_scaling == "source":
             base["pde"] /= p.source_scale ** 2
@@ -318,7 +316,7 @@ class Trainer:
         self.dynamic = dynamic
         if dynamic is not None:
             if sorted(dynamic.terms) != sorted(self.terms):
-                raise ValueError(f"Trainer: the DynamicWeightedLoss terms {dynamic.terms} differ from {self.terms}")
+                raise ArgumentError(f"Trainer: the DynamicWeightedLoss terms {dynamic.terms} differ from {self.terms}")
             self.weights = dict(dynamic.weights)
         self.sampler = sampler
         self.x_int = p.sample_interior(n_interior, self.rng, sampler)
@@ -330,7 +328,7 @@ class Trainer:
         if data is not None:
             xd, ud = (np.asarray(a, dtype=np.float64) for a in data)
             if xd.ndim != 2 or xd.shape[1] != p.dim or ud.reshape(-1).shape[0] != xd.shape[0]:
-                raise ValueError(f"Trainer: data must be (x (N, {p.dim}), u (N,)), got shapes {xd.shape}, {ud.shape}")
+                raise ShapeError(f"Trainer: data must be (x (N, {p.dim}), u (N,)), got shapes {xd.shape}, {ud.shape}")
             self.data = (xd, ud.reshape(-1))
         self.resampler = resampler
         self.batch_size = None if batch_size is None else int(batch_size)

@@ -247,6 +247,26 @@ fn lane_max<T: HmmReal>(x: &[T]) -> T {
     s
 }
 
+/// The smallest element (NaN-free input; `+inf` for an empty slice).
+#[inline(always)]
+fn lane_min<T: HmmReal>(x: &[T]) -> T {
+    let mut acc = [T::INF; LANES];
+    let mut ch = x.chunks_exact(LANES);
+    for c in &mut ch {
+        for l in 0..LANES {
+            acc[l] = if c[l] < acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    for (l, &v) in ch.remainder().iter().enumerate() {
+        acc[l] = if v < acc[l] { v } else { acc[l] };
+    }
+    let mut s = T::INF;
+    for a in acc {
+        s = if a < s { a } else { s };
+    }
+    s
+}
+
 #[inline(always)]
 fn lane_dot<T: HmmReal>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
@@ -356,27 +376,36 @@ isa_dispatch! {
 
 /// `out[l] = sum_i p[i] * c[i * k + j0 + l]` for `l < W`: one block of
 /// columns of the rows of `c` weighted by `p`. Four independent partial sums
-/// (rows `i = 4m + r` go to sum `r`), added as `(s0 + s1) + (s2 + s3)`, so the
-/// additions do not wait on each other; a fixed order, so the bits depend on
-/// neither the block nor the thread.
+/// (rows `i = 4m + r` go to sum `r`, each term added by one fused
+/// multiply-add), added as `(s0 + s1) + (s2 + s3)`, so the additions do not
+/// wait on each other; a fixed order, so the bits depend on neither the
+/// block nor the thread.
 #[inline(always)]
 fn block_dot<T: HmmReal, const W: usize>(p: &[T], c: &[T], k: usize, j0: usize) -> [T; W] {
+    let n = p.len();
+    assert!(j0 + W <= k && n.checked_mul(k).is_some_and(|nk| nk <= c.len()), "block_dot: block outside the matrix");
     let mut s = [[T::ZERO; W]; 4];
-    let mut quads = p.chunks_exact(4);
+    let n4 = n / 4 * 4;
+    let cp = c.as_ptr();
     let mut i = 0;
-    for q4 in &mut quads {
-        for (r, &pv) in q4.iter().enumerate() {
-            let row = &c[(i + r) * k + j0..(i + r) * k + j0 + W];
-            for (a, &x) in s[r].iter_mut().zip(row) {
-                *a += pv * x;
+    while i < n4 {
+        for (r, acc) in s.iter_mut().enumerate() {
+            // SAFETY: i + r < n and j0 + W <= k, so the W elements from
+            // (i + r) * k + j0 lie inside c (n * k <= c.len(), asserted above).
+            let row = unsafe { std::slice::from_raw_parts(cp.add((i + r) * k + j0), W) };
+            // SAFETY: i + r < n4 <= n = p.len().
+            let pv = unsafe { *p.get_unchecked(i + r) };
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a = pv.fma(x, *a);
             }
         }
         i += 4;
     }
-    for (r, &pv) in quads.remainder().iter().enumerate() {
+    for (r, acc) in s.iter_mut().enumerate().take(n - n4) {
         let row = &c[(i + r) * k + j0..(i + r) * k + j0 + W];
-        for (a, &x) in s[r].iter_mut().zip(row) {
-            *a += pv * x;
+        let pv = p[i + r];
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a = pv.fma(x, *a);
         }
     }
     let mut out = [T::ZERO; W];
@@ -388,29 +417,44 @@ fn block_dot<T: HmmReal, const W: usize>(p: &[T], c: &[T], k: usize, j0: usize) 
 
 /// `q[j] = sum_i p[i] * c[i * k + j]` for every `j` (the rows of the
 /// `K x K` matrix `c` weighted by `p`), in blocks of 16 columns whose
-/// accumulators stay in registers ([`block_dot`]).
+/// accumulators stay in registers ([`block_dot`]; in f64 two AVX-512
+/// registers per partial sum, eight independent chains of fused
+/// multiply-adds). The width changes which columns share a loop, never the
+/// order of any sum (the same bits for any width). Wider f32 blocks (32)
+/// were tried: LLVM no longer vectorised them and the kernels ran 2.5x
+/// slower.
 #[inline(always)]
 fn vecmat<T: HmmReal>(p: &[T], c: &[T], k: usize, q: &mut [T]) {
-    const W: usize = 16;
+    vecmat_w::<T, 16>(p, c, k, q)
+}
+
+#[inline(always)]
+fn vecmat_w<T: HmmReal, const W: usize>(p: &[T], c: &[T], k: usize, q: &mut [T]) {
+    if k >= W {
+        vecmat_blocks::<T, W>(p, c, k, q)
+    } else if k >= 16 {
+        vecmat_blocks::<T, 16>(p, c, k, q)
+    } else if k >= 4 {
+        vecmat_blocks::<T, 4>(p, c, k, q)
+    } else {
+        for (j, o) in q[..k].iter_mut().enumerate() {
+            *o = block_dot::<T, 1>(p, c, k, j)[0];
+        }
+    }
+}
+
+/// [`vecmat`] in blocks of `W <= k` columns, the last block ending at column
+/// `k` (the columns it shares with the previous block get the same sums
+/// again: same order, same bits).
+#[inline(always)]
+fn vecmat_blocks<T: HmmReal, const W: usize>(p: &[T], c: &[T], k: usize, q: &mut [T]) {
     let full = k / W * W;
     for j0 in (0..full).step_by(W) {
         q[j0..j0 + W].copy_from_slice(&block_dot::<T, W>(p, c, k, j0));
     }
-    if full < k && k >= W {
-        // the last W columns as one more block: the columns it shares with
-        // the previous block get the same sums again (same order, same bits)
+    if full < k {
         let j0 = k - W;
         q[j0..k].copy_from_slice(&block_dot::<T, W>(p, c, k, j0));
-    } else if full < k {
-        const W4: usize = 4;
-        let mut j0 = 0;
-        while j0 + W4 <= k {
-            q[j0..j0 + W4].copy_from_slice(&block_dot::<T, W4>(p, c, k, j0));
-            j0 += W4;
-        }
-        for (j, o) in q[..k].iter_mut().enumerate().skip(j0) {
-            *o = block_dot::<T, 1>(p, c, k, j)[0];
-        }
     }
 }
 
@@ -490,11 +534,13 @@ fn forward_seq_impl<T: HmmReal>(
     }
     let (p, rest) = scratch.split_at_mut(k);
     let (q, rest) = rest.split_at_mut(k);
-    let (u, tmp) = rest.split_at_mut(k);
+    let u = &mut rest[..k];
     for ((o, &x), &y) in u.iter_mut().zip(pi).zip(&e[..k]) {
         *o = x + y;
     }
-    cf[0] = log_normalize(u, &mut lf[..k], tmp);
+    // `log_normalize` leaves `p = exp(u - max u)`: the shifted message the
+    // next step multiplies (its shift, `max prev`, is `-ln sum p` exactly)
+    cf[0] = log_normalize(u, &mut lf[..k], p);
     for t in 1..l {
         let (done, cur) = lf.split_at_mut(t * k);
         let prev = &done[(t - 1) * k..];
@@ -508,16 +554,16 @@ fn forward_seq_impl<T: HmmReal>(
         }
         match (per_step, sh) {
             (false, Some(sh)) => {
-                for (pi, &x) in p.iter_mut().zip(prev) {
-                    *pi = (x - m).vexp();
-                }
+                // p = exp(prev - m), left by the previous step's log_normalize
                 vecmat(p, &sh.col, k, q);
                 for (((uj, &qj), &cj), &ej) in u.iter_mut().zip(q.iter()).zip(&sh.cs).zip(et) {
                     *uj = (m + cj) + qj.vln() + ej;
                 }
-                for j in 0..k {
-                    if q[j] < T::TINY {
-                        u[j] = exact_col(prev, a, k, j) + et[j];
+                if lane_min(q) < T::TINY {
+                    for j in 0..k {
+                        if q[j] < T::TINY {
+                            u[j] = exact_col(prev, a, k, j) + et[j];
+                        }
                     }
                 }
             }
@@ -529,7 +575,7 @@ fn forward_seq_impl<T: HmmReal>(
                 }
             }
         }
-        cf[t] = log_normalize(u, cur, tmp);
+        cf[t] = log_normalize(u, cur, p);
     }
 }
 isa_dispatch! {
@@ -618,40 +664,80 @@ pub fn bwd_scratch_len(k: usize) -> usize {
 /// they are added (see [`flush_xi`]).
 const XI_BATCH: usize = 32;
 
-/// `acc[i][j] += sum_s cp[s][i] * rv[s][j]` over the `n` gathered steps,
-/// with 16 columns of a row at a time in registers and four independent
-/// partial sums over the steps (a fixed order: the bits depend on neither the
-/// blocking nor the thread).
+/// `acc[i][j] += sum_s cp[s][i] * rv[s][j]` over the `n` gathered steps: a
+/// small matrix product in register tiles of `R` rows by 16 columns (eight
+/// rows at a time, so the tile's accumulators are independent chains of
+/// fused multiply-adds). Each element is one chain over the steps in order,
+/// added to `acc` once per flush: the same bits for any tiling or thread.
 #[inline(always)]
 fn flush_xi<T: HmmReal>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize) {
-    const W: usize = 16;
+    let mut i0 = 0;
+    while i0 + 8 <= k {
+        flush_xi_rows::<T, 8>(acc, cp, rv, k, n, i0);
+        i0 += 8;
+    }
+    if i0 + 4 <= k {
+        flush_xi_rows::<T, 4>(acc, cp, rv, k, n, i0);
+        i0 += 4;
+    }
+    while i0 < k {
+        flush_xi_rows::<T, 1>(acc, cp, rv, k, n, i0);
+        i0 += 1;
+    }
+}
+
+/// Rows `i0 .. i0 + R` of [`flush_xi`], in blocks of 16 columns (4 or 1
+/// when `K < 16`; the last block ends at column `K` and adds only its
+/// columns not done yet).
+#[inline(always)]
+fn flush_xi_rows<T: HmmReal, const R: usize>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize, i0: usize) {
+    if k >= 16 {
+        flush_xi_cols::<T, R, 16>(acc, cp, rv, k, n, i0)
+    } else if k >= 4 {
+        flush_xi_cols::<T, R, 4>(acc, cp, rv, k, n, i0)
+    } else {
+        flush_xi_cols::<T, R, 1>(acc, cp, rv, k, n, i0)
+    }
+}
+
+#[inline(always)]
+fn flush_xi_cols<T: HmmReal, const R: usize, const W: usize>(acc: &mut [T], cp: &[T], rv: &[T], k: usize, n: usize, i0: usize) {
     let full = k / W * W;
-    // the rows of `rv` weighted by column `i` of `cp`: `block_dot` over a strided weight vector
-    let mut w = [T::ZERO; XI_BATCH];
-    for i in 0..k {
-        for (s, o) in w[..n].iter_mut().enumerate() {
-            *o = cp[s * k + i];
-        }
-        let row = &mut acc[i * k..(i + 1) * k];
-        for j0 in (0..full).step_by(W) {
-            let d = block_dot::<T, W>(&w[..n], rv, k, j0);
-            for (x, &y) in row[j0..j0 + W].iter_mut().zip(&d) {
+    let mut j0 = 0;
+    while j0 < k {
+        let (start, skip) = if j0 < full { (j0, 0) } else { (k - W, W - (k - full)) };
+        let d = xi_tile::<T, R, W>(cp, rv, k, n, i0, start);
+        for (r, dr) in d.iter().enumerate() {
+            let row = &mut acc[(i0 + r) * k + start + skip..(i0 + r) * k + start + W];
+            for (x, &y) in row.iter_mut().zip(&dr[skip..]) {
                 *x += y;
             }
         }
-        if full < k && k >= W {
-            // the last W columns as one block; only the ones not done yet are added
-            let j0 = k - W;
-            let d = block_dot::<T, W>(&w[..n], rv, k, j0);
-            for (x, &y) in row[full..k].iter_mut().zip(&d[full - j0..]) {
-                *x += y;
-            }
-        } else {
-            for (j, x) in row.iter_mut().enumerate().skip(full) {
-                *x += block_dot::<T, 1>(&w[..n], rv, k, j)[0];
+        j0 = if j0 < full { j0 + W } else { k };
+    }
+}
+
+/// The `R x W` tile `sum_s cp[s][i0 + r] * rv[s][j0 + l]`, one chain per element over `s < n` in order.
+#[inline(always)]
+fn xi_tile<T: HmmReal, const R: usize, const W: usize>(cp: &[T], rv: &[T], k: usize, n: usize, i0: usize, j0: usize) -> [[T; W]; R] {
+    assert!(
+        i0 + R <= k && j0 + W <= k && n.checked_mul(k).is_some_and(|nk| nk <= cp.len() && nk <= rv.len()),
+        "xi_tile: tile outside the buffers"
+    );
+    let mut a = [[T::ZERO; W]; R];
+    let (cpp, rvp) = (cp.as_ptr(), rv.as_ptr());
+    for s in 0..n {
+        // SAFETY: s < n, j0 + W <= k and n * k <= rv.len() (asserted), so the W elements lie inside rv.
+        let rs = unsafe { std::slice::from_raw_parts(rvp.add(s * k + j0), W) };
+        for (r, ar) in a.iter_mut().enumerate() {
+            // SAFETY: s < n, i0 + r < i0 + R <= k and n * k <= cp.len() (asserted).
+            let c = unsafe { *cpp.add(s * k + i0 + r) };
+            for (x, &y) in ar.iter_mut().zip(rs) {
+                *x = c.fma(y, *x);
             }
         }
     }
+    a
 }
 
 /// Exact `u[i] = logsumexp_j(a[i][j] + w[j])` for one row.
@@ -759,6 +845,7 @@ fn backward_seq_impl<T: HmmReal>(
         }
         let m2 = lane_max(w);
         let dn_t;
+        let mut gamma_done = false;
         if m2 == T::NEG_INF {
             cur.fill(T::NEG_INF);
             dn_t = f64::NEG_INFINITY;
@@ -772,13 +859,19 @@ fn backward_seq_impl<T: HmmReal>(
                     for ((o, &vi), &ri) in u.iter_mut().zip(v.iter()).zip(&sh.rs) {
                         *o = (m2 + ri) + vi.vln();
                     }
-                    for i in 0..k {
-                        if v[i] < T::TINY {
-                            u[i] = exact_row(&a[i * k..(i + 1) * k], w, tmp);
+                    let fast = lane_min(v) >= T::TINY;
+                    if !fast {
+                        for i in 0..k {
+                            if v[i] < T::TINY {
+                                u[i] = exact_row(&a[i * k..(i + 1) * k], w, tmp);
+                            }
                         }
                     }
-                    if want_xi {
-                        // p'_i = exp(lf_t[i] + rs_i - m1), S = sum_i p'_i v_i
+                    let gamma_fast = fast && out.gamma.is_some();
+                    if want_xi || gamma_fast {
+                        // p'_i = exp(lf_t[i] + rs_i - m1), S = sum_i p'_i v_i: xi_t[i][j] is
+                        // p'_i R[i][j] r_j / S, and (no row recomputed exactly) gamma_t[i] is
+                        // p'_i v_i / S, since exp(lf_t[i] + lb_t[i]) is proportional to p'_i v_i
                         for ((o, &x), &ri) in pp.iter_mut().zip(lft).zip(&sh.rs) {
                             *o = x + ri;
                         }
@@ -790,14 +883,25 @@ fn backward_seq_impl<T: HmmReal>(
                             let s = lane_dot(pp, v);
                             if s >= T::TINY {
                                 let c = scale / s;
-                                for (o, &pi) in cp[nb * k..(nb + 1) * k].iter_mut().zip(pp.iter()) {
+                                let cpn = &mut cp[nb * k..(nb + 1) * k];
+                                for (o, &pi) in cpn.iter_mut().zip(pp.iter()) {
                                     *o = c * pi;
                                 }
-                                rv[nb * k..(nb + 1) * k].copy_from_slice(r);
-                                nb += 1;
-                                if nb == XI_BATCH {
-                                    flush_xi(acc, cp, rv, k, nb);
-                                    nb = 0;
+                                if gamma_fast {
+                                    if let Some(gm) = out.gamma.as_deref_mut() {
+                                        for ((o, &ci), &vi) in gm[t * k..(t + 1) * k].iter_mut().zip(cpn.iter()).zip(v.iter()) {
+                                            *o = ci * vi;
+                                        }
+                                        gamma_done = true;
+                                    }
+                                }
+                                if want_xi {
+                                    rv[nb * k..(nb + 1) * k].copy_from_slice(r);
+                                    nb += 1;
+                                    if nb == XI_BATCH {
+                                        flush_xi(acc, cp, rv, k, nb);
+                                        nb = 0;
+                                    }
                                 }
                             } else if let Some(x) = out.xi.as_deref_mut() {
                                 exact_xi(lft, a, w, k, scale, x, ktmp);
@@ -832,7 +936,7 @@ fn backward_seq_impl<T: HmmReal>(
         if let Some(dn) = out.dn.as_deref_mut() {
             dn[t] = dn_t;
         }
-        if let Some(gm) = out.gamma.as_deref_mut() {
+        if let (Some(gm), false) = (out.gamma.as_deref_mut(), gamma_done) {
             for ((o, &x), &y) in g.iter_mut().zip(lft).zip(cur.iter()) {
                 *o = x + y;
             }

@@ -29,6 +29,9 @@ pub trait HmmReal: Real {
     const TINY: Self;
     /// `self` widened to f64 (exact).
     fn wide(self) -> f64;
+    /// `self * a + b` rounded once (one FMA instruction under the kernels'
+    /// AVX2/AVX-512 target features; the same bits on every path).
+    fn fma(self, a: Self, b: Self) -> Self;
 }
 
 impl HmmReal for f32 {
@@ -45,6 +48,10 @@ impl HmmReal for f32 {
     fn wide(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn fma(self, a: f32, b: f32) -> f32 {
+        self.mul_add(a, b)
+    }
 }
 
 impl HmmReal for f64 {
@@ -60,6 +67,10 @@ impl HmmReal for f64 {
     #[inline(always)]
     fn wide(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn fma(self, a: f64, b: f64) -> f64 {
+        self.mul_add(a, b)
     }
 }
 

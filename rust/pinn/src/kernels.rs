@@ -221,6 +221,10 @@ pub fn cheb_basis<T: Float>(z: &[T], k1: usize, order: usize, out: &mut [T]) {
     });
 }
 
+/// A block's rows of `H = G W^T` for the value, first- and second-order
+/// streams (`None`: the stream has no gradient, its `H` is zero).
+type BlockH<'a, T> = (Option<&'a [T]>, Option<&'a [T]>, Option<&'a [T]>);
+
 /// The optional outputs of a backward block (gradients of x, first and second jets).
 type OutGrads<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>, Option<&'a mut [T]>);
 
@@ -519,12 +523,14 @@ fn fill_block<T: Float>(
 }
 
 /// `acc[i] = sum_k hrow[k I + i] g_mm[k][r][i]` (`g` as [`Scratch::g`]: order
-/// `mm`, degree `k`, then `es` elements per degree of `ROWS` rows of `ni`).
+/// `mm`, degree `k`, then `es` elements per degree of `ROWS` rows of `ni`);
+/// zero for a missing `hrow` (a stream without gradient).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn dot_k<T: Float>(acc: &mut [T], hrow: &[T], g: &[T], mm: usize, r: usize, k1: usize, es: usize, ni: usize) {
+fn dot_k<T: Float>(acc: &mut [T], hrow: Option<&[T]>, g: &[T], mm: usize, r: usize, k1: usize, es: usize, ni: usize) {
     let acc = &mut acc[..ni];
     acc.fill(<T as Real>::ZERO);
+    let Some(hrow) = hrow else { return };
     for k in 0..k1 {
         let off = (mm * k1 + k) * es + r * ni;
         let gk = &g[off..off + ni];
@@ -546,7 +552,7 @@ fn backward_block<T: Float>(
     r0: usize,
     rows: usize,
     sc: &mut Scratch<T>,
-    h: (&[T], &[T], &[T]),
+    h: BlockH<'_, T>,
     p: Option<(&mut [T], &mut [T], &mut [T])>,
     out: OutGrads<'_, T>,
 ) {
@@ -588,9 +594,9 @@ fn backward_block<T: Float>(
     let (mut t1, mut t2, mut t3) = (vec![z; ni], vec![z; ni], vec![z; ni]);
     let two = T::c(2.0);
     for r in 0..rows {
-        dot_k(&mut gx, &hv[r * ik..(r + 1) * ik], g, 1, r, k1, es, ni);
+        dot_k(&mut gx, hv.map(|h| &h[r * ik..(r + 1) * ik]), g, 1, r, k1, es, ni);
         if dm.second == Second::Trace {
-            let hrow = &hs[r * ik..(r + 1) * ik];
+            let hrow = hs.map(|h| &h[r * ik..(r + 1) * ik]);
             dot_k(&mut t1, hrow, g, 1, r, k1, es, ni);
             dot_k(&mut t2, hrow, g, 2, r, k1, es, ni);
             dot_k(&mut t3, hrow, g, 3, r, k1, es, ni);
@@ -614,7 +620,7 @@ fn backward_block<T: Float>(
         }
         for a in 0..d {
             let xa = &xj[(r * d + a) * ni..(r * d + a + 1) * ni];
-            let hrow = &hj[(r * d + a) * ik..(r * d + a + 1) * ik];
+            let hrow = hj.map(|h| &h[(r * d + a) * ik..(r * d + a + 1) * ik]);
             dot_k(&mut a1, hrow, g, 1, r, k1, es, ni);
             dot_k(&mut a2, hrow, g, 2, r, k1, es, ni);
             for i in 0..ni {
@@ -623,7 +629,7 @@ fn backward_block<T: Float>(
             gxa[..ni].copy_from_slice(&a1[..ni]);
             match dm.second {
                 Second::Diag => {
-                    let hrow = &hs[(r * m + a) * ik..(r * m + a + 1) * ik];
+                    let hrow = hs.map(|h| &h[(r * m + a) * ik..(r * m + a + 1) * ik]);
                     dot_k(&mut a1, hrow, g, 1, r, k1, es, ni);
                     dot_k(&mut a2, hrow, g, 2, r, k1, es, ni);
                     dot_k(&mut a3, hrow, g, 3, r, k1, es, ni);
@@ -705,7 +711,7 @@ dispatch_isa!(backward_block_isa<T>(
     r0: usize,
     rows: usize,
     sc: &mut Scratch<T>,
-    h: (&[T], &[T], &[T]),
+    h: BlockH<'_, T>,
     p: Option<(&mut [T], &mut [T], &mut [T])>,
     out: OutGrads<'_, T>
 ) {
@@ -747,23 +753,108 @@ fn work_of(dm: &Dims) -> usize {
     dm.n.saturating_mul(dm.ik()).saturating_mul(6 + 4 * (dm.d + dm.m()))
 }
 
-fn build_p<T: Float>(dm: &Dims, map: &Map<T>, jets: &Jets<T>) -> Result<PMats<T>> {
-    let (n, ik, d, m) = (dm.n, dm.ik(), dm.d, dm.m());
-    let mut p = PMats::new(dm)?;
-    let (pv, pj, ps) = (SendPtr(p.pv.as_mut_ptr()), SendPtr(p.pj.as_mut_ptr()), SendPtr(p.ps.as_mut_ptr()));
+/// Runs `f` on the calling thread's GEMM packing buffer sized for `(n, k)`
+/// products; a failed reservation is kept in `err` (the first one) and `f`
+/// is skipped.
+fn with_scratch<T: Float>(n: usize, k: usize, err: &std::sync::Mutex<Option<rbe_core::Error>>, f: impl FnOnce()) {
+    match T::reserve_scratch(n, k) {
+        Ok(()) => f(),
+        Err(e) => keep_err(err, e),
+    }
+}
+
+/// Records the first error of the tasks of a parallel loop.
+fn keep_err(err: &std::sync::Mutex<Option<rbe_core::Error>>, e: rbe_core::Error) {
+    if let Ok(mut g) = err.lock() {
+        g.get_or_insert(e);
+    }
+}
+
+/// A task's basis matrices: rows `t0..t0 + rows` of the full ones (`keep`)
+/// or the task's own buffers; `[pv, pj, ps]` base pointers of its row `t0`.
+struct TaskP<T: Float> {
+    own: Option<PMats<T>>,
+    base: [SendPtr<T>; 3],
+}
+
+impl<T: Float> TaskP<T> {
+    /// `full`: the full matrices' base pointers, or `None` for own buffers.
+    fn new(dm: &Dims, full: Option<[SendPtr<T>; 3]>, t0: usize, rows: usize) -> Result<TaskP<T>> {
+        let (ik, d, m) = (dm.ik(), dm.d, dm.m());
+        match full {
+            Some([v, j, s]) => {
+                // SAFETY: the full matrices hold n, n d and n m rows of ik
+                // elements and t0 + rows <= n, so the offsets stay inside them.
+                let base = unsafe { [SendPtr(v.get().add(t0 * ik)), SendPtr(j.get().add(t0 * d * ik)), SendPtr(s.get().add(t0 * m * ik))] };
+                Ok(TaskP { own: None, base })
+            }
+            None => {
+                let mut own = PMats::new(&Dims { n: rows, ..*dm })?;
+                let base = [SendPtr(own.pv.as_mut_ptr()), SendPtr(own.pj.as_mut_ptr()), SendPtr(own.ps.as_mut_ptr())];
+                Ok(TaskP { own: Some(own), base })
+            }
+        }
+    }
+}
+
+/// The basis matrices of every row (returned with `keep`, else written
+/// task by task into the task's own buffers) and, task by task while the
+/// task's rows are in cache, the outputs `y = Pv W`, `yj = Pj W`,
+/// `ys = Ps W` (`w`: the packed weights, `ik x o`; `out`: `y`, `yj`, `ys`).
+fn build_p<T: Float>(
+    dm: &Dims,
+    map: &Map<T>,
+    jets: &Jets<T>,
+    w: &[T],
+    out: (&mut [T], &mut [T], &mut [T]),
+    keep: bool,
+) -> Result<Option<PMats<T>>> {
+    let (n, ik, o, d, m) = (dm.n, dm.ik(), dm.o, dm.d, dm.m());
+    if out.0.len() != n * o || out.1.len() != n * d * o || out.2.len() != n * m * o || w.len() != ik * o {
+        return Err(rbe_core::ext::shape_err!("chebykan: the output buffers do not match the layer call"));
+    }
+    let mut full = if keep { Some(PMats::new(dm)?) } else { None };
+    let full_ptrs = full.as_mut().map(|p| [SendPtr(p.pv.as_mut_ptr()), SendPtr(p.pj.as_mut_ptr()), SendPtr(p.ps.as_mut_ptr())]);
+    let (y, yj, ys) = (SendPtr(out.0.as_mut_ptr()), SendPtr(out.1.as_mut_ptr()), SendPtr(out.2.as_mut_ptr()));
     let orders = fwd_orders(dm);
+    let err = std::sync::Mutex::new(None);
+    let err_ref = &err;
     for_each_index(n.div_ceil(TASK_ROWS), work_of(dm), move |t| {
         let mut sc = Scratch::new(dm, orders);
+        let (t0, t1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+        let tp = match TaskP::new(dm, full_ptrs, t0, t1 - t0) {
+            Ok(tp) => tp,
+            Err(e) => return keep_err(err_ref, e),
+        };
+        let [pv, pj, ps] = tp.base;
         for c in t * GROUP..((t + 1) * GROUP).min(n.div_ceil(ROWS)) {
             let (r0, r1) = (c * ROWS, ((c + 1) * ROWS).min(n));
             let rows = r1 - r0;
-            // SAFETY: the three buffers hold n, n d and n m rows of ik elements;
-            // this block's rows r0..r1 are in bounds and belong to this task only.
-            let (v, j, s) = unsafe { (rows_mut(pv, r0, rows, ik), rows_mut(pj, r0, rows, d * ik), rows_mut(ps, r0, rows, m * ik)) };
+            // SAFETY: the task's basis rows (of the full matrices, or its own
+            // buffers of t1 - t0 rows) hold rows r0 - t0 .. r1 - t0 of ik, d ik
+            // and m ik elements, which belong to this task only.
+            let (v, j, s) =
+                unsafe { (rows_mut(pv, r0 - t0, rows, ik), rows_mut(pj, r0 - t0, rows, d * ik), rows_mut(ps, r0 - t0, rows, m * ik)) };
             fill_block_isa(dm, map, jets, r0, rows, &mut sc, v, j, s);
         }
+        let rows = t1 - t0;
+        with_scratch::<T>(o, ik, err_ref, || {
+            // SAFETY: each product reads the task's basis rows (rows x ik,
+            // row-major, written above) and the packed weights (ik x o, checked
+            // above), and writes the same rows t0..t1 of its output (rows x o,
+            // lengths checked above), which no other task touches.
+            unsafe {
+                mm(rows, o, ik, y.get().add(t0 * o), o, 1, false, pv.get(), ik, 1, w.as_ptr(), o, 1);
+                mm(rows * d, o, ik, yj.get().add(t0 * d * o), o, 1, false, pj.get(), ik, 1, w.as_ptr(), o, 1);
+                mm(rows * m, o, ik, ys.get().add(t0 * m * o), o, 1, false, ps.get(), ik, 1, w.as_ptr(), o, 1);
+            }
+        });
+        drop(tp.own);
     });
-    Ok(p)
+    if let Some(e) = err.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    Ok(full)
 }
 
 /// `W[(k I + i) o_n + o] = C[(i o_n + o) k1 + k]`: the coefficients as the
@@ -857,19 +948,11 @@ pub fn taylor_forward<T: Float>(
     ys: &mut [T],
     keep: bool,
 ) -> Result<Option<Basis<T>>> {
-    let (n, ik, o, d, m) = (dm.n, dm.ik(), dm.o, dm.d, dm.m());
+    let (ik, o) = (dm.ik(), dm.o);
     let mut w = FreshTensor::<T>::uninit(&[ik, o])?;
     pack_weights(c, dm.i, o, dm.k1, &mut w);
-    T::reserve_scratch(o, ik)?;
-    let p = build_p(dm, map, jets)?;
-    // SAFETY: each product reads a full basis matrix (rows x ik, row-major)
-    // and the packed weights (ik x o) and writes a distinct output of rows x o.
-    unsafe {
-        mm(n, o, ik, y.as_mut_ptr(), o, 1, false, p.pv.as_ptr(), ik, 1, w.as_ptr(), o, 1);
-        mm(n * d, o, ik, yj.as_mut_ptr(), o, 1, false, p.pj.as_ptr(), ik, 1, w.as_ptr(), o, 1);
-        mm(n * m, o, ik, ys.as_mut_ptr(), o, 1, false, p.ps.as_ptr(), ik, 1, w.as_ptr(), o, 1);
-    }
-    Ok(keep.then_some(Basis { pv: p.pv, pj: p.pj, ps: p.ps }))
+    let p = build_p(dm, map, jets, &w, (y, yj, ys), keep)?;
+    Ok(p.map(|p| Basis { pv: p.pv, pj: p.pj, ps: p.ps }))
 }
 
 /// Gradients of a Taylor pass (each `None` when not wanted).
@@ -890,110 +973,167 @@ pub struct Needs {
 }
 
 /// The first-order backward: given the gradients of `y` (N x O), `yj`
-/// (N x d x O) and `ys` (N x m x O), the gradients of `x`, of the given
-/// jets and of the coefficients. One pass over the rows computes the basis
-/// once for both the input gradients and the coefficient gradient's basis
-/// matrices. With `basis` (the forward's matrices, [`taylor_forward`] with
-/// `keep`) the coefficient gradient reuses them: the pass over the rows is
-/// then only for the input gradients, and skipped when none is wanted.
+/// (N x d x O) and `ys` (N x m x O) (`None`: zero; the products and dot
+/// products of that stream are skipped, as for the value and first-order
+/// streams of a network's last layer under a Laplacian loss), the
+/// gradients of `x`, of the given jets and of the coefficients. Task by task
+/// (fixed partitions of `TASK_ROWS` = 128 rows): the task's rows of
+/// `H = G W^T` into a buffer of the task, one pass over its blocks that
+/// computes the basis one order up for the input gradients (and writes the
+/// task's basis matrices when `basis` is `None`), and the task's partial
+/// coefficient gradient `P_t^T G_t`; the partials are summed in task order,
+/// so the bits do not depend on the thread count. With `basis` (the
+/// forward's matrices, [`taylor_forward`] with `keep`) and no input gradient
+/// wanted, there is no pass over the rows.
 #[allow(clippy::too_many_arguments)]
 pub fn taylor_backward<T: Float>(
     dm: &Dims,
     map: &Map<T>,
     jets: &Jets<T>,
     c: &[T],
-    gy: &[T],
-    gj: &[T],
-    gs: &[T],
+    gy: Option<&[T]>,
+    gj: Option<&[T]>,
+    gs: Option<&[T]>,
     needs: Needs,
     basis: Option<BasisRef<'_, T>>,
 ) -> Result<Grads<T>> {
     let (n, i_n, ik, o, k1, d, m) = (dm.n, dm.i, dm.ik(), dm.o, dm.k1, dm.d, dm.m());
+    if gy.is_some_and(|g| g.len() != n * o) || gj.is_some_and(|g| g.len() != n * d * o) || gs.is_some_and(|g| g.len() != n * m * o) {
+        return Err(rbe_core::ext::shape_err!("chebykan backward: the output gradients do not match the layer call"));
+    }
+    // a stream without gradient (or without rows) is skipped
+    let gj = gj.filter(|_| d > 0);
+    let gs = gs.filter(|_| m > 0);
     let wants_first = needs.first && matches!(jets.first, First::Given(_));
     let wants_second = needs.second && jets.second.is_some();
     let wants_inputs = needs.x || wants_first || wants_second;
     // H = G W^T for each stream: rows x ik
     let mut w = FreshTensor::<T>::uninit(&[ik, o])?;
     pack_weights(c, i_n, o, k1, &mut w);
-    let (hn, hd, hm) = if wants_inputs { (n, d, m) } else { (0, 0, 0) };
-    let mut hv = FreshTensor::<T>::uninit(&[hn, ik])?;
-    let mut hj = FreshTensor::<T>::uninit(&[hn, hd, ik])?;
-    let mut hs = FreshTensor::<T>::uninit(&[hn, hm, ik])?;
-    if wants_inputs {
-        T::reserve_scratch(ik, o)?;
-        // SAFETY: each product reads a gradient (rows x o, contiguous) and W^T
-        // (W read with swapped strides) and writes a distinct fresh buffer.
-        unsafe {
-            mm(n, ik, o, hv.as_mut_ptr(), ik, 1, false, gy.as_ptr(), o, 1, w.as_ptr(), 1, o);
-            mm(n * d, ik, o, hj.as_mut_ptr(), ik, 1, false, gj.as_ptr(), o, 1, w.as_ptr(), 1, o);
-            mm(n * m, ik, o, hs.as_mut_ptr(), ik, 1, false, gs.as_ptr(), o, 1, w.as_ptr(), 1, o);
-        }
-    }
+    // H = G W^T for the streams with a gradient, when input gradients are
+    // wanted: computed task by task into the task's own buffers (in cache
+    // for its row pass), never for all rows at once
+    let h_streams = [(gy.filter(|_| wants_inputs), 1), (gj.filter(|_| wants_inputs), d), (gs.filter(|_| wants_inputs), m)];
+    let w = &w[..];
+    let err = std::sync::Mutex::new(None);
+    let err_ref = &err;
     if let Some((bv, bj, bs)) = basis {
         if bv.len() != n * ik || bj.len() != n * d * ik || bs.len() != n * m * ik {
             return Err(rbe_core::ext::shape_err!("chebykan backward: the saved basis matrices do not match the layer call"));
         }
     }
     let build = needs.coeffs && basis.is_none();
-    let mut p = if build { Some(PMats::<T>::new(dm)?) } else { None };
     let mut dx = if needs.x { Some(FreshTensor::<T>::uninit(&[n, i_n])?) } else { None };
     let mut dxj = if wants_first { Some(FreshTensor::<T>::uninit(&[n, d, i_n])?) } else { None };
     let mut dxs = if wants_second { Some(FreshTensor::<T>::uninit(&[n, m, i_n])?) } else { None };
-    if wants_inputs || build {
+    // the coefficient gradient: one partial dW (ik x o) per task, summed in task order
+    let tasks = n.div_ceil(TASK_ROWS);
+    let mut partial = FreshTensor::<T>::uninit(&[if needs.coeffs { tasks } else { 0 }, ik, o])?;
+    if wants_inputs || needs.coeffs {
         let ptr = |t: Option<&mut FreshTensor<T>>| SendPtr(t.map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
         let (px, pxj, pxs) = (ptr(dx.as_mut()), ptr(dxj.as_mut()), ptr(dxs.as_mut()));
-        let (ppv, ppj, pps) = match p.as_mut() {
-            Some(p) => (ptr(Some(&mut p.pv)), ptr(Some(&mut p.pj)), ptr(Some(&mut p.ps))),
-            None => (ptr(None), ptr(None), ptr(None)),
-        };
-        let (hv, hj, hs) = (&hv[..], &hj[..], &hs[..]);
-        let has_p = build;
+        let pdw = SendPtr(partial.as_mut_ptr());
+        // the kept basis matrices (read only; the pointers are for TaskP)
+        let kept = basis.map(|(v, j, s)| [SendPtr(v.as_ptr() as *mut T), SendPtr(j.as_ptr() as *mut T), SendPtr(s.as_ptr() as *mut T)]);
         let orders = fwd_orders(dm) + 1;
-        for_each_index(n.div_ceil(TASK_ROWS), work_of(dm).saturating_mul(2), move |t| {
+        let needs_c = needs.coeffs;
+        for_each_index(tasks, work_of(dm).saturating_mul(2), move |t| {
             let mut sc = Scratch::new(dm, orders);
-            for cb in t * GROUP..((t + 1) * GROUP).min(n.div_ceil(ROWS)) {
-                let (r0, r1) = (cb * ROWS, ((cb + 1) * ROWS).min(n));
-                let rows = r1 - r0;
-                // SAFETY: every output buffer (when present) holds n rows of the
-                // given width; this task's rows r0..r1 are in bounds and written by
-                // this task only.
-                let (pblk, out) = unsafe {
-                    let pblk =
-                        has_p.then(|| (rows_mut(ppv, r0, rows, ik), rows_mut(ppj, r0, rows, d * ik), rows_mut(pps, r0, rows, m * ik)));
-                    let out = (
-                        (!px.get().is_null()).then(|| rows_mut(px, r0, rows, i_n)),
-                        (!pxj.get().is_null()).then(|| rows_mut(pxj, r0, rows, d * i_n)),
-                        (!pxs.get().is_null()).then(|| rows_mut(pxs, r0, rows, m * i_n)),
-                    );
-                    (pblk, out)
+            let (t0, t1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+            // this task's rows of H, per stream (None: no gradient)
+            let mut hb: [Option<FreshTensor<T>>; 3] = [None, None, None];
+            for (slot, &(g, per)) in hb.iter_mut().zip(&h_streams) {
+                let Some(g) = g else { continue };
+                let rows = (t1 - t0) * per;
+                let mut h = match FreshTensor::<T>::uninit(&[rows, ik]) {
+                    Ok(h) => h,
+                    Err(e) => return keep_err(err_ref, e),
                 };
-                let h = if wants_inputs {
-                    (&hv[r0 * ik..r1 * ik], &hj[r0 * d * ik..r1 * d * ik], &hs[r0 * m * ik..r1 * m * ik])
-                } else {
-                    (&[][..], &[][..], &[][..])
-                };
-                backward_block_isa(dm, map, jets, r0, rows, &mut sc, h, pblk, out);
+                with_scratch::<T>(ik, o, err_ref, || {
+                    // SAFETY: the product reads this task's rows of a gradient
+                    // (rows x o, contiguous; its length was checked above) and
+                    // W^T (W, ik x o, read with swapped strides), and writes the
+                    // task's own fresh buffer of rows x ik.
+                    unsafe { mm(rows, ik, o, h.as_mut_ptr(), ik, 1, false, g.as_ptr().add(t0 * per * o), o, 1, w.as_ptr(), 1, o) };
+                });
+                *slot = Some(h);
             }
+            let [hv, hj, hs] = &hb;
+            // the task's basis rows: the kept ones, or written by the row pass
+            let tp = if needs_c {
+                match TaskP::new(dm, kept, t0, t1 - t0) {
+                    Ok(tp) => Some(tp),
+                    Err(e) => return keep_err(err_ref, e),
+                }
+            } else {
+                None
+            };
+            if wants_inputs || build {
+                for cb in t * GROUP..((t + 1) * GROUP).min(n.div_ceil(ROWS)) {
+                    let (r0, r1) = (cb * ROWS, ((cb + 1) * ROWS).min(n));
+                    let rows = r1 - r0;
+                    let (a0, a1) = (r0 - t0, r1 - t0);
+                    // SAFETY: every output buffer (when present) holds n rows of
+                    // the given width, and the task's own basis buffers hold its
+                    // t1 - t0 rows; rows r0..r1 are in bounds and written by this
+                    // task only.
+                    let (pblk, out) = unsafe {
+                        let pblk = match (&tp, build) {
+                            (Some(TaskP { base: [pv, pj, ps], .. }), true) => {
+                                Some((rows_mut(*pv, a0, rows, ik), rows_mut(*pj, a0, rows, d * ik), rows_mut(*ps, a0, rows, m * ik)))
+                            }
+                            _ => None,
+                        };
+                        let out = (
+                            (!px.get().is_null()).then(|| rows_mut(px, r0, rows, i_n)),
+                            (!pxj.get().is_null()).then(|| rows_mut(pxj, r0, rows, d * i_n)),
+                            (!pxs.get().is_null()).then(|| rows_mut(pxs, r0, rows, m * i_n)),
+                        );
+                        (pblk, out)
+                    };
+                    let h = (
+                        hv.as_ref().map(|h| &h[a0 * ik..a1 * ik]),
+                        hj.as_ref().map(|h| &h[a0 * d * ik..a1 * d * ik]),
+                        hs.as_ref().map(|h| &h[a0 * m * ik..a1 * m * ik]),
+                    );
+                    backward_block_isa(dm, map, jets, r0, rows, &mut sc, h, pblk, out);
+                }
+            }
+            let Some(tp) = tp else { return };
+            // dW_t = Pv_t^T gy_t + Pj_t^T gj_t + Ps_t^T gs_t over the streams with a gradient
+            let rows = t1 - t0;
+            let [pv, pj, ps] = tp.base;
+            let mut acc = false;
+            for (pm, g, per) in [(pv, gy, 1), (pj, gj, d), (ps, gs, m)] {
+                let Some(g) = g else { continue };
+                let r = rows * per;
+                with_scratch::<T>(o, r.max(1), err_ref, || {
+                    // SAFETY: P_t^T is the task's basis rows (r x ik, row-major)
+                    // read with swapped strides, the gradient's rows t0..t1 are
+                    // contiguous r x o (length checked above), and the task's
+                    // slot t of the partials (ik x o) is written by this task only.
+                    unsafe { mm(ik, o, r, pdw.get().add(t * ik * o), o, 1, acc, pm.get(), 1, ik, g.as_ptr().add(t0 * per * o), o, 1) };
+                });
+                acc = true;
+            }
+            if !acc {
+                // SAFETY: as above, the task's own slot of ik x o elements.
+                unsafe { rows_mut(pdw, t, 1, ik * o) }.fill(<T as Real>::ZERO);
+            }
+            drop(tp.own);
         });
     }
+    if let Some(e) = err.into_inner().ok().flatten() {
+        return Err(e);
+    }
     let mut out = Grads { x: dx, first: dxj, second: dxs, coeffs: None };
-    let pm: Option<BasisRef<'_, T>> = match (&p, basis) {
-        (Some(p), _) => Some((&p.pv[..], &p.pj[..], &p.ps[..])),
-        (None, Some(b)) if needs.coeffs => Some(b),
-        _ => None,
-    };
-    if let Some((pv, pj, ps)) = pm {
-        let mut dw = FreshTensor::<T>::uninit(&[ik, o])?;
-        T::reserve_scratch(o, n.max(1))?;
-        T::reserve_scratch(o, (n * d).max(1))?;
-        T::reserve_scratch(o, (n * m).max(1))?;
-        // SAFETY: dW (ik x o) = Pv^T gy + Pj^T gj + Ps^T gs; each P^T is the
-        // row-major basis matrix read with swapped strides, the gradients are
-        // contiguous rows x o, and dW is a fresh buffer read by none of them.
-        unsafe {
-            mm(ik, o, n, dw.as_mut_ptr(), o, 1, false, pv.as_ptr(), 1, ik, gy.as_ptr(), o, 1);
-            mm(ik, o, n * d, dw.as_mut_ptr(), o, 1, true, pj.as_ptr(), 1, ik, gj.as_ptr(), o, 1);
-            mm(ik, o, n * m, dw.as_mut_ptr(), o, 1, true, ps.as_ptr(), 1, ik, gs.as_ptr(), o, 1);
+    if needs.coeffs {
+        // the partials summed in task order: the same bits for any thread count
+        let mut dw = FreshTensor::<T>::zeros(&[ik, o])?;
+        for pt in partial.chunks_exact(ik * o) {
+            for (a, &b) in dw.iter_mut().zip(pt) {
+                *a += b;
+            }
         }
         let mut dc = FreshTensor::<T>::uninit(&[i_n, o, k1])?;
         unpack_weights(&dw, i_n, o, k1, &mut dc);

@@ -283,8 +283,12 @@ fn taylor(
     inputs.extend(second);
     inputs.push(coeffs);
     let grad = needs_grad(&inputs);
-    // keep the basis matrices for the backward when they are not too large
-    let keep = grad && coeffs.requires_grad() && basis_elems(&dm).is_some_and(|e| e <= KEEP_BASIS_ELEMS);
+    // keep the basis matrices for the backward when the backward has no pass
+    // over the rows of its own (no input needs a gradient: a network's first
+    // layer) and they are not too large; otherwise that pass writes them
+    // again, task by task, where they stay in cache
+    let inputs_need_grad = x.requires_grad() || first.is_some_and(|t| t.requires_grad()) || second.is_some_and(|t| t.requires_grad());
+    let keep = grad && coeffs.requires_grad() && !inputs_need_grad && basis_elems(&dm).is_some_and(|e| e <= KEEP_BASIS_ELEMS);
     let (y, yj, ys, basis) = dispatch_float!(dt, "chebykan", T => {
         let mb = MapBuf::<T>::new(&affine);
         let jets = Jets {
@@ -367,13 +371,13 @@ impl Backward {
                 None => Tensor::zeros(shape, dt),
             }
         };
-        let gy = grad(0, &[n, o])?;
-        let gj = grad(1, &[n, d, o])?;
-        let gs = grad(2, &[n, m, o])?;
         let k_first = 1;
         let k_second = 1 + self.has_first as usize;
         let k_coeffs = ts.len() - 1;
         if is_grad_enabled() {
+            let gy = grad(0, &[n, o])?;
+            let gj = grad(1, &[n, d, o])?;
+            let gs = grad(2, &[n, m, o])?;
             let v = vjp_graph(&dm, &self.map, x, first, second, coeffs, &gy, &gj, &gs)?;
             let mut out = vec![Some(v.x)];
             if self.has_first {
@@ -395,7 +399,14 @@ impl Backward {
         let jc = first.map(|j| j.detach().contiguous());
         let sc = second.map(|s| s.detach().contiguous());
         let cc = coeffs.detach().contiguous();
-        let (gy, gj, gs) = (gy.contiguous(), gj.contiguous(), gs.contiguous());
+        // the kernel skips the streams whose output gradient is missing (zero)
+        let given = |k: usize, shape: &[usize]| -> Result<Option<Tensor>> {
+            match g.get(k).and_then(|t| t.as_ref()) {
+                Some(t) => Ok(Some(reshape(&rbe_core::ext::ops::as_dtype(t, dt)?, shape)?.contiguous())),
+                None => Ok(None),
+            }
+        };
+        let (gy, gj, gs) = (given(0, &[n, o])?, given(1, &[n, d, o])?, given(2, &[n, m, o])?);
         let seeded = self.seeded;
         let grads = dispatch_float!(dt, "chebykan backward", T => {
             let mb = MapBuf::<T>::new(&self.affine);
@@ -405,7 +416,7 @@ impl Backward {
                 second: sc.as_ref().map(|s| s.data::<T>()),
             };
             let basis = self.basis.as_ref().map(|[v, j, s]| (v.data::<T>(), j.data::<T>(), s.data::<T>()));
-            let gr = kernels::taylor_backward::<T>(&dm, &mb.map(), &jets, cc.data::<T>(), gy.data::<T>(), gj.data::<T>(), gs.data::<T>(), needs, basis)?;
+            let gr = kernels::taylor_backward::<T>(&dm, &mb.map(), &jets, cc.data::<T>(), gy.as_ref().map(|t| t.data::<T>()), gj.as_ref().map(|t| t.data::<T>()), gs.as_ref().map(|t| t.data::<T>()), needs, basis)?;
             let second = match (gr.second, dm.second) {
                 (Some(t), Second::Trace) => Some(reshape(&t.into_tensor(), &[n, dm.i])?),
                 (t, _) => t.map(FreshTensor::into_tensor),

@@ -569,17 +569,39 @@ fn backward_with_the_forward_basis_gives_the_same_bits() {
             let only_c = Needs { x: false, first: false, second: false, coeffs: true };
             let vecs = |g: rbe_pinn::kernels::Grads<f64>| [g.x, g.first, g.second, g.coeffs].map(|t| t.map(|t| t.to_vec()));
             let what = format!("map {mi} {second:?} given={given}");
-            let fresh = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, all, None).unwrap());
-            let kept = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, all, b).unwrap());
+            let fresh = vecs(taylor_backward(&dm, map, &jets, &c, Some(&gy), Some(&gj), Some(&gs), all, None).unwrap());
+            let kept = vecs(taylor_backward(&dm, map, &jets, &c, Some(&gy), Some(&gj), Some(&gs), all, b).unwrap());
             assert_eq!(fresh, kept, "{what}");
-            let c_fresh = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, only_c, None).unwrap());
-            let c_kept = vecs(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, only_c, b).unwrap());
+            let c_fresh = vecs(taylor_backward(&dm, map, &jets, &c, Some(&gy), Some(&gj), Some(&gs), only_c, None).unwrap());
+            let c_kept = vecs(taylor_backward(&dm, map, &jets, &c, Some(&gy), Some(&gj), Some(&gs), only_c, b).unwrap());
             assert!(c_kept[3].is_some() && c_kept[..3].iter().all(Option::is_none), "{what}");
             assert_eq!(c_fresh, c_kept, "{what}");
             assert_eq!(c_kept[3], fresh[3], "{what}");
             // a basis of the wrong size is an error, not a panic
             let short = Some((&basis.pv[1..], &basis.pj[..], &basis.ps[..]));
-            assert!(taylor_backward(&dm, map, &jets, &c, &gy, &gj, &gs, all, short).is_err(), "{what}");
+            assert!(taylor_backward(&dm, map, &jets, &c, Some(&gy), Some(&gj), Some(&gs), all, short).is_err(), "{what}");
+            // a missing output gradient is a zero one (its stream is skipped)
+            let (zy, zj) = (vec![0.0; n * o], vec![0.0; n * d * o]);
+            for (gy_, gj_, gs_) in [(None, None, Some(&gs[..])), (Some(&gy[..]), None, None), (None, Some(&gj[..]), None)] {
+                let skipped = vecs(taylor_backward(&dm, map, &jets, &c, gy_, gj_, gs_, all, b).unwrap());
+                let zeros = vecs(
+                    taylor_backward(
+                        &dm,
+                        map,
+                        &jets,
+                        &c,
+                        Some(gy_.unwrap_or(&zy)),
+                        Some(gj_.unwrap_or(&zj)),
+                        Some(gs_.unwrap_or(&vec![0.0; n * m * o])),
+                        all,
+                        b,
+                    )
+                    .unwrap(),
+                );
+                assert_eq!(skipped, zeros, "{what}: skipped streams");
+            }
+            // gradients of the wrong size are an error, not a panic
+            assert!(taylor_backward(&dm, map, &jets, &c, Some(&gy[1..]), None, None, all, b).is_err(), "{what}");
         }
     }
 }
