@@ -700,7 +700,7 @@ pub fn sincos_lanes(t0: &[f64; LANES], d: &[f64; LANES], n: usize, s: &mut [f64]
 // Everything goes through two scaled complementary error functions of an
 // exact argument s >= 0, E(s) = erfcx(s) (erf, erfc: s = |x|) and
 // N(s) = erfcx(s / sqrt2) (ndtr, log_ndtr, phi / Phi: s = |x|), each a
-// piecewise polynomial of degree 21 over three regions (in u = s - c near
+// piecewise polynomial (degree 18 for E, 21 for N) over three regions (in u = s - c near
 // the origin, in w = 1/s^2 as s f(s) beyond; coefficients in
 // `crate::erf_coeffs`, fitted by `rust/core/tools/fit_erfcx.py`, relative
 // error below 3e-18), and the exponential exp(-s^2) or exp(-s^2/2) with s^2
@@ -726,16 +726,16 @@ pub fn sincos_lanes(t0: &[f64; LANES], d: &[f64; LANES], n: usize, s: &mut [f64]
 use crate::erf_coeffs::*;
 use crate::special::ERF_TAYLOR;
 
-/// The double-double coefficients of the regions as one polynomial table.
-struct Scaled {
+/// The coefficients of the three regions of one variant (`D` per region).
+struct Scaled<const D: usize> {
     split: [f64; 2],
     centre: [f64; 2],
-    c: &'static [[f64; 22]; 3],
+    c: &'static [[f64; D]; 3],
     lo: &'static [[f64; 5]; 3],
 }
 
-const SCALED_E: Scaled = Scaled { split: ERFCX_E_SPLIT, centre: ERFCX_E_CENTRE, c: &ERFCX_E, lo: &ERFCX_E_LO };
-const SCALED_N: Scaled = Scaled { split: ERFCX_N_SPLIT, centre: ERFCX_N_CENTRE, c: &ERFCX_N, lo: &ERFCX_N_LO };
+const SCALED_E: Scaled<19> = Scaled { split: ERFCX_E_SPLIT, centre: ERFCX_E_CENTRE, c: &ERFCX_E, lo: &ERFCX_E_LO };
+const SCALED_N: Scaled<22> = Scaled { split: ERFCX_N_SPLIT, centre: ERFCX_N_CENTRE, c: &ERFCX_N, lo: &ERFCX_N_LO };
 
 /// `a + b = s + e` exactly (Knuth's two-sum).
 #[inline(always)]
@@ -764,7 +764,7 @@ fn dd_horner_step(ch: f64, cl: f64, x: f64, h: f64, l: f64) -> (f64, f64) {
 /// `f(s)` as a double-double for `s >= 0` finite (callers clamp; `s` below the
 /// first region's start extrapolates, which callers do not select).
 #[inline(always)]
-fn scaled_dd(s: f64, t: &Scaled) -> (f64, f64) {
+fn scaled_dd<const D: usize>(s: f64, t: &Scaled<D>) -> (f64, f64) {
     let r1 = s >= t.split[0];
     let r2 = s >= t.split[1];
     let pick = |k: usize| {
@@ -796,8 +796,8 @@ fn scaled_dd(s: f64, t: &Scaled) -> (f64, f64) {
     let (u, ul) = two_sum(s, if r1 { -t.centre[1] } else { -t.centre[0] });
     let x = if r2 { w } else { u };
     let dx = if r2 { (2.0 * rho).mul_add(w, wl) } else { ul };
-    let mut q = pick(21);
-    let mut k = 20;
+    let mut q = pick(D - 1);
+    let mut k = D - 2;
     while k >= 3 {
         q = q.mul_add(x, pick(k));
         k -= 1;

@@ -5,7 +5,7 @@ outside (two random points each, both signs), the region boundaries of
 the kernels and their neighbours, with the exact value as a double-double
 (hi = the correctly rounded double, lo = the rest) from mpmath at 60 digits.
 
-    python rust/core/tools/erf_reference.py > rust/core/src/erf_ref.rs
+    python rust/core/tools/erf_reference.py > rust/core/src/erf_ref.rs && cargo fmt --all
 """
 import mpmath as mp
 import numpy as np
