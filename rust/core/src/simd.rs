@@ -3,11 +3,14 @@
 //! AVX2+FMA, baseline) and picks the best the CPU has at run time.
 //!
 //! The environment variable `RBE_SIMD` (read once, at the first kernel call)
-//! caps the dispatch level for testing: `avx512` (the default: the best the
+//! caps the dispatch level of the kernels built by `multiversion!` here (the
+//! erf family, exp, log, the sums; not the GEMM or `kernels.rs`, which
+//! dispatch on their own), for testing: `avx512` (the default: the best the
 //! CPU has), `avx2` (AVX2+FMA even on an AVX-512 CPU) or `scalar` (the
 //! baseline build, no FMA instructions: `mul_add` is the libm call). The
-//! three builds run the same IEEE operations in the same order (no
-//! reassociation, explicit `mul_add`), so they give bit-identical results.
+//! three builds of the erf family run the same IEEE operations in the same
+//! order (no reassociation, explicit `mul_add`) and give bit-identical
+//! results (tested on every level).
 //!
 //! `exp` uses Cody-Waite range reduction (x = n ln2 + r, |r| <= ln2/2) and a
 //! Taylor polynomial of degree 7 (f32) / 13 (f64), below one ulp of error
