@@ -1266,12 +1266,14 @@ fn log_kernel(k: f64, f: f64, c: f64) -> f64 {
 #[inline(always)]
 fn split_sqrt2(u: f64) -> (f64, f64) {
     let bits = u.to_bits();
-    let e0 = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    // the biased exponent as a float without an integer-to-float conversion
+    // (AVX2 has none for 64-bit lanes): 2^52 + e is exact
+    let e0 = f64::from_bits(0x4330_0000_0000_0000 | ((bits >> 52) & 0x7ff)) - (4_503_599_627_370_496.0 + 1023.0);
     let m0 = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
     let big = m0 >= std::f64::consts::SQRT_2;
     let m = if big { m0 * 0.5 } else { m0 };
-    let e = if big { e0 + 1 } else { e0 };
-    (e as f64, m)
+    let e = if big { e0 + 1.0 } else { e0 };
+    (e, m)
 }
 
 #[inline(always)]
