@@ -11,6 +11,9 @@
 pub mod autograd;
 pub mod dtype;
 pub mod elem;
+mod erf_coeffs;
+#[cfg(test)]
+mod erf_ref;
 pub mod error;
 pub mod ext;
 pub mod gemm;

@@ -283,14 +283,13 @@ fn fused_special_backward(f: Fun, x: &Tensor, g: &Tensor) -> Result<Option<Tenso
     let out = match f {
         Fun::LogNdtr => FreshTensor::<f64>::build(x.shape(), |o| par_chunks2(xs, gs, o, &crate::simd::log_ndtr_backward_f64))?,
         Fun::Erf | Fun::Erfc | Fun::Ndtr => {
-            let (c, half) = match f {
-                Fun::Erf => (FRAC_2_SQRT_PI, false),
-                Fun::Erfc => (-FRAC_2_SQRT_PI, false),
-                _ => (INV_SQRT_2PI, true),
+            use crate::simd::Gauss;
+            let kind = match f {
+                Fun::Erf => Gauss::Erf,
+                Fun::Erfc => Gauss::Erfc,
+                _ => Gauss::Ndtr,
             };
-            FreshTensor::<f64>::build(x.shape(), |o| {
-                par_chunks2(xs, gs, o, &|a, b, c2| crate::simd::gauss_backward_f64(a, b, c, half, c2))
-            })?
+            FreshTensor::<f64>::build(x.shape(), |o| par_chunks2(xs, gs, o, &|a, b, c2| crate::simd::gauss_backward_f64(a, b, kind, c2)))?
         }
         _ => return Ok(None),
     };
