@@ -518,3 +518,43 @@ def test_rbe_nn_chebykan_signature():
     net = pinn.ChebyKANNet([2, 4, 4, 1], degree=3, layernorm=True, dtype=rbe.float64)
     kinds = [type(m).__name__ for m in net]
     assert kinds == ["ChebyKAN", "LayerNorm", "ChebyKAN", "LayerNorm", "ChebyKAN"]
+
+
+# ---------------------------------------------------------------- matplotlib is an extra
+def test_cli_without_matplotlib_warns_once_and_trains(tmp_path):
+    """A plain install (no matplotlib): ``rbe pinn`` warns once before training,
+    then trains and writes its summary, without figures."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from rbe.pinn.cli import main\n"
+            f"raise SystemExit(main(['poisson1d', '--quick', '--no-progress', '--out', {str(out)!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110)
+    assert r.returncode == 0, r.stderr
+    msg = "matplotlib not installed: figures skipped; pip install 'rbe-autodiff[plot]'"
+    assert r.stderr.count(msg) == 1, r.stderr
+    assert "relative L2 error" in r.stdout and "figures:" not in r.stdout
+    files = sorted(os.listdir(out))
+    assert files == ["poisson1d_seed0.json"], files
+
+
+def test_trainer_figures_without_matplotlib_raise_before_training(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    with pytest.raises(pinn.errors.MissingExtraError, match=r"rbe-autodiff\[plot\]") as ei:
+        _small(figures=str(tmp_path / "figs"))
+    assert isinstance(ei.value, ImportError) and "Trainer(figures=...)" in str(ei.value)
+    assert not (tmp_path / "figs").exists()
+    tr = _small()
+    with pytest.raises(ImportError, match=r"rbe-autodiff\[plot\]"):
+        tr.save_figures(str(tmp_path / "later"))
+    assert not (tmp_path / "later").exists()
+
+
+def test_trainer_figures_saved_at_the_end(tmp_path):
+    tr = _small(adam_steps=5, lbfgs_steps=0, figures=str(tmp_path))
+    assert tr.figure_paths == []
+    tr.train()
+    assert [os.path.basename(p) for p in tr.figure_paths] == ["poisson1d_solution.png", "poisson1d_loss.png"]
+    assert all(os.path.getsize(p) > 1000 for p in tr.figure_paths)

@@ -78,6 +78,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.threads is not None:
         rbe.set_num_threads(args.threads)
+    save_figures = not args.no_figures
+    if save_figures:
+        from .plots import MISSING_MATPLOTLIB, have_matplotlib
+
+        if not have_matplotlib():  # checked before training: figures are a default, not a requirement
+            import warnings
+
+            from ..errors import RbeWarning
+
+            warnings.warn(MISSING_MATPLOTLIB, RbeWarning, stacklevel=2)
+            save_figures = False
     dtype = rbe.float64 if args.dtype == "float64" else rbe.float32
     problem = get_problem(args.problem)
     cfg = dict(DEFAULTS[args.problem])
@@ -128,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"{args.problem}_seed{args.seed}.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    if not args.no_figures:
+    if save_figures:
         paths = tr.save_figures(args.out, f"{args.problem}_seed{args.seed}")
         print(f"  figures: {', '.join(paths)}")
     return 0 if res.stopped != "non_finite" else 1

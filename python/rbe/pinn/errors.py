@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import RbeError, UnsupportedError
 
-__all__ = ["ArgumentTypeError", "TaylorModeError", "NonFiniteLossError"]
+__all__ = ["ArgumentTypeError", "TaylorModeError", "NonFiniteLossError", "MissingExtraError"]
 
 
 class ArgumentTypeError(RbeError, TypeError):
@@ -23,3 +23,7 @@ class TaylorModeError(UnsupportedError, TypeError):
 
 class NonFiniteLossError(RbeError, FloatingPointError):
     """A loss became NaN or infinite; training stopped with the last good weights."""
+
+
+class MissingExtraError(RbeError, ImportError):
+    """An optional dependency (an extra of ``rbe-autodiff``) that a requested feature needs is not installed."""

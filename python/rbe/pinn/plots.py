@@ -6,10 +6,32 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-__all__ = ["plot_solution", "plot_loss"]
+__all__ = ["plot_solution", "plot_loss", "have_matplotlib", "require_matplotlib", "MISSING_MATPLOTLIB"]
+
+#: The message of a missing matplotlib (it names the extra that installs it).
+MISSING_MATPLOTLIB = "matplotlib not installed: figures skipped; pip install 'rbe-autodiff[plot]'"
+
+
+def have_matplotlib() -> bool:
+    """Whether ``import matplotlib`` succeeds (checked before a training that is to save figures)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_matplotlib(what: str = "the figures") -> None:
+    """Raise :class:`~rbe.pinn.errors.MissingExtraError` (an ``ImportError``)
+    naming the ``plot`` extra when matplotlib is missing."""
+    if not have_matplotlib():
+        from .errors import MissingExtraError
+
+        raise MissingExtraError(f"{what} need matplotlib, which is not installed; pip install 'rbe-autodiff[plot]'")
 
 
 def _plt():
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -240,7 +240,11 @@ class Trainer:
         adam_steps, lr: the Adam phase; ``scheduler`` (a :data:`SCHEDULERS` name) with ``scheduler_params``.
         lbfgs_steps, lbfgs_max_iter, lbfgs_history: the L-BFGS phase (``lbfgs_steps`` calls of
             ``LBFGS.step``, each up to ``lbfgs_max_iter`` iterations, strong-Wolfe line search).
-        clip: ``clip_grad_norm_`` bound before each Adam step (``None``: no clipping).
+        clip: ``clip_grad_norm_`` bound before each Adam step (``None``: no clipping). The
+            L-BFGS phase is deliberately not clipped: its strong-Wolfe line search needs the
+            true gradient of the loss it evaluates, and a clipped gradient would make the
+            directional derivatives inconsistent with the loss values (the Wolfe conditions
+            would then test a different function and the search could fail or stall).
         weights: fixed weights of the terms (default 1 each).
         pde_scaling: ``"source"`` (PDE weight times ``1 / problem.source_scale^2``) or ``"none"``.
         dynamic: a :class:`DynamicWeightedLoss` (or ``True`` for the default one) balancing the
@@ -255,6 +259,10 @@ class Trainer:
         eval_every: relative L2 error on the grid every this many Adam steps (and after each
             L-BFGS step) into the history; 0 for only at the end.
         progress: a tqdm progress bar.
+        figures: a folder: at the end of :meth:`train`, save the figures there (as
+            :meth:`save_figures`; the paths in ``figure_paths``). Needs matplotlib (the ``plot``
+            extra): without it the constructor raises
+            :class:`~rbe.pinn.errors.MissingExtraError` (an ``ImportError``), before any training.
         seed: seeds the points (NumPy) and the default model (``rbe.manual_seed``).
     """
 
@@ -265,7 +273,8 @@ class Trainer:
                  pde_scaling: str = "source", dynamic=None, resampler: Optional[AdaptiveResidualSampler] = None,
                  batch_size: Optional[int] = None, patience: Optional[int] = None, min_delta: float = 0.0, data=None,
                  max_time: Optional[float] = None, eval_every: int = 0, progress: bool = False, seed: int = 0,
-                 dtype=None, degree: int = 5, widths: Optional[Sequence[int]] = None, method: str = "auto"):
+                 dtype=None, degree: int = 5, widths: Optional[Sequence[int]] = None, method: str = "auto",
+                 figures: Optional[str] = None):
         self.problem = get_problem(problem)
         self.problem.check()
         p = self.problem
@@ -282,6 +291,12 @@ class Trainer:
             raise ArgumentError(f"Trainer: batch_size must be >= 1 or None, got {batch_size}")
         if patience is not None and int(patience) < 0:
             raise ArgumentError(f"Trainer: patience must be >= 0 or None, got {patience}")
+        if figures is not None:
+            from .plots import require_matplotlib
+
+            require_matplotlib("Trainer(figures=...)")
+        self.figures = None if figures is None else os.fspath(figures)
+        self.figure_paths: List[str] = []
         if dtype is None:  # the model's, else float64
             mp = list(model.parameters()) if model is not None else []
             dtype = mp[0].dtype if mp else _core.float64
@@ -575,15 +590,19 @@ class Trainer:
             warnings.warn(f"rbe.pinn.Trainer: {message}", RuntimeWarning, stacklevel=2)
         self.result = TrainingResult(error=err, time=elapsed, steps_adam=steps_adam, steps_lbfgs=steps_lbfgs, stopped=stopped,
                                      adam_stopped=adam_stopped, message=message, loss=last_total)
+        if self.figures is not None:
+            self.figure_paths = self.save_figures(self.figures)
         return self.result
 
     # ------------------------------------------------------------------ figures
     def save_figures(self, outdir: str, prefix: Optional[str] = None) -> List[str]:
         """Save ``<prefix>_solution.png`` (solution, reference, error) and
         ``<prefix>_loss.png`` (every term, the total and the weights) in
-        ``outdir``; returns the paths."""
-        from .plots import plot_loss, plot_solution
+        ``outdir``; returns the paths. Without matplotlib (the ``plot`` extra) it raises
+        :class:`~rbe.pinn.errors.MissingExtraError` and writes nothing."""
+        from .plots import plot_loss, plot_solution, require_matplotlib
 
+        require_matplotlib("Trainer.save_figures")
         os.makedirs(outdir, exist_ok=True)
         prefix = prefix or self.problem.name
         a = os.path.join(outdir, f"{prefix}_solution.png")
