@@ -223,11 +223,29 @@ def test_pinn_module_maps_and_boxes(f64):
     ident = P.ChebyKAN(2, 3, degree=2, input_map="identity")
     xi = rbe.rand(4, 2) * 2 - 1
     np.testing.assert_allclose(ident(xi).detach().numpy(), _layer_numpy(xi.numpy(), ident.coeffs.detach().numpy(), "affine", [1, 1], [0, 0]), rtol=1e-12, atol=1e-14)
-    # leading dims, and the chain-rule factor of the box: du/dx = (2 / (hi - lo)) dg/dz
+    # leading dims
     assert tuple(lay(rbe.rand(2, 5, 2)).shape) == (2, 5, 3)
-    z = rbe.rand(1, 2)
-    g = P.gradient(P.ChebyKAN(2, 1, 3, "affine", ([0, 0], [4, 4])), z)
-    assert g.shape == (1, 2)
+    # the chain-rule factor of the box, per axis: with z = s x + c, s = 2 / (hi - lo),
+    # du/dx_j = s_j dg/dz_j and d2u/dx_j2 = s_j^2 d2g/dz_j2, where g is the same layer on [-1, 1]
+    lo, hi = [0.0, -6.0], [1.0, 6.0]
+    boxed = P.ChebyKAN(2, 1, 4, "affine", (lo, hi))
+    unit = P.ChebyKAN(2, 1, 4, "identity")
+    with rbe.no_grad():
+        unit.coeffs.copy_(boxed.coeffs.detach())
+    s_ = np.array([2.0 / (hi[0] - lo[0]), 2.0 / (hi[1] - lo[1])])  # 2 and 1/6: a different factor per axis
+    xb = rbe.rand(9, 2) * rbe.tensor([1.0, 12.0]) - rbe.tensor([0.0, 6.0])
+    zb = rbe.from_numpy(np.ascontiguousarray(xb.numpy() * s_ + (-1.0 - np.array(lo) * s_)))
+    assert np.all(np.abs(zb.numpy()) <= 1.0)
+    g_box = P.gradient(boxed, xb).detach().numpy().reshape(9, 2)
+    g_unit = P.gradient(unit, zb).detach().numpy().reshape(9, 2)
+    np.testing.assert_allclose(g_box, g_unit * s_, rtol=1e-12, atol=1e-13)
+    h_box = P.hessian_diag(boxed, xb).detach().numpy().reshape(9, 2)
+    h_unit = P.hessian_diag(unit, zb).detach().numpy().reshape(9, 2)
+    np.testing.assert_allclose(h_box, h_unit * s_ ** 2, rtol=1e-12, atol=1e-13)
+    lap_box = P.laplacian(boxed, xb).detach().numpy().reshape(9)
+    np.testing.assert_allclose(lap_box, (h_unit * s_ ** 2).sum(axis=1), rtol=1e-12, atol=1e-13)
+    # the factor matters: without it the Laplacian would be the unit layer's (not equal here)
+    assert not np.allclose(lap_box, h_unit.sum(axis=1), rtol=1e-3)
     assert "box=" in repr(lay) and "input_map='affine'" in repr(lay)
 
 
