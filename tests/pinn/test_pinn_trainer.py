@@ -558,3 +558,107 @@ def test_trainer_figures_saved_at_the_end(tmp_path):
     tr.train()
     assert [os.path.basename(p) for p in tr.figure_paths] == ["poisson1d_solution.png", "poisson1d_loss.png"]
     assert all(os.path.getsize(p) > 1000 for p in tr.figure_paths)
+
+
+# ---------------------------------------------------------------- third round: min_delta, the L-BFGS optimiser, progress
+def _stop_index(h, patience, min_delta):
+    """The early-stopping rule written out: the index of the step at which
+    ``patience + 1`` steps in a row failed to improve on the best by more than
+    ``min_delta``, and the index of the best (None if it never stops)."""
+    best, best_i, bad = math.inf, -1, 0
+    for i, v in enumerate(h):
+        if v < best - min_delta:
+            best, best_i, bad = v, i, 0
+        else:
+            bad += 1
+        if bad > patience:
+            return i, best_i
+    return None, best_i
+
+
+def test_early_stopping_min_delta_small_improvements_count_as_none():
+    kw = dict(adam_steps=40, lr=1e-5, scheduler=None, clip=None)
+    free = _small(**kw)
+    assert free.train().stopped == "done"
+    h = np.array(free.history["loss"])
+    drops = -np.diff(h)
+    assert np.all(drops > 0)  # a steady descent: min_delta=0 never stops it
+    assert _stop_index(h, 3, 0.0)[0] is None
+    md = 4.0 * float(drops[:10].max())  # every single step improves by less than min_delta
+    stop_i, best_i = _stop_index(h, 3, md)
+    assert stop_i is not None and stop_i < len(h) - 1
+    tr = _small(patience=3, min_delta=md, **kw)
+    res = tr.train()
+    assert res.stopped == "early_stopping" and res.steps_adam == stop_i + 1
+    np.testing.assert_array_equal(np.array(tr.history["loss"]), h[: stop_i + 1])  # the same run up to there
+    # the best weights (those the best loss was computed at) are back
+    assert abs(float(tr.total(tr.losses())) - h[best_i]) <= 1e-12 * h[best_i]
+    assert best_i < stop_i
+
+
+def test_lbfgs_phase_is_built_with_strong_wolfe(monkeypatch):
+    from rbe.pinn import trainer as T
+
+    built = []
+
+    class SpyLBFGS(T.LBFGS):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw)
+            built.append(self)
+
+    monkeypatch.setattr(T, "LBFGS", SpyLBFGS)
+    tr = _small(adam_steps=3, lbfgs_steps=1, lbfgs_max_iter=5, lbfgs_history=7)
+    tr.train()
+    assert len(built) == 1
+    g = built[0].param_groups[0]
+    assert g["line_search_fn"] == "strong_wolfe"
+    assert g["max_iter"] == 5 and g["history_size"] == 7 and g["lr"] == 1.0
+    assert len(g["params"]) == len(tr.params)
+
+
+def test_non_finite_loss_in_lbfgs_stops_and_keeps_last_good_weights(monkeypatch):
+    from rbe.pinn import trainer as T
+
+    class Arms(P.Poisson1D):
+        armed = False
+
+        def residual(self, x, d):
+            r = super().residual(x, d)
+            return r * math.nan if Arms.armed else r
+
+    steps = []
+
+    class ArmingLBFGS(T.LBFGS):
+        def step(self, closure):
+            steps.append(1)
+            if len(steps) == 3:  # the third L-BFGS step meets a NaN loss
+                Arms.armed = True
+            return super().step(closure)
+
+    monkeypatch.setattr(T, "LBFGS", ArmingLBFGS)
+    tr = _small(Arms(), adam_steps=10, lbfgs_steps=5, lbfgs_max_iter=5)
+    with pytest.warns(RuntimeWarning, match="last good weights are kept"):
+        res = tr.train()
+    assert res.stopped == "non_finite" and res.adam_stopped == "done" and res.steps_lbfgs == 2
+    assert "L-BFGS step 3" in res.message and "last good weights are kept" in res.message
+    assert all(np.isfinite(q.detach().numpy()).all() for q in tr.params)
+    Arms.armed = False  # the weights are those of the last recorded (finite) L-BFGS loss
+    h = tr.history
+    assert h["phase"][-1] == "lbfgs" and len(h["loss"]) == 10 + 2
+    assert abs(float(tr.total(tr.losses())) - h["loss"][-1]) <= 1e-12 * h["loss"][-1]
+    assert math.isfinite(res.loss) and res.loss == h["loss"][-1]
+
+
+def test_progress_bar_gives_the_same_result(capsys):
+    kw = dict(adam_steps=60, lbfgs_steps=2, lbfgs_max_iter=10)
+    quiet = _small(progress=False, **kw)
+    r0 = quiet.train()
+    assert "pinn poisson1d" not in capsys.readouterr().err
+    shown = _small(progress=True, **kw)
+    r1 = shown.train()
+    assert "pinn poisson1d" in capsys.readouterr().err  # the tqdm bar ran
+    assert r0.steps_lbfgs >= 1 and r1.steps_lbfgs == r0.steps_lbfgs
+    assert r1.error == r0.error and r1.loss == r0.loss
+    assert shown.history["loss"] == quiet.history["loss"]
+    for a, b in zip(quiet.params, shown.params):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
