@@ -261,3 +261,37 @@ def test_bad_input_is_refused_and_changes_nothing():
     c = CategoricalHMM(2)
     with pytest.raises(ArgumentError, match="not fitted"):
         c.score(np.array([[0]]))
+
+
+def test_categorical_em_never_decreases_the_likelihood():
+    ref = hmmlearn_hmm.CategoricalHMM(3, init_params="")
+    ref.startprob_ = [0.5, 0.3, 0.2]
+    ref.transmat_ = [[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.2, 0.2, 0.6]]
+    ref.emissionprob_ = [[0.7, 0.2, 0.05, 0.05], [0.1, 0.1, 0.4, 0.4], [0.25, 0.25, 0.25, 0.25]]
+    lengths = [60, 1, 35, 80]
+    X = np.concatenate([ref.sample(n, random_state=i)[0] for i, n in enumerate(lengths)])
+    for seed in range(3):
+        m = CategoricalHMM(3, n_iter=60, tol=1e-9, random_state=seed).fit(X, lengths)
+        h = np.array(m.monitor_.history)
+        assert len(h) >= 10, len(h)
+        assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:])), np.diff(h).min()
+        assert h[-1] > h[0] + 1.0  # it does climb
+
+
+@pytest.mark.parametrize("gradient", [False, True])
+def test_fit_with_progress_bar_gives_the_same_result(gradient, capsys):
+    _, ref = pair(3, 2, "diag", seed=4)
+    X = data(ref, seed=2, lengths=[40, 30])
+    kw = dict(optimizer=lambda p: rbe.optim.Adam(p, lr=0.05)) if gradient else {}
+    fits = []
+    for progress in (False, True):
+        m = GaussianHMM(3, n_iter=8, tol=-np.inf, random_state=0)
+        m.fit(X, [40, 30], progress=progress, **kw)
+        err = capsys.readouterr().err
+        fits.append((m, err))
+    (quiet, quiet_err), (bar, bar_err) = fits
+    assert quiet_err == "" and ("GaussianHMM EM" if not gradient else "GaussianHMM gradient fit") in bar_err
+    assert "/8 [" in bar_err
+    assert list(quiet.monitor_.history) == list(bar.monitor_.history) and len(bar.monitor_.history) == 8
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        np.testing.assert_array_equal(getattr(quiet, name), getattr(bar, name), err_msg=name)
