@@ -149,6 +149,21 @@ def test_score_hmm_trains():
     np.testing.assert_allclose(np.exp(m.hmm_parameters(X)[1].detach().numpy()).sum(1), 1, rtol=1e-12)
 
 
+def test_streaming_checks_hand_set_probabilities_and_changes_nothing():
+    g = gaussian_model()
+    X = g.sample(40, random_state=1)[0]
+    proc = StreamingHMMProcessor(g, lag=2)
+    first = proc.process_chunk(X[:20])
+    good = g.transmat_.copy()
+    g.transmat_ = good * 2  # accepted when set, as in hmmlearn; refused when used
+    with pytest.raises(ArgumentError, match="transmat_ must sum to 1"):
+        proc.process_chunk(X[20:])
+    g.transmat_ = good
+    rest = proc.process_chunk(X[20:])
+    np.testing.assert_allclose(first.log_likelihood, g.score(X[:20]), rtol=1e-9)
+    np.testing.assert_allclose(rest.log_likelihood, g.score(X), rtol=1e-9)  # the refused chunk left no trace
+
+
 @pytest.mark.parametrize("lag", [0, 1, 5])
 def test_streaming_equals_one_shot(lag):
     g = gaussian_model()
