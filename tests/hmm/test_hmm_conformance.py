@@ -297,6 +297,14 @@ def test_hand_set_probabilities_are_checked_when_used_as_in_hmmlearn():
                 np.testing.assert_array_equal(getattr(model, name), value)
             setattr(model, name, old)
         assert m.score(X) == results[mod][0] and c.score(Xc) == results[mod][2]
+        # a new observation dimension: the covariances may be set before the means
+        X3 = np.concatenate([X, X[:, :1] * 0.5], axis=1)
+        m.covars_ = np.ones((2, 3))
+        if mod is rbe_hmm:  # hmmlearn does not check this and broadcasts; rbe refuses it at use
+            with pytest.raises(ValueError, match="covars_ has dimension 3 but means_ has 2"):
+                m.score(X3)
+        m.means_ = np.array([[0.0, 1.0, 0.0], [2.0, -1.0, 1.0]])
+        results[mod] += (m.score(X3),)
     for a, b in zip(results[hmmlearn_hmm], results[rbe_hmm]):
         np.testing.assert_allclose(a, b, rtol=1e-10)
     with pytest.raises(ValueError, match="startprob_"):  # neither library can make a float array of this

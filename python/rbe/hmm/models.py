@@ -635,8 +635,7 @@ class GaussianHMM(_BaseHMM):
             for i, m in enumerate(mats):
                 if not np.allclose(m, m.T) or np.any(np.linalg.eigvalsh(m) <= 0):
                     raise ArgumentError(f"covars_{'[' + str(i) + ']' if ct == 'full' else ''} must be symmetric, positive-definite")
-        if self.n_features is not None and self._covar_dim(c) not in (None, self.n_features):
-            raise ShapeError(f"covars_ has dimension {self._covar_dim(c)} but means_ has n_features={self.n_features}")
+        # the dimension against means_ is checked when used (as hmmlearn), so either may be set first
         self._covars = c
 
     @property
