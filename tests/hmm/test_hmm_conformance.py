@@ -255,6 +255,62 @@ def test_in_place_edits_are_checked_before_use():
         c.predict(np.array([[0], [1]]))
 
 
+def test_hand_set_probabilities_are_checked_when_used_as_in_hmmlearn():
+    """The same assignments on both libraries: unnormalised values are
+    accepted and normalised in place, a new shape may come before a new
+    n_components, and bad values raise a ValueError at score / fit (an rbe
+    error for rbe) that changes nothing."""
+    X = _data(0, n=30)
+    Xc = np.array([[0], [1], [2], [1], [0], [2], [2]])
+    results = {}
+    for mod in (hmmlearn_hmm, rbe_hmm):
+        m = _fitted(mod, X=X)
+        m.init_params = ""  # fit then keeps (and so checks) the hand-set values
+        m.startprob_ = np.array([2.0, 3.0, 5.0])
+        m.startprob_ /= m.startprob_.sum()
+        m.transmat_ = np.arange(1.0, 10.0).reshape(3, 3)
+        m.transmat_ /= m.transmat_.sum(axis=1, keepdims=True)
+        # a new shape first, then the matching n_components and means / covariances
+        m.startprob_, m.transmat_ = np.array([0.25, 0.75]), np.array([[0.9, 0.1], [0.2, 0.8]])
+        m.n_components = 2
+        m.means_, m.covars_ = m.means_[:2], m._covars_[:2]
+        c = mod.CategoricalHMM(2, init_params="", n_iter=3)
+        c.startprob_, c.transmat_ = np.array([1.0, 1.0]), np.array([[1.0, 3.0], [2.0, 2.0]])
+        c.emissionprob_ = np.array([[1.0, 1.0, 2.0], [3.0, 1.0, 0.0]])
+        c.startprob_ /= c.startprob_.sum()
+        c.transmat_ /= c.transmat_.sum(axis=1, keepdims=True)
+        c.emissionprob_ /= c.emissionprob_.sum(axis=1, keepdims=True)
+        results[mod] = (m.score(X), m.predict(X), c.score(Xc), c.predict(Xc))
+        bad = [(m, "startprob_", np.array([0.5, 0.6])), (m, "transmat_", np.array([[0.5, 0.6], [0.5, 0.5]])),
+               (m, "startprob_", np.array([1.0, 0.0, 0.0])), (m, "transmat_", np.eye(3)),
+               (c, "emissionprob_", np.array([[0.5, 0.6, 0.1], [0.2, 0.2, 0.6]])),
+               (c, "transmat_", np.array([[0.5, 0.6], [0.5, 0.5]]))]
+        for model, name, value in bad:
+            old = getattr(model, name)
+            setattr(model, name, value)  # accepted as set by both libraries
+            data = X if model is m else Xc
+            for use in (model.score, model.fit):
+                with pytest.raises(ValueError, match=name) as e:
+                    use(data)
+                if mod is rbe_hmm:
+                    assert isinstance(e.value, RbeError), type(e.value)
+                np.testing.assert_array_equal(getattr(model, name), value)
+            setattr(model, name, old)
+        assert m.score(X) == results[mod][0] and c.score(Xc) == results[mod][2]
+        # a new observation dimension: the covariances may be set before the means
+        X3 = np.concatenate([X, X[:, :1] * 0.5], axis=1)
+        m.covars_ = np.ones((2, 3))
+        if mod is rbe_hmm:  # hmmlearn does not check this and broadcasts; rbe refuses it at use
+            with pytest.raises(ValueError, match="covars_ has dimension 3 but means_ has 2"):
+                m.score(X3)
+        m.means_ = np.array([[0.0, 1.0, 0.0], [2.0, -1.0, 1.0]])
+        results[mod] += (m.score(X3),)
+    for a, b in zip(results[hmmlearn_hmm], results[rbe_hmm]):
+        np.testing.assert_allclose(a, b, rtol=1e-10)
+    with pytest.raises(ValueError, match="startprob_"):  # neither library can make a float array of this
+        CategoricalHMM(2).startprob_ = "ab"
+
+
 @pytest.mark.parametrize("ct", COV_TYPES)
 def test_gradient_fit_every_covariance_type_reaches_the_em_optimum(ct):
     """fit(optimizer=...) for every covariance type (full / tied through the

@@ -189,15 +189,47 @@ def test_gradient_fit_increases_likelihood():
 def test_bad_input_is_refused_and_changes_nothing():
     ours, ref = pair(3, 2, "diag", seed=2)
     X = data(ref, seed=0, lengths=[10, 5])
-    state = {n: getattr(ours, n).copy() for n in ("startprob_", "transmat_", "means_", "covars_")}
-    with pytest.raises(ArgumentError, match="startprob_"):
-        ours.startprob_ = [0.5, 0.6, -0.1]
-    with pytest.raises(ArgumentError, match="startprob_ must sum to 1"):
-        ours.startprob_ = [0.5, 0.6, 0.1]
-    with pytest.raises(ArgumentError, match="transmat_"):
-        ours.transmat_ = [[0.5, 0.5, 0.1]] * 3
-    with pytest.raises(ShapeError, match="transmat_"):
-        ours.transmat_ = np.eye(2)
+    names = ("startprob_", "transmat_", "means_", "covars_")
+    state = {n: getattr(ours, n).copy() for n in names}
+    good_score = ours.score(X, [10, 5])
+    # as hmmlearn, the probabilities and means are stored as set and checked when used: every method
+    # that uses them refuses them with an error naming the attribute, and changes nothing
+    bad_values = [
+        ("startprob_", [0.5, 0.6, -0.1], ArgumentError, r"startprob_\[2\] = -0.1 is negative"),
+        ("startprob_", [0.5, 0.6, 0.1], ArgumentError, "startprob_ must sum to 1"),
+        ("transmat_", [[0.5, 0.5, 0.1]] * 3, ArgumentError, "transmat_ must sum to 1 along each row"),
+        ("transmat_", np.eye(2), ShapeError, r"transmat_ must have shape \(3, 3\)"),
+        ("means_", np.ones((2, 2)), ShapeError, "means_ must have shape"),
+        ("means_", [[0, np.nan]] * 3, ArgumentError, "means_ contains NaN"),
+    ]
+    uses = [lambda: ours.score(X, [10, 5]), lambda: ours.score_samples(X), lambda: ours.predict_proba(X),
+            lambda: ours.decode(X), lambda: ours.decode(X, algorithm="map"), lambda: ours.predict(X),
+            lambda: ours.sample(5, random_state=0), lambda: ours.aic(X), lambda: ours.bic(X),
+            lambda: ours._compute_log_likelihood(X), lambda: ours.fit(X, [10, 5])]
+    for name, value, err, msg in bad_values:
+        ours_value = getattr(ours, name)
+        setattr(ours, name, value)
+        np.testing.assert_array_equal(getattr(ours, name), np.asarray(value, dtype=float))
+        assert getattr(ours, name).dtype == np.float64
+        stored = getattr(ours, name).copy()
+        for use in uses:
+            with pytest.raises(err, match=msg):
+                use()
+            np.testing.assert_array_equal(getattr(ours, name), stored, err_msg=name)
+        assert len(ours.monitor_.history) == 0
+        setattr(ours, name, ours_value)
+    # get_stationary_distribution uses transmat_ only
+    ours.transmat_ = np.full((3, 3), 0.5)
+    with pytest.raises(ArgumentError, match="transmat_ must sum to 1"):
+        ours.get_stationary_distribution()
+    ours.transmat_ = state["transmat_"]
+    # only what cannot become a float array is refused at assignment, naming the attribute
+    for name in ("startprob_", "transmat_", "means_"):
+        with pytest.raises(ArgumentError, match=f"{name} must be convertible to a float array"):
+            setattr(ours, name, "ab")
+        with pytest.raises(ArgumentError, match=name):
+            setattr(ours, name, [[1.0, 2.0], [3.0]])
+    assert ours.score(X, [10, 5]) == good_score
     with pytest.raises(ShapeError, match="covars_"):
         ours.covars_ = np.ones((3, 2, 2))
     with pytest.raises(ArgumentError, match="lengths"):
@@ -215,8 +247,51 @@ def test_bad_input_is_refused_and_changes_nothing():
     for n, v in state.items():
         np.testing.assert_array_equal(getattr(ours, n), v, err_msg=n)
     assert len(ours.monitor_.history) == 0
+    c = CategoricalHMM(2, init_params="")  # fit keeps (and so checks) the hand-set values
+    c.startprob_, c.transmat_ = [0.5, 0.5], np.full((2, 2), 0.5)
+    c.emissionprob_ = [[0.5, 0.6], [0.5, 0.5]]
+    for use in (lambda: c.score(np.array([[0]])), lambda: c.predict(np.array([[0]])), lambda: c.sample(3),
+                lambda: c.fit(np.array([[0], [1], [1]]))):
+        with pytest.raises(ArgumentError, match="emissionprob_ must sum to 1 along each row"):
+            use()
+        np.testing.assert_array_equal(c.emissionprob_, [[0.5, 0.6], [0.5, 0.5]])
+        assert c.n_features is None
+    with pytest.raises(ArgumentError, match="emissionprob_ must be convertible"):
+        c.emissionprob_ = [["x", 1]]
     c = CategoricalHMM(2)
-    with pytest.raises(ArgumentError, match="emissionprob_"):
-        c.emissionprob_ = [[0.5, 0.6], [0.5, 0.5]]
     with pytest.raises(ArgumentError, match="not fitted"):
         c.score(np.array([[0]]))
+
+
+def test_categorical_em_never_decreases_the_likelihood():
+    ref = hmmlearn_hmm.CategoricalHMM(3, init_params="")
+    ref.startprob_ = [0.5, 0.3, 0.2]
+    ref.transmat_ = [[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.2, 0.2, 0.6]]
+    ref.emissionprob_ = [[0.7, 0.2, 0.05, 0.05], [0.1, 0.1, 0.4, 0.4], [0.25, 0.25, 0.25, 0.25]]
+    lengths = [60, 1, 35, 80]
+    X = np.concatenate([ref.sample(n, random_state=i)[0] for i, n in enumerate(lengths)])
+    for seed in range(3):
+        m = CategoricalHMM(3, n_iter=60, tol=1e-9, random_state=seed).fit(X, lengths)
+        h = np.array(m.monitor_.history)
+        assert len(h) >= 10, len(h)
+        assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:])), np.diff(h).min()
+        assert h[-1] > h[0] + 1.0  # it does climb
+
+
+@pytest.mark.parametrize("gradient", [False, True])
+def test_fit_with_progress_bar_gives_the_same_result(gradient, capsys):
+    _, ref = pair(3, 2, "diag", seed=4)
+    X = data(ref, seed=2, lengths=[40, 30])
+    kw = dict(optimizer=lambda p: rbe.optim.Adam(p, lr=0.05)) if gradient else {}
+    fits = []
+    for progress in (False, True):
+        m = GaussianHMM(3, n_iter=8, tol=-np.inf, random_state=0)
+        m.fit(X, [40, 30], progress=progress, **kw)
+        err = capsys.readouterr().err
+        fits.append((m, err))
+    (quiet, quiet_err), (bar, bar_err) = fits
+    assert quiet_err == "" and ("GaussianHMM EM" if not gradient else "GaussianHMM gradient fit") in bar_err
+    assert "/8 [" in bar_err
+    assert list(quiet.monitor_.history) == list(bar.monitor_.history) and len(bar.monitor_.history) == 8
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        np.testing.assert_array_equal(getattr(quiet, name), getattr(bar, name), err_msg=name)

@@ -94,6 +94,76 @@ def test_score_hmm_is_the_simple_model():
     assert m.log_likelihood(x).shape == (2,)
 
 
+def test_score_hmm_logits_and_likelihood_as_documented():
+    """Initial / transition logits go through log-softmax (so a constant
+    added to the initial logits or to one row of the transition logits
+    changes nothing), and ``log_likelihood`` is the sum over every state path
+    of the emission scores plus log-probabilities (brute force, T = 3)."""
+    rbe.manual_seed(4)
+    k, d, t = 3, 2, 3
+    m = ScoreHMM(k, d, dtype=rbe.float64)
+    r = np.random.RandomState(0)
+    il, tl = r.normal(size=k), r.normal(size=(k, k))
+    with rbe.no_grad():
+        m.initial_logits.copy_(T64(il))
+        m.transition_logits.copy_(T64(tl))
+    x = T64(r.normal(size=(2, t, d)))
+    pi, a, e = (v.detach().numpy() for v in m.hmm_parameters(x))
+    np.testing.assert_allclose(pi, il - np.log(np.exp(il).sum()), rtol=1e-13)
+    np.testing.assert_allclose(a, tl - np.log(np.exp(tl).sum(1, keepdims=True)), rtol=1e-13)
+    brute = []
+    for b in range(2):
+        paths = [pi[z[0]] + e[b, 0, z[0]] + sum(a[z[i - 1], z[i]] + e[b, i, z[i]] for i in range(1, t))
+                 for z in np.ndindex(*(k,) * t)]
+        brute.append(np.logaddexp.reduce(paths))
+    ll = m.log_likelihood(x).detach().numpy()
+    np.testing.assert_allclose(ll, brute, rtol=1e-12)
+    with rbe.no_grad():
+        m.initial_logits.copy_(T64(il + 5.0))
+        m.transition_logits.copy_(T64(tl + np.array([[1.0], [-2.0], [7.0]])))
+    np.testing.assert_allclose(m.log_likelihood(x).detach().numpy(), ll, rtol=1e-12)
+    with rbe.no_grad():
+        m.transition_logits.copy_(T64(tl + np.array([[0.0, 3.0, 0.0]] * 3)))  # not a per-row constant
+    assert np.abs(m.log_likelihood(x).detach().numpy() - ll).max() > 1e-3
+
+
+def test_score_hmm_trains():
+    """An optimizer raises the score of data from a known HMM, and every
+    parameter (initial and transition logits included) gets a gradient."""
+    rbe.manual_seed(5)
+    g = gaussian_model(3, 2, seed=2)
+    X = T64(np.stack([g.sample(25, random_state=i)[0] for i in range(6)]))
+    m = ScoreHMM(3, 2, dtype=rbe.float64)
+    opt = rbe.optim.Adam(m.parameters(), lr=0.05)
+    before = float(m.log_likelihood(X).mean())
+    for i in range(40):
+        opt.zero_grad()
+        loss = -m.log_likelihood(X).mean()
+        loss.backward()
+        if i == 0:
+            for name, p in m.named_parameters():
+                assert p.grad is not None and np.abs(p.grad.numpy()).max() > 0, name
+        opt.step()
+    after = float(m.log_likelihood(X).mean())
+    assert after > before + 1.0
+    np.testing.assert_allclose(np.exp(m.hmm_parameters(X)[1].detach().numpy()).sum(1), 1, rtol=1e-12)
+
+
+def test_streaming_checks_hand_set_probabilities_and_changes_nothing():
+    g = gaussian_model()
+    X = g.sample(40, random_state=1)[0]
+    proc = StreamingHMMProcessor(g, lag=2)
+    first = proc.process_chunk(X[:20])
+    good = g.transmat_.copy()
+    g.transmat_ = good * 2  # accepted when set, as in hmmlearn; refused when used
+    with pytest.raises(ArgumentError, match="transmat_ must sum to 1"):
+        proc.process_chunk(X[20:])
+    g.transmat_ = good
+    rest = proc.process_chunk(X[20:])
+    np.testing.assert_allclose(first.log_likelihood, g.score(X[:20]), rtol=1e-9)
+    np.testing.assert_allclose(rest.log_likelihood, g.score(X), rtol=1e-9)  # the refused chunk left no trace
+
+
 @pytest.mark.parametrize("lag", [0, 1, 5])
 def test_streaming_equals_one_shot(lag):
     g = gaussian_model()

@@ -153,6 +153,17 @@ def _check_probs(p, name: str, shape: Tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def _as_float_array(v, name: str) -> np.ndarray:
+    """A float64 copy of an attribute assigned by hand. Like hmmlearn, the
+    values are only checked when the model uses them (so ``m.startprob_ /=
+    m.startprob_.sum()`` or a new shape before a new ``n_components`` work);
+    here only what cannot become a float array is refused."""
+    try:
+        return np.array(v, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as e:
+        raise ArgumentError(f"{name} must be convertible to a float array: {e}") from None
+
+
 def _check_n_components(n) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ArgumentError(f"n_components must be an integer >= 1, got {n!r}")
@@ -227,14 +238,14 @@ class _BaseHMM(BaseEstimator):
         self.implementation = implementation
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
 
-    # ------------------------------------------------------------ probabilities (validated when set)
+    # ------------------------------------------------------------ probabilities (validated when used, as hmmlearn)
     @property
     def startprob_(self) -> np.ndarray:
         return self._startprob
 
     @startprob_.setter
     def startprob_(self, v) -> None:
-        self._startprob = _check_probs(v, "startprob_", (self.n_components,))
+        self._startprob = _as_float_array(v, "startprob_")
 
     @property
     def transmat_(self) -> np.ndarray:
@@ -242,7 +253,7 @@ class _BaseHMM(BaseEstimator):
 
     @transmat_.setter
     def transmat_(self, v) -> None:
-        self._transmat = _check_probs(v, "transmat_", (self.n_components, self.n_components))
+        self._transmat = _as_float_array(v, "transmat_")
 
     def _needs_init(self, code: str, name: str) -> bool:
         if code in self.init_params:
@@ -309,7 +320,7 @@ class _BaseHMM(BaseEstimator):
         return vec / vec.sum()
 
     def _check(self) -> None:
-        """Cross-parameter checks (each attribute was validated when set)."""
+        """Checks of the emission parameters (run before every use)."""
 
     # ------------------------------------------------------------ the batched inference
     def _prepare(self, X, lengths):
@@ -441,7 +452,7 @@ class _BaseHMM(BaseEstimator):
                 raise ArgumentError(f"fit: X has {len(X)} samples but the model has n_components={self.n_components} "
                                     f"states; fitting needs at least as many samples as states")
             self._init(X, ls)
-            self._check()
+            self._check_fitted()
             per_param = self._get_n_fit_scalars_per_param()
             unknown = sorted(set(self.params) - set(per_param))
             if unknown:
@@ -567,7 +578,7 @@ class GaussianHMM(_BaseHMM):
     def n_features(self) -> Optional[int]:
         """The observation dimension (from ``means_``); hmmlearn code may also
         set it, to the same value or before ``means_`` exists."""
-        if hasattr(self, "_means"):
+        if hasattr(self, "_means") and self._means.ndim == 2:
             return self._means.shape[1]
         return self.__dict__.get("_n_features_set")
 
@@ -575,7 +586,7 @@ class GaussianHMM(_BaseHMM):
     def n_features(self, v) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise ArgumentError(f"n_features must be a positive integer, got {v!r}")
-        if hasattr(self, "_means") and v != self._means.shape[1]:
+        if hasattr(self, "_means") and self._means.ndim == 2 and v != self._means.shape[1]:
             raise ShapeError(f"n_features={v} but means_ has {self._means.shape[1]} features")
         self._n_features_set = None if v is None else int(v)
 
@@ -585,14 +596,7 @@ class GaussianHMM(_BaseHMM):
 
     @means_.setter
     def means_(self, v) -> None:
-        m = np.array(v, dtype=np.float64, copy=True)
-        if m.ndim != 2 or m.shape[0] != self.n_components:
-            raise ShapeError(f"means_ must have shape (n_components, n_features) = ({self.n_components}, D), got {m.shape}")
-        if not np.all(np.isfinite(m)):
-            raise ArgumentError("means_ contains NaN or infinity")
-        if hasattr(self, "_covars") and self._covar_dim(self._covars) not in (None, m.shape[1]):
-            del self._covars  # a new dimension: the covariances must be set again
-        self._means = m
+        self._means = _as_float_array(v, "means_")  # validated when used, as hmmlearn
 
     def _covar_dim(self, c) -> Optional[int]:
         return {"spherical": None, "diag": c.shape[-1], "full": c.shape[-1], "tied": c.shape[-1]}[self.covariance_type]
@@ -631,8 +635,7 @@ class GaussianHMM(_BaseHMM):
             for i, m in enumerate(mats):
                 if not np.allclose(m, m.T) or np.any(np.linalg.eigvalsh(m) <= 0):
                     raise ArgumentError(f"covars_{'[' + str(i) + ']' if ct == 'full' else ''} must be symmetric, positive-definite")
-        if self.n_features is not None and self._covar_dim(c) not in (None, self.n_features):
-            raise ShapeError(f"covars_ has dimension {self._covar_dim(c)} but means_ has n_features={self.n_features}")
+        # the dimension against means_ is checked when used (as hmmlearn), so either may be set first
         self._covars = c
 
     @property
@@ -660,6 +663,11 @@ class GaussianHMM(_BaseHMM):
             raise ArgumentError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {self.covariance_type!r}")
         if not hasattr(self, "_means"):
             raise NotFittedError("means_ is not set: set it or call fit")
+        m = self._means
+        if m.ndim != 2 or m.shape[0] != self.n_components:
+            raise ShapeError(f"means_ must have shape (n_components, n_features) = ({self.n_components}, D), got {m.shape}")
+        if not np.all(np.isfinite(m)):
+            raise ArgumentError("means_ contains NaN or infinity")
         if not hasattr(self, "_covars"):
             raise NotFittedError("covars_ is not set: set it or call fit")
         if self._covar_dim(self._covars) not in (None, self.n_features):
@@ -848,10 +856,14 @@ class CategoricalHMM(_BaseHMM):
 
     @emissionprob_.setter
     def emissionprob_(self, v) -> None:
-        arr = np.atleast_2d(np.asarray(v, dtype=np.float64))
-        m = self.n_features if self.n_features is not None else arr.shape[1]
-        self._emissionprob = _check_probs(arr, "emissionprob_", (self.n_components, m))
-        self.n_features = m
+        # validated when used, as hmmlearn (which also makes a single row 2-D)
+        self._emissionprob = np.atleast_2d(_as_float_array(v, "emissionprob_"))
+
+    def _nf(self) -> Optional[int]:
+        """The number of symbols: ``n_features``, or the columns of a hand-set ``emissionprob_``."""
+        if self.n_features is not None:
+            return self.n_features
+        return self._emissionprob.shape[1] if hasattr(self, "_emissionprob") else None
 
     def _validate_X(self, X) -> np.ndarray:
         X = _check_X(X, integer=True)
@@ -859,24 +871,26 @@ class CategoricalHMM(_BaseHMM):
             raise ShapeError(f"X must have shape (n_samples, 1) for a CategoricalHMM, got {X.shape}")
         if (X < 0).any():
             raise ArgumentError(f"X holds negative symbol {int(X.min())}; symbols are 0..n_features-1")
-        if self.n_features is not None and X.size and int(X.max()) >= self.n_features:
-            raise ArgumentError(f"X holds symbol {int(X.max())} but n_features={self.n_features} (symbols 0..{self.n_features - 1})")
+        nf = self._nf()
+        if nf is not None and X.size and int(X.max()) >= nf:
+            raise ArgumentError(f"X holds symbol {int(X.max())} but n_features={nf} (symbols 0..{nf - 1})")
         return X
 
     def _check(self) -> None:
         if not hasattr(self, "_emissionprob"):
             raise NotFittedError("emissionprob_ is not set: set it or call fit")
-        _validate_probs_in_place(self._emissionprob, "emissionprob_", (self.n_components, self._emissionprob.shape[1]))
+        _validate_probs_in_place(self._emissionprob, "emissionprob_", (self.n_components, self._nf()))
 
     def _get_n_fit_scalars_per_param(self) -> dict:
-        nc, nf = self.n_components, self.n_features
+        nc, nf = self.n_components, self._nf()
         if nf is None:
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: set emissionprob_ or call fit")
         return {"s": nc - 1, "t": nc * (nc - 1), "e": nc * (nf - 1)}
 
     def _init(self, X, ls) -> None:
         if self.n_features is None:
-            self.n_features = int(X.max()) + 1
+            keep_e = hasattr(self, "_emissionprob") and "e" not in self.init_params
+            self.n_features = self._nf() if keep_e else int(X.max()) + 1
         super()._init(X, ls)
         # hmmlearn replaces random_state by its RandomState here (so a second fit continues its stream)
         self.random_state = self._rng()

@@ -88,6 +88,7 @@ def _model_parameters(model, features: np.ndarray, context: Optional[np.ndarray]
     if hasattr(model, "_log_emissions"):
         if context is not None:
             raise ArgumentError("context: this model takes no context")
+        model._check_fitted()  # hand-set probabilities are checked when used, as in the model's own methods
         with np.errstate(divide="ignore"):
             return np.log(model.startprob_), np.log(model.transmat_), model._log_emissions(model._validate_X(features))
     if hasattr(model, "hmm_parameters"):
