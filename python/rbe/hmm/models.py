@@ -466,15 +466,22 @@ class _BaseHMM(BaseEstimator):
             if optimizer is not None:
                 self._fit_gradient(X, ls, optimizer, progress)
                 return self
-            bar = _progress(range(self.n_iter), desc=f"{type(self).__name__} EM", disable=None if progress is None else not progress)
-            for _ in bar:
-                stats, ll = self._estep(X, ls)
-                self._mstep(stats)
-                self.monitor_.report(ll)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(log_prob=f"{ll:.4f}")
-                if self.monitor_.converged:
-                    break
+            # a manual bar: one iterating a range counts an iteration only when the next starts
+            bar = _progress(None, desc=f"{type(self).__name__} EM", total=self.n_iter,
+                            disable=None if progress is None else not progress)
+            try:
+                for _ in range(self.n_iter):
+                    stats, ll = self._estep(X, ls)
+                    self._mstep(stats)
+                    self.monitor_.report(ll)
+                    if bar is not None:
+                        bar.set_postfix(log_prob=f"{ll:.4f}", refresh=False)
+                        bar.update(1)
+                    if self.monitor_.converged:
+                        break
+            finally:
+                if bar is not None:
+                    bar.close()
             return self
         except BaseException:
             self._restore(snap)
@@ -502,11 +509,11 @@ class _BaseHMM(BaseEstimator):
         flat_t = _core.from_numpy(flat)
         bsz, tmax = len(lsn), int(lsn.max())
         Xt = self._obs_tensor(X)
-        bar = _progress(range(self.n_iter), desc=f"{type(self).__name__} gradient fit",
+        bar = _progress(None, desc=f"{type(self).__name__} gradient fit", total=self.n_iter,
                         disable=None if progress is None else not progress)
         from .functional import hmm_log_likelihood
 
-        for _ in bar:
+        for _ in range(self.n_iter):
             opt.zero_grad()
             log_pi = rbe.log_softmax(s_logit + fixed_s, dim=0)
             log_a = rbe.log_softmax(t_logit + fixed_t, dim=1)
@@ -516,8 +523,12 @@ class _BaseHMM(BaseEstimator):
             (-ll / len(X)).backward()
             opt.step()
             self.monitor_.report(float(ll))
+            if bar is not None:
+                bar.update(1)
             if self.monitor_.converged:
                 break
+        if bar is not None:
+            bar.close()
         with rbe.no_grad():
             self._startprob = np.exp(rbe.log_softmax(s_logit + fixed_s, dim=0).numpy())
             self._transmat = np.exp(rbe.log_softmax(t_logit + fixed_t, dim=1).numpy())
