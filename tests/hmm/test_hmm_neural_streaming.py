@@ -224,6 +224,47 @@ def test_checkpointed_smoothing_is_exact():
     np.testing.assert_allclose(got, full, rtol=1e-9, atol=1e-10)
 
 
+def test_checkpointed_smoothing_holds_sqrt_t_memory():
+    """The O(sqrt(T)) claim: emissions are asked for in segments of ceil(sqrt(T))
+    rows, each row exactly twice, and the traced peak while the posteriors are
+    streamed out is a small fraction of one (T, K) float64 lattice."""
+    import math
+    import tracemalloc
+
+    from rbe.hmm import checkpointed_posteriors
+
+    t, k = 40_000, 16
+    rng = np.random.RandomState(3)
+    a = np.log(rng.dirichlet(np.ones(k), size=k))
+    pi = np.log(np.full(k, 1.0 / k))
+    calls = []
+
+    def emissions(s, e):
+        calls.append((s, e))
+        return np.random.RandomState(s).normal(size=(e - s, k))  # the same rows whenever asked
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        seen, last = 0, t
+        for start, g in checkpointed_posteriors(pi, a, emissions, length=t):
+            assert start + len(g) == last  # segments from the end, contiguous
+            np.testing.assert_allclose(g.sum(1), 1.0, rtol=1e-12)
+            seen, last = seen + len(g), start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == t and last == 0
+    seg = math.ceil(math.sqrt(t))
+    assert max(e - s for s, e in calls) <= seg
+    counts = np.zeros(t, np.int64)
+    for s, e in calls:
+        counts[s:e] += 1
+    assert (counts == 2).all()
+    lattice = t * k * 8
+    assert peak < lattice / 10, (peak, lattice)
+
+
 def test_overlap_window_is_labelled_approximate_with_its_error():
     g = gaussian_model(4, 1, seed=6)
     g.covars_ = np.full((4, 1), 6.0)  # ambiguous emissions: the context outside a window matters
