@@ -770,24 +770,15 @@ fn dd_horner_step(ch: f64, cl: f64, x: f64, h: f64, l: f64) -> (f64, f64) {
 fn scaled_dd<const D: usize>(s: f64, t: &Scaled<D>) -> (f64, f64) {
     let r1 = s >= t.split[0];
     let r2 = s >= t.split[1];
-    let pick = |k: usize| {
-        if r2 {
-            t.c[2][k]
-        } else if r1 {
-            t.c[1][k]
-        } else {
-            t.c[0][k]
-        }
-    };
-    let pick_lo = |k: usize| {
-        if r2 {
-            t.lo[2][k]
-        } else if r1 {
-            t.lo[1][k]
-        } else {
-            t.lo[0][k]
-        }
-    };
+    // The region's coefficient is picked with bit masks, not `if`: with
+    // `if`, LLVM turned the 2 x D selects into three branches (one Horner
+    // loop per region), which its cost model would not if-convert for AVX2
+    // (the AVX2 build stayed scalar). Same values bit for bit.
+    let m1 = u64::from(r1).wrapping_neg();
+    let m2 = u64::from(r2).wrapping_neg();
+    let sel = |a: f64, b: f64, c: f64| f64::from_bits((((a.to_bits() & !m1) | (b.to_bits() & m1)) & !m2) | (c.to_bits() & m2));
+    let pick = |k: usize| sel(t.c[0][k], t.c[1][k], t.c[2][k]);
+    let pick_lo = |k: usize| sel(t.lo[0][k], t.lo[1][k], t.lo[2][k]);
     // region 2: w = 1/s^2 from v = 1/s, with 1/s = v (1 + rho) and
     // v^2 = w + wl exactly, so the exact 1/s^2 is w + wl + 2 rho w (to 2^-105)
     let sc = s.max(t.split[1]);
