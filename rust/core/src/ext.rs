@@ -46,7 +46,7 @@ pub use crate::elem::{Elem, Real};
 pub use crate::error::{Error, Result};
 pub use crate::gemm::GemmElem;
 pub use crate::kernels::{map1, map2, map3};
-pub use crate::parallel::{for_each_index, num_threads, pool, with_num_threads, SendPtr, PAR_WORK};
+pub use crate::parallel::{for_each_index, num_threads, par_try, pool, try_vec, with_num_threads, SendPtr, PAR_WORK};
 /// The seeded random generator the creation ops ([`ops::creation::rand`], ...) draw from.
 pub use crate::random::Generator;
 pub use crate::tensor::{fmt_shape, numel_of, FreshTensor, Shape, Tensor};

@@ -158,6 +158,34 @@ pub fn for_each_index(n: usize, work: usize, f: impl Fn(usize) + Send + Sync) {
     }
 }
 
+/// Runs `f(i)` for `i < n` (see [`for_each_index`]) and returns the error of
+/// the lowest index that failed, if any (so the error, like the results, does
+/// not depend on the thread count).
+pub fn par_try(n: usize, work: usize, f: impl Fn(usize) -> crate::error::Result<()> + Send + Sync) -> crate::error::Result<()> {
+    let first: std::sync::Mutex<Option<(usize, crate::error::Error)>> = std::sync::Mutex::new(None);
+    for_each_index(n, work, |i| {
+        if let Err(e) = f(i) {
+            let mut g = first.lock().unwrap_or_else(|p| p.into_inner());
+            if g.as_ref().is_none_or(|(j, _)| i < *j) {
+                *g = Some((i, e));
+            }
+        }
+    });
+    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A vector of `n` copies of `v` (a kernel's scratch buffer), or an
+/// out-of-memory error naming `what`.
+pub fn try_vec<V: Clone>(n: usize, v: V, what: &str) -> crate::error::Result<Vec<V>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| crate::memory_err!("out of memory: {what} need a scratch buffer of {n} elements"))?;
+    out.resize(n, v);
+    Ok(out)
+}
+
 /// Work below which `for_each_index` stays on the calling thread.
 pub const PAR_WORK: usize = 1 << 20;
 

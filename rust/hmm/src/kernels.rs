@@ -36,8 +36,7 @@
 //! kernel is compiled for AVX-512, AVX2+FMA and the baseline and picks one at
 //! run time ([`isa_dispatch`]).
 use crate::math::HmmReal;
-use rbe_core::ext::{for_each_index, memory_err, simd, Error, Result, SendPtr};
-use std::sync::Mutex;
+use rbe_core::ext::{simd, Result, SendPtr};
 
 /// How the transition matrices are given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,31 +108,12 @@ impl<'a, T: HmmReal> Problem<'a, T> {
     }
 }
 
-/// A vector of `n` copies of `v`, or an out-of-memory error.
+/// A vector of `n` copies of `v`, or an out-of-memory error naming these kernels.
 pub fn try_vec<V: Clone>(n: usize, v: V) -> Result<Vec<V>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| memory_err!("out of memory: hmm kernels need a scratch buffer of {n} elements"))?;
-    out.resize(n, v);
-    Ok(out)
+    rbe_core::ext::try_vec(n, v, "hmm kernels")
 }
 
-/// Runs `f(i)` for `i < n` (see [`for_each_index`]) and returns the error of
-/// the lowest index that failed, if any.
-pub fn par_try(n: usize, work: usize, f: impl Fn(usize) -> Result<()> + Send + Sync) -> Result<()> {
-    let first: Mutex<Option<(usize, Error)>> = Mutex::new(None);
-    for_each_index(n, work, |i| {
-        if let Err(e) = f(i) {
-            let mut g = first.lock().unwrap_or_else(|p| p.into_inner());
-            if g.as_ref().is_none_or(|(j, _)| i < *j) {
-                *g = Some((i, e));
-            }
-        }
-    });
-    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
-    }
-}
+pub use rbe_core::ext::par_try;
 
 /// An output buffer cut into equal chunks, one per task.
 pub struct Chunks<V> {

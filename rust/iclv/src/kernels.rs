@@ -16,9 +16,8 @@
 //! `rho_p = r(p) / (1 - e^d)` and `rho_q = r(q) e^d / (1 - e^d)` with
 //! `d = log F(q) - log F(p)`.
 use rbe_core::ext::simd::{self, exp_f64, expm1_slice_f64, log1p_slice_f64, log_ndtr_and_ratio_f64, log_ndtr_slice_f64, log_slice_f64};
-use rbe_core::ext::{for_each_index, memory_err, Error, Result, SendPtr};
+use rbe_core::ext::{memory_err, Result, SendPtr};
 use std::ops::Range;
-use std::sync::Mutex;
 
 /// `pub fn $name(args) = $imp(args)` compiled three times (AVX-512, AVX2 +
 /// FMA, baseline) and chosen at run time, so that the core's inlined
@@ -86,31 +85,12 @@ impl Link {
     }
 }
 
-/// A zero-filled vector, or an out-of-memory error.
-pub fn try_vec(n: usize, v: f64) -> Result<Vec<f64>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| memory_err!("out of memory: iclv kernels need a scratch buffer of {n} elements"))?;
-    out.resize(n, v);
-    Ok(out)
+/// A vector of `n` copies of `v`, or an out-of-memory error naming these kernels.
+pub fn try_vec<V: Clone>(n: usize, v: V) -> Result<Vec<V>> {
+    rbe_core::ext::try_vec(n, v, "iclv kernels")
 }
 
-/// Runs `f(i)` for `i < n` (in parallel when `work` is large) and returns the
-/// error of the lowest index that failed, if any.
-pub fn par_try(n: usize, work: usize, f: impl Fn(usize) -> Result<()> + Send + Sync) -> Result<()> {
-    let first: Mutex<Option<(usize, Error)>> = Mutex::new(None);
-    for_each_index(n, work, |i| {
-        if let Err(e) = f(i) {
-            let mut g = first.lock().unwrap_or_else(|p| p.into_inner());
-            if g.as_ref().is_none_or(|(j, _)| i < *j) {
-                *g = Some((i, e));
-            }
-        }
-    });
-    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
-    }
-}
+pub use rbe_core::ext::par_try;
 
 /// A row-major `(rows, width)` buffer whose disjoint row ranges parallel
 /// tasks write.
