@@ -329,7 +329,16 @@ def estimate(
         if hessian:
             # one forward pass gives LL, the gradient, the exact Hessian and the scores
             ll_hat, g_hat, H, S = model.hessian_and_scores(x_hat)
-            cov = covariances(H, S, names)
+            if np.isfinite(H).all() and np.isfinite(S).all() and np.isfinite(g_hat).all():
+                cov = covariances(H, S, names)
+            else:
+                # name the source: a non-finite first derivative spreads through the Hessian
+                for nonfinite in (~np.isfinite(g_hat), ~np.isfinite(np.diag(H)), ~(np.isfinite(H).all(axis=1) & np.isfinite(S).all(axis=0))):
+                    if nonfinite.any():
+                        break
+                bad = [n for n, b in zip(names, nonfinite) if b]
+                message += f"; no standard errors: the gradient, Hessian or scores are not finite at the estimates (parameters {bad})"
+                H = S = None
         else:
             ll_hat, g_hat = model.loglik_and_gradient(x_hat)
     except Exception as e:  # the model fails at the estimates too: report what we have
