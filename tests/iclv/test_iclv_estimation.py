@@ -352,3 +352,34 @@ def test_a_non_finite_hessian_at_the_estimates_is_reported_not_a_crash():
     assert "no standard errors: the gradient, Hessian or scores are not finite at the estimates (parameters ['b'])" in r.message
     assert np.isnan(r.se).all() and np.isnan(r.robust_se).all()
     assert abs(r["b"] + 1.0) < 0.3  # the estimates themselves are fine
+
+
+@pytest.mark.parametrize("method", ["bfgs", "lbfgsb"])
+def test_a_failed_line_search_away_from_the_optimum_restarts_from_the_best_point(monkeypatch, method):
+    import scipy.optimize as so
+
+    df = _logit_data(300, 2, hetero=False, seed=14)
+    ref = _regression_model(df).estimate(method=method, verbose=False, hessian=False)
+    real, calls = so.minimize, []
+
+    def first_fails(fun, x0, **kw):
+        # the first run stops after 2 iterations, as a line search that lost the quasi-Newton matrix would
+        calls.append(np.array(x0))
+        if len(calls) == 1:
+            res = real(fun, x0, **dict(kw, options=dict(kw["options"], maxiter=2)))
+            res.success, res.message = False, "Desired error not necessarily achieved due to precision loss."
+            return res
+        return real(fun, x0, **kw)
+
+    monkeypatch.setattr(so, "minimize", first_fails)
+    buf = io.StringIO()
+    r = _regression_model(df).estimate(method=method, verbose=True, stream=buf, hessian=False)
+    assert len(calls) == 2 and not np.array_equal(calls[1], calls[0])  # restarted from the best point, not the start
+    assert "restarting " + method + " from the best point" in buf.getvalue()
+    assert r.converged and r.message.endswith("(after 1 restart)")
+    assert abs(r.ll_final - ref.ll_final) < 1e-6
+    # with restarts=0 the failure stands, and says why
+    calls.clear()
+    with pytest.warns(ConvergenceWarning, match="precision loss"):
+        r0 = _regression_model(df).estimate(method=method, verbose=False, hessian=False, restarts=0)
+    assert len(calls) == 1 and not r0.converged and r0.ll_final < ref.ll_final
