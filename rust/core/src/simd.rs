@@ -1002,18 +1002,22 @@ fn log_ndtr_and_ratio_v(x: f64) -> (f64, f64) {
     let den = if left { ch } else { d };
     let den_l = if left { cl } else { dl };
     let inv = 1.0 / den;
-    // log Phi, left: -x^2/2 + log(N/2) with N/2 = m 2^k (k <= -1, m in [sqrt2/2, sqrt2)),
-    // log(m) by fdlibm's kernel carrying log(1 + cl/ch) ~ cl/ch
-    let sl = s.min(1e150);
+    // log Phi, left: -x^2/2 + log(N/2) with N/2 = m 2^k (k <= -1, m in
+    // [sqrt2/2, sqrt2)), log(m) carrying log(1 + cl/ch) ~ cl/ch; right, above
+    // Q = 1/32: log(d) + dl/d the same way with d = m 2^k (no -x^2/2). One
+    // fdlibm kernel serves both sides (its inputs are selected first).
+    let sl = if left { s.min(1e150) } else { 0.0 };
     let p = sl * sl;
     let e = sl.mul_add(sl, -p);
-    let (k, m) = split_sqrt2(0.5 * ch);
-    let lm = log_kernel(0.0, m - 1.0, cl * inv);
-    let (a, ae) = two_sum(-0.5 * p, k * LN2_HI);
-    let y_left = a + (ae + (k.mul_add(LN2_LO, lm) - 0.5 * e));
-    let y_left = if s > 1e150 { -0.5 * s * s } else { y_left };
-    // right: log1p(-Q): below Q = 1/32 the series -Q - Q^2 (1/2 + Q/3 + ...),
-    // above log(d) + dl/d (fdlibm's kernel with the correction)
+    // (the right side's k ln2 goes into the kernel, as fdlibm's log does; the
+    // left side's is added to -x^2/2 exactly first)
+    let (k, m) = split_sqrt2(if left { 0.5 * ch } else { d });
+    let (kl, kr) = if left { (k, 0.0) } else { (0.0, k) };
+    let lm = log_kernel(kr, m - 1.0, den_l * inv);
+    let (a, ae) = two_sum(-0.5 * p, kl * LN2_HI);
+    let y_log = a + (ae + (kl.mul_add(LN2_LO, lm) - 0.5 * e));
+    let y_left = if s > 1e150 { -0.5 * s * s } else { y_log };
+    // right, Q below 1/32: log1p(-Q) by the series -Q - Q^2 (1/2 + Q/3 + ...)
     let mut hq: f64 = 1.0 / 14.0;
     for c in
         [1.0 / 13.0, 1.0 / 12.0, 1.0 / 11.0, 1.0 / 10.0, 1.0 / 9.0, 1.0 / 8.0, 1.0 / 7.0, 1.0 / 6.0, 1.0 / 5.0, 1.0 / 4.0, 1.0 / 3.0, 0.5]
@@ -1021,9 +1025,7 @@ fn log_ndtr_and_ratio_v(x: f64) -> (f64, f64) {
         hq = hq.mul_add(qh, c);
     }
     let small = -qh - (qh * qh).mul_add(hq, ql);
-    let (kd, md) = split_sqrt2(d);
-    let big = log_kernel(kd, md - 1.0, dl * inv);
-    let y_right = if qh < 0.03125 { small } else { big };
+    let y_right = if qh < 0.03125 { small } else { y_log };
     let y = if left { y_left } else { y_right };
     let y = if x == f64::NEG_INFINITY { f64::NEG_INFINITY } else { y };
     // phi / Phi: left sqrt(2/pi) / N(s); right phi(x) / (1 - Q), phi = 2^n (c + c (rh + t))
@@ -1084,9 +1086,66 @@ fn gauss_times_v(x: f64, g: f64, c: f64, cl: f64, half: bool) -> f64 {
     }
 }
 
+/// `out[i] = f(x[i])` with the short tail (fewer than 8 elements) run through
+/// the vector loop too, padded with ones: rows of a few hundred elements
+/// (the front-ends call these kernels per row) otherwise spend a quarter of
+/// their time in the scalar remainder. Same bits (the same function per
+/// lane). A macro, not a generic function, so that `f` is inlined under the
+/// caller's target features.
+macro_rules! map_padded {
+    ($x:expr, $out:expr, $f:ident) => {{
+        let (x, out): (&[f64], &mut [f64]) = ($x, $out);
+        let n = x.len().min(out.len());
+        let main = n - n % 8;
+        for (o, &v) in out[..main].iter_mut().zip(&x[..main]) {
+            *o = $f(v);
+        }
+        if main < n {
+            let mut xb = [1.0f64; 8];
+            let mut ob = [0.0f64; 8];
+            xb[..n - main].copy_from_slice(&x[main..n]);
+            for (o, &v) in ob.iter_mut().zip(&xb) {
+                *o = $f(v);
+            }
+            out[main..n].copy_from_slice(&ob[..n - main]);
+        }
+    }};
+}
+
+/// [`map_padded`] for a function with two results.
+macro_rules! map2_padded {
+    ($x:expr, $y:expr, $r:expr, $f:ident) => {{
+        let (x, y, r): (&[f64], &mut [f64], &mut [f64]) = ($x, $y, $r);
+        let n = x.len().min(y.len()).min(r.len());
+        let main = n - n % 8;
+        for ((yo, ro), &v) in y[..main].iter_mut().zip(r[..main].iter_mut()).zip(&x[..main]) {
+            let (a, b) = $f(v);
+            *yo = a;
+            *ro = b;
+        }
+        if main < n {
+            let mut xb = [1.0f64; 8];
+            let mut yb = [0.0f64; 8];
+            let mut rb = [0.0f64; 8];
+            xb[..n - main].copy_from_slice(&x[main..n]);
+            for ((yo, ro), &v) in yb.iter_mut().zip(rb.iter_mut()).zip(&xb) {
+                let (a, b) = $f(v);
+                *yo = a;
+                *ro = b;
+            }
+            y[main..n].copy_from_slice(&yb[..n - main]);
+            r[main..n].copy_from_slice(&rb[..n - main]);
+        }
+    }};
+}
+
 /// Re-evaluates with the scalar function the lanes the vector formula does not cover.
 #[inline(always)]
 fn fix_lanes(x: &[f64], out: &mut [f64], bad: impl Fn(f64) -> bool, f: fn(f64) -> f64) {
+    // a branch-free scan first (it vectorises); such lanes are rare
+    if x.iter().fold(0u8, |a, &v| a | u8::from(bad(v))) == 0 {
+        return;
+    }
     for (o, &v) in out.iter_mut().zip(x) {
         if bad(v) {
             *o = f(v);
@@ -1099,9 +1158,7 @@ macro_rules! special_slices {
         multiversion! {
             $(#[$m])*
             pub fn $f64name(x: &[f64], out: &mut [f64]) {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = $v(v);
-                }
+                map_padded!(x, out, $v);
             }
         }
         multiversion! {
@@ -1130,9 +1187,7 @@ special_slices! {
 multiversion! {
     /// out[i] = phi(x[i]) / Phi(x[i]) for x[i] >= -1e8 (use [`ndtr_ratio_slice_f64`], which fixes up the lanes below)
     pub fn ndtr_ratio_raw_f64(x: &[f64], out: &mut [f64]) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = ndtr_ratio_v(v);
-        }
+        map_padded!(x, out, ndtr_ratio_v);
     }
 }
 
@@ -1161,11 +1216,7 @@ pub fn ndtr_ratio_slice_f32(x: &[f32], out: &mut [f32]) {
 multiversion! {
     /// y[i] = log Phi(x[i]) and r[i] = phi(x[i]) / Phi(x[i]) for x[i] >= -1e8 (use [`log_ndtr_and_ratio_f64`], which fixes up the lanes below)
     pub fn log_ndtr_and_ratio_raw_f64(x: &[f64], y: &mut [f64], r: &mut [f64]) {
-        for ((yo, ro), &v) in y.iter_mut().zip(r.iter_mut()).zip(x) {
-            let (a, b) = log_ndtr_and_ratio_v(v);
-            *yo = a;
-            *ro = b;
-        }
+        map2_padded!(x, y, r, log_ndtr_and_ratio_v);
     }
 }
 
@@ -1316,9 +1367,7 @@ macro_rules! log_like_slices {
         multiversion! {
             $(#[$m])*
             pub fn $raw(x: &[f64], out: &mut [f64]) {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = $v(v);
-                }
+                map_padded!(x, out, $v);
             }
         }
         $(#[$m])*
