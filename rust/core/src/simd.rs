@@ -768,8 +768,17 @@ fn dd_horner_step(ch: f64, cl: f64, x: f64, h: f64, l: f64) -> (f64, f64) {
 /// first region's start extrapolates, which callers do not select).
 #[inline(always)]
 fn scaled_dd<const D: usize>(s: f64, t: &Scaled<D>) -> (f64, f64) {
-    let r1 = s >= t.split[0];
-    let r2 = s >= t.split[1];
+    scaled_dd_g::<D, false>(s, t)
+}
+
+/// [`scaled_dd`]; with `R0` for arguments the caller knows to be in region
+/// 0 (`s < split[0]`): the region selects fold to constants and the unused
+/// region-2 terms (a division) vanish, the arithmetic of region 0 being the
+/// same operations, so the same bits.
+#[inline(always)]
+fn scaled_dd_g<const D: usize, const R0: bool>(s: f64, t: &Scaled<D>) -> (f64, f64) {
+    let r1 = !R0 && s >= t.split[0];
+    let r2 = !R0 && s >= t.split[1];
     // The region's coefficient is picked with bit masks, not `if`: with
     // `if`, LLVM turned the 2 x D selects into three branches (one Horner
     // loop per region), which its cost model would not if-convert for AVX2
@@ -991,8 +1000,18 @@ pub(crate) fn ndtr_v(x: f64) -> f64 {
 /// any x) from one evaluation of N and of the exponential.
 #[inline(always)]
 fn log_ndtr_and_ratio_v(x: f64) -> (f64, f64) {
+    log_ndtr_and_ratio_g::<false>(x)
+}
+
+/// `|x|` below which [`log_ndtr_and_ratio_g`] may take its region-0 variant.
+const LOG_NDTR_R0: f64 = ERFCX_N_SPLIT[0];
+
+/// [`log_ndtr_and_ratio_v`]; with `R0` only for `|x| < LOG_NDTR_R0` (the
+/// same bits there, fewer operations).
+#[inline(always)]
+fn log_ndtr_and_ratio_g<const R0: bool>(x: f64) -> (f64, f64) {
     let s = x.abs();
-    let (ch, cl) = scaled_dd(s.min(1e300), &SCALED_N);
+    let (ch, cl) = scaled_dd_g::<22, R0>(s.min(1e300), &SCALED_N);
     let (qh, ql, n, rh, t) = ndtr_neg_dd(s, ch, cl);
     // right (x > 0): Phi(x) = 1 - Q = d + dl
     let (d, de) = fast_two_sum(1.0, -qh);
@@ -1112,29 +1131,47 @@ macro_rules! map_padded {
     }};
 }
 
-/// [`map_padded`] for a function with two results.
-macro_rules! map2_padded {
-    ($x:expr, $y:expr, $r:expr, $f:ident) => {{
-        let (x, y, r): (&[f64], &mut [f64], &mut [f64]) = ($x, $y, $r);
-        let n = x.len().min(y.len()).min(r.len());
-        let main = n - n % 8;
-        for ((yo, ro), &v) in y[..main].iter_mut().zip(r[..main].iter_mut()).zip(&x[..main]) {
-            let (a, b) = $f(v);
-            *yo = a;
-            *ro = b;
-        }
-        if main < n {
+/// [`map_padded`] for the `log Phi` kernels: `y[i] = log Phi(x[i])` and, with
+/// `r`, `r[i] = phi(x[i]) / Phi(x[i])` (for `x[i] >= -1e8`). Chunks of 8 whose
+/// arguments all lie within `|x| < LOG_NDTR_R0` take the region-0 variant
+/// of [`log_ndtr_and_ratio_g`] (the same bits there, fewer operations), the
+/// others the general one. Each chunk goes through arrays of 8, whose
+/// fixed-length loops vectorise.
+macro_rules! map_log_ndtr_chunks {
+    ($x:expr, $y:expr) => {
+        map_log_ndtr_chunks!(@go $x, $y, None)
+    };
+    ($x:expr, $y:expr, $r:expr) => {
+        map_log_ndtr_chunks!(@go $x, $y, Some($r))
+    };
+    (@go $x:expr, $y:expr, $r:expr) => {{
+        let x: &[f64] = $x;
+        let y: &mut [f64] = $y;
+        let mut r: Option<&mut [f64]> = $r;
+        let n = x.len();
+        let mut c0 = 0;
+        while c0 < n {
+            let len = (n - c0).min(8);
             let mut xb = [1.0f64; 8];
+            xb[..len].copy_from_slice(&x[c0..c0 + len]);
+            // (NaN is not near: it takes the general variant)
+            let near = xb.iter().fold(1u8, |a, &v| a & u8::from(v.abs() < LOG_NDTR_R0));
             let mut yb = [0.0f64; 8];
             let mut rb = [0.0f64; 8];
-            xb[..n - main].copy_from_slice(&x[main..n]);
-            for ((yo, ro), &v) in yb.iter_mut().zip(rb.iter_mut()).zip(&xb) {
-                let (a, b) = $f(v);
-                *yo = a;
-                *ro = b;
+            if near == 1 {
+                for ((yo, ro), &v) in yb.iter_mut().zip(rb.iter_mut()).zip(&xb) {
+                    (*yo, *ro) = log_ndtr_and_ratio_g::<true>(v);
+                }
+            } else {
+                for ((yo, ro), &v) in yb.iter_mut().zip(rb.iter_mut()).zip(&xb) {
+                    (*yo, *ro) = log_ndtr_and_ratio_g::<false>(v);
+                }
             }
-            y[main..n].copy_from_slice(&yb[..n - main]);
-            r[main..n].copy_from_slice(&rb[..n - main]);
+            y[c0..c0 + len].copy_from_slice(&yb[..len]);
+            if let Some(r) = r.as_deref_mut() {
+                r[c0..c0 + len].copy_from_slice(&rb[..len]);
+            }
+            c0 += len;
         }
     }};
 }
@@ -1180,8 +1217,23 @@ special_slices! {
     erfc_slice_f64, erfc_slice_f32, erfc_v;
     /// out[i] = Phi(x[i]), relatively accurate in the left tail
     ndtr_slice_f64, ndtr_slice_f32, ndtr_v;
+}
+
+multiversion! {
     /// out[i] = log Phi(x[i]), full relative precision everywhere
-    log_ndtr_slice_f64, log_ndtr_slice_f32, log_ndtr_v;
+    pub fn log_ndtr_slice_f64(x: &[f64], out: &mut [f64]) {
+        let n = x.len().min(out.len());
+        map_log_ndtr_chunks!(&x[..n], &mut out[..n]);
+    }
+}
+multiversion! {
+    /// out[i] = log Phi(x[i]), full relative precision everywhere
+    /// (float32: evaluated in float64, rounded once.)
+    pub fn log_ndtr_slice_f32(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = log_ndtr_v(v as f64) as f32;
+        }
+    }
 }
 
 multiversion! {
@@ -1216,7 +1268,8 @@ pub fn ndtr_ratio_slice_f32(x: &[f32], out: &mut [f32]) {
 multiversion! {
     /// y[i] = log Phi(x[i]) and r[i] = phi(x[i]) / Phi(x[i]) for x[i] >= -1e8 (use [`log_ndtr_and_ratio_f64`], which fixes up the lanes below)
     pub fn log_ndtr_and_ratio_raw_f64(x: &[f64], y: &mut [f64], r: &mut [f64]) {
-        map2_padded!(x, y, r, log_ndtr_and_ratio_v);
+        let n = x.len().min(y.len()).min(r.len());
+        map_log_ndtr_chunks!(&x[..n], &mut y[..n], &mut r[..n]);
     }
 }
 
@@ -1709,6 +1762,45 @@ mod special_tests {
             assert!(y[i].to_bits() == y1[i].to_bits() || (y[i].is_nan() && y1[i].is_nan()), "log_ndtr({})", x[i]);
             assert!(r[i].to_bits() == r1[i].to_bits() || (r[i].is_nan() && r1[i].is_nan()), "ratio({})", x[i]);
         }
+    }
+
+    /// Chunks of 8 arguments all within |x| < LOG_NDTR_R0 take the region-0
+    /// variant of log Phi and its ratio; it must give the bits of the general
+    /// variant (the same values in chunks that also hold a far argument, and
+    /// the per-element scalar functions), at every dispatch level.
+    #[test]
+    fn log_ndtr_region0_chunks_have_the_general_bits() {
+        // 4001 values across (-R0, R0), the edges included, and a 5-element tail
+        let n = 4005;
+        let near: Vec<f64> = (0..n)
+            .map(|i| {
+                let t = i as f64 / (n - 1) as f64;
+                let v = (2.0 * t - 1.0) * LOG_NDTR_R0;
+                if v.abs() < LOG_NDTR_R0 {
+                    v
+                } else {
+                    v.signum() * (LOG_NDTR_R0 - 1e-12)
+                }
+            })
+            .collect();
+        // the same values, one lane of every chunk replaced by a far argument
+        let mixed: Vec<f64> = near.iter().enumerate().map(|(i, &v)| if i % 8 == 3 { 5.0 } else { v }).collect();
+        at_every_level(|level| {
+            let (mut y0, mut r0, mut l0) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            let (mut y1, mut r1, mut l1) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            log_ndtr_and_ratio_f64(&near, &mut y0, &mut r0);
+            log_ndtr_and_ratio_f64(&mixed, &mut y1, &mut r1);
+            log_ndtr_slice_f64(&near, &mut l0);
+            log_ndtr_slice_f64(&mixed, &mut l1);
+            for i in (0..n).filter(|i| i % 8 != 3) {
+                let x = near[i];
+                assert_eq!(y0[i].to_bits(), y1[i].to_bits(), "log_ndtr({x}) at level {level}");
+                assert_eq!(r0[i].to_bits(), r1[i].to_bits(), "ratio({x}) at level {level}");
+                assert_eq!(l0[i].to_bits(), l1[i].to_bits(), "log_ndtr slice({x}) at level {level}");
+                assert_eq!(y0[i].to_bits(), log_ndtr_v(x).to_bits(), "log_ndtr({x}) scalar at level {level}");
+                assert_eq!(r0[i].to_bits(), ndtr_ratio_v(x).to_bits(), "ratio({x}) scalar at level {level}");
+            }
+        });
     }
 
     #[test]
