@@ -173,6 +173,29 @@ def test_every_dispatch_path_gives_the_same_bits(path, tmp_path):
     np.testing.assert_array_equal(here, runs[path][14])
 
 
+def test_log_ndtr_chunks_near_the_origin_take_the_general_bits():
+    """log_ndtr's kernels work in chunks of 8 and take a cheaper variant when
+    every argument of a chunk lies in the first region of the erfcx fit
+    (|x| < 2.125): the values and the gradient must be those of the same
+    arguments in chunks that also hold a far one, and within 2 ulp of mpmath."""
+    x = np.linspace(-2.124, 2.124, 803)  # 100 full chunks and a tail of 3
+    mixed = x.copy()
+    mixed[5::8] = -7.5  # one far argument in every chunk
+    keep = np.ones(x.size, bool)
+    keep[5::8] = False
+    vals, grads = [], []
+    for arr in (x, mixed):
+        t = rbe.tensor(arr, dtype=rbe.float64, requires_grad=True)
+        y = rbe.special.log_ndtr(t)
+        y.sum().backward()
+        vals.append(y.detach().numpy()[keep])
+        grads.append(t.grad.numpy()[keep])
+    np.testing.assert_array_equal(vals[0].view(np.uint64), vals[1].view(np.uint64))
+    np.testing.assert_array_equal(grads[0].view(np.uint64), grads[1].view(np.uint64))
+    exact = [_mp_log_ndtr(mpmath.mpf(v)) for v in x[keep][::7]]
+    assert _ulps(vals[0][::7], exact).max() <= MAX_ULP
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_special_values(name):
     f = CASES[name][0]

@@ -768,8 +768,17 @@ fn dd_horner_step(ch: f64, cl: f64, x: f64, h: f64, l: f64) -> (f64, f64) {
 /// first region's start extrapolates, which callers do not select).
 #[inline(always)]
 fn scaled_dd<const D: usize>(s: f64, t: &Scaled<D>) -> (f64, f64) {
-    let r1 = s >= t.split[0];
-    let r2 = s >= t.split[1];
+    scaled_dd_g::<D, false>(s, t)
+}
+
+/// [`scaled_dd`]; with `R0` for arguments the caller knows to be in region
+/// 0 (`s < split[0]`): the region selects fold to constants and the unused
+/// region-2 terms (a division) vanish, the arithmetic of region 0 being the
+/// same operations, so the same bits.
+#[inline(always)]
+fn scaled_dd_g<const D: usize, const R0: bool>(s: f64, t: &Scaled<D>) -> (f64, f64) {
+    let r1 = !R0 && s >= t.split[0];
+    let r2 = !R0 && s >= t.split[1];
     // The region's coefficient is picked with bit masks, not `if`: with
     // `if`, LLVM turned the 2 x D selects into three branches (one Horner
     // loop per region), which its cost model would not if-convert for AVX2
@@ -991,8 +1000,18 @@ pub(crate) fn ndtr_v(x: f64) -> f64 {
 /// any x) from one evaluation of N and of the exponential.
 #[inline(always)]
 fn log_ndtr_and_ratio_v(x: f64) -> (f64, f64) {
+    log_ndtr_and_ratio_g::<false>(x)
+}
+
+/// `|x|` below which [`log_ndtr_and_ratio_g`] may take its region-0 variant.
+const LOG_NDTR_R0: f64 = ERFCX_N_SPLIT[0];
+
+/// [`log_ndtr_and_ratio_v`]; with `R0` only for `|x| < LOG_NDTR_R0` (the
+/// same bits there, fewer operations).
+#[inline(always)]
+fn log_ndtr_and_ratio_g<const R0: bool>(x: f64) -> (f64, f64) {
     let s = x.abs();
-    let (ch, cl) = scaled_dd(s.min(1e300), &SCALED_N);
+    let (ch, cl) = scaled_dd_g::<22, R0>(s.min(1e300), &SCALED_N);
     let (qh, ql, n, rh, t) = ndtr_neg_dd(s, ch, cl);
     // right (x > 0): Phi(x) = 1 - Q = d + dl
     let (d, de) = fast_two_sum(1.0, -qh);
@@ -1002,18 +1021,22 @@ fn log_ndtr_and_ratio_v(x: f64) -> (f64, f64) {
     let den = if left { ch } else { d };
     let den_l = if left { cl } else { dl };
     let inv = 1.0 / den;
-    // log Phi, left: -x^2/2 + log(N/2) with N/2 = m 2^k (k <= -1, m in [sqrt2/2, sqrt2)),
-    // log(m) by fdlibm's kernel carrying log(1 + cl/ch) ~ cl/ch
-    let sl = s.min(1e150);
+    // log Phi, left: -x^2/2 + log(N/2) with N/2 = m 2^k (k <= -1, m in
+    // [sqrt2/2, sqrt2)), log(m) carrying log(1 + cl/ch) ~ cl/ch; right, above
+    // Q = 1/32: log(d) + dl/d the same way with d = m 2^k (no -x^2/2). One
+    // fdlibm kernel serves both sides (its inputs are selected first).
+    let sl = if left { s.min(1e150) } else { 0.0 };
     let p = sl * sl;
     let e = sl.mul_add(sl, -p);
-    let (k, m) = split_sqrt2(0.5 * ch);
-    let lm = log_kernel(0.0, m - 1.0, cl * inv);
-    let (a, ae) = two_sum(-0.5 * p, k * LN2_HI);
-    let y_left = a + (ae + (k.mul_add(LN2_LO, lm) - 0.5 * e));
-    let y_left = if s > 1e150 { -0.5 * s * s } else { y_left };
-    // right: log1p(-Q): below Q = 1/32 the series -Q - Q^2 (1/2 + Q/3 + ...),
-    // above log(d) + dl/d (fdlibm's kernel with the correction)
+    // (the right side's k ln2 goes into the kernel, as fdlibm's log does; the
+    // left side's is added to -x^2/2 exactly first)
+    let (k, m) = split_sqrt2(if left { 0.5 * ch } else { d });
+    let (kl, kr) = if left { (k, 0.0) } else { (0.0, k) };
+    let lm = log_kernel(kr, m - 1.0, den_l * inv);
+    let (a, ae) = two_sum(-0.5 * p, kl * LN2_HI);
+    let y_log = a + (ae + (kl.mul_add(LN2_LO, lm) - 0.5 * e));
+    let y_left = if s > 1e150 { -0.5 * s * s } else { y_log };
+    // right, Q below 1/32: log1p(-Q) by the series -Q - Q^2 (1/2 + Q/3 + ...)
     let mut hq: f64 = 1.0 / 14.0;
     for c in
         [1.0 / 13.0, 1.0 / 12.0, 1.0 / 11.0, 1.0 / 10.0, 1.0 / 9.0, 1.0 / 8.0, 1.0 / 7.0, 1.0 / 6.0, 1.0 / 5.0, 1.0 / 4.0, 1.0 / 3.0, 0.5]
@@ -1021,9 +1044,7 @@ fn log_ndtr_and_ratio_v(x: f64) -> (f64, f64) {
         hq = hq.mul_add(qh, c);
     }
     let small = -qh - (qh * qh).mul_add(hq, ql);
-    let (kd, md) = split_sqrt2(d);
-    let big = log_kernel(kd, md - 1.0, dl * inv);
-    let y_right = if qh < 0.03125 { small } else { big };
+    let y_right = if qh < 0.03125 { small } else { y_log };
     let y = if left { y_left } else { y_right };
     let y = if x == f64::NEG_INFINITY { f64::NEG_INFINITY } else { y };
     // phi / Phi: left sqrt(2/pi) / N(s); right phi(x) / (1 - Q), phi = 2^n (c + c (rh + t))
@@ -1084,9 +1105,84 @@ fn gauss_times_v(x: f64, g: f64, c: f64, cl: f64, half: bool) -> f64 {
     }
 }
 
+/// `out[i] = f(x[i])` with the short tail (fewer than 8 elements) run through
+/// the vector loop too, padded with ones: rows of a few hundred elements
+/// (the front-ends call these kernels per row) otherwise spend a quarter of
+/// their time in the scalar remainder. Same bits (the same function per
+/// lane). A macro, not a generic function, so that `f` is inlined under the
+/// caller's target features.
+macro_rules! map_padded {
+    ($x:expr, $out:expr, $f:ident) => {{
+        let (x, out): (&[f64], &mut [f64]) = ($x, $out);
+        let n = x.len().min(out.len());
+        let main = n - n % 8;
+        for (o, &v) in out[..main].iter_mut().zip(&x[..main]) {
+            *o = $f(v);
+        }
+        if main < n {
+            let mut xb = [1.0f64; 8];
+            let mut ob = [0.0f64; 8];
+            xb[..n - main].copy_from_slice(&x[main..n]);
+            for (o, &v) in ob.iter_mut().zip(&xb) {
+                *o = $f(v);
+            }
+            out[main..n].copy_from_slice(&ob[..n - main]);
+        }
+    }};
+}
+
+/// [`map_padded`] for the `log Phi` kernels: `y[i] = log Phi(x[i])` and, with
+/// `r`, `r[i] = phi(x[i]) / Phi(x[i])` (for `x[i] >= -1e8`). Chunks of 8 whose
+/// arguments all lie within `|x| < LOG_NDTR_R0` take the region-0 variant
+/// of [`log_ndtr_and_ratio_g`] (the same bits there, fewer operations), the
+/// others the general one. Each chunk goes through arrays of 8, whose
+/// fixed-length loops vectorise.
+macro_rules! map_log_ndtr_chunks {
+    ($x:expr, $y:expr) => {
+        map_log_ndtr_chunks!(@go $x, $y, None)
+    };
+    ($x:expr, $y:expr, $r:expr) => {
+        map_log_ndtr_chunks!(@go $x, $y, Some($r))
+    };
+    (@go $x:expr, $y:expr, $r:expr) => {{
+        let x: &[f64] = $x;
+        let y: &mut [f64] = $y;
+        let mut r: Option<&mut [f64]> = $r;
+        let n = x.len();
+        let mut c0 = 0;
+        while c0 < n {
+            let len = (n - c0).min(8);
+            let mut xb = [1.0f64; 8];
+            xb[..len].copy_from_slice(&x[c0..c0 + len]);
+            // (NaN is not near: it takes the general variant)
+            let near = xb.iter().fold(1u8, |a, &v| a & u8::from(v.abs() < LOG_NDTR_R0));
+            let mut yb = [0.0f64; 8];
+            let mut rb = [0.0f64; 8];
+            if near == 1 {
+                for ((yo, ro), &v) in yb.iter_mut().zip(rb.iter_mut()).zip(&xb) {
+                    (*yo, *ro) = log_ndtr_and_ratio_g::<true>(v);
+                }
+            } else {
+                for ((yo, ro), &v) in yb.iter_mut().zip(rb.iter_mut()).zip(&xb) {
+                    (*yo, *ro) = log_ndtr_and_ratio_g::<false>(v);
+                }
+            }
+            y[c0..c0 + len].copy_from_slice(&yb[..len]);
+            if let Some(r) = r.as_deref_mut() {
+                r[c0..c0 + len].copy_from_slice(&rb[..len]);
+            }
+            c0 += len;
+        }
+    }};
+}
+
 /// Re-evaluates with the scalar function the lanes the vector formula does not cover.
 #[inline(always)]
 fn fix_lanes(x: &[f64], out: &mut [f64], bad: impl Fn(f64) -> bool, f: fn(f64) -> f64) {
+    // a branch-free scan first (it vectorises); such lanes are rare
+    if x.iter().fold(0u8, |a, &v| a | u8::from(bad(v))) == 0 {
+        return;
+    }
     for (o, &v) in out.iter_mut().zip(x) {
         if bad(v) {
             *o = f(v);
@@ -1099,9 +1195,7 @@ macro_rules! special_slices {
         multiversion! {
             $(#[$m])*
             pub fn $f64name(x: &[f64], out: &mut [f64]) {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = $v(v);
-                }
+                map_padded!(x, out, $v);
             }
         }
         multiversion! {
@@ -1123,16 +1217,29 @@ special_slices! {
     erfc_slice_f64, erfc_slice_f32, erfc_v;
     /// out[i] = Phi(x[i]), relatively accurate in the left tail
     ndtr_slice_f64, ndtr_slice_f32, ndtr_v;
+}
+
+multiversion! {
     /// out[i] = log Phi(x[i]), full relative precision everywhere
-    log_ndtr_slice_f64, log_ndtr_slice_f32, log_ndtr_v;
+    pub fn log_ndtr_slice_f64(x: &[f64], out: &mut [f64]) {
+        let n = x.len().min(out.len());
+        map_log_ndtr_chunks!(&x[..n], &mut out[..n]);
+    }
+}
+multiversion! {
+    /// out[i] = log Phi(x[i]), full relative precision everywhere
+    /// (float32: evaluated in float64, rounded once.)
+    pub fn log_ndtr_slice_f32(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = log_ndtr_v(v as f64) as f32;
+        }
+    }
 }
 
 multiversion! {
     /// out[i] = phi(x[i]) / Phi(x[i]) for x[i] >= -1e8 (use [`ndtr_ratio_slice_f64`], which fixes up the lanes below)
     pub fn ndtr_ratio_raw_f64(x: &[f64], out: &mut [f64]) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = ndtr_ratio_v(v);
-        }
+        map_padded!(x, out, ndtr_ratio_v);
     }
 }
 
@@ -1161,11 +1268,8 @@ pub fn ndtr_ratio_slice_f32(x: &[f32], out: &mut [f32]) {
 multiversion! {
     /// y[i] = log Phi(x[i]) and r[i] = phi(x[i]) / Phi(x[i]) for x[i] >= -1e8 (use [`log_ndtr_and_ratio_f64`], which fixes up the lanes below)
     pub fn log_ndtr_and_ratio_raw_f64(x: &[f64], y: &mut [f64], r: &mut [f64]) {
-        for ((yo, ro), &v) in y.iter_mut().zip(r.iter_mut()).zip(x) {
-            let (a, b) = log_ndtr_and_ratio_v(v);
-            *yo = a;
-            *ro = b;
-        }
+        let n = x.len().min(y.len()).min(r.len());
+        map_log_ndtr_chunks!(&x[..n], &mut y[..n], &mut r[..n]);
     }
 }
 
@@ -1316,9 +1420,7 @@ macro_rules! log_like_slices {
         multiversion! {
             $(#[$m])*
             pub fn $raw(x: &[f64], out: &mut [f64]) {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = $v(v);
-                }
+                map_padded!(x, out, $v);
             }
         }
         $(#[$m])*
@@ -1660,6 +1762,45 @@ mod special_tests {
             assert!(y[i].to_bits() == y1[i].to_bits() || (y[i].is_nan() && y1[i].is_nan()), "log_ndtr({})", x[i]);
             assert!(r[i].to_bits() == r1[i].to_bits() || (r[i].is_nan() && r1[i].is_nan()), "ratio({})", x[i]);
         }
+    }
+
+    /// Chunks of 8 arguments all within |x| < LOG_NDTR_R0 take the region-0
+    /// variant of log Phi and its ratio; it must give the bits of the general
+    /// variant (the same values in chunks that also hold a far argument, and
+    /// the per-element scalar functions), at every dispatch level.
+    #[test]
+    fn log_ndtr_region0_chunks_have_the_general_bits() {
+        // 4001 values across (-R0, R0), the edges included, and a 5-element tail
+        let n = 4005;
+        let near: Vec<f64> = (0..n)
+            .map(|i| {
+                let t = i as f64 / (n - 1) as f64;
+                let v = (2.0 * t - 1.0) * LOG_NDTR_R0;
+                if v.abs() < LOG_NDTR_R0 {
+                    v
+                } else {
+                    v.signum() * (LOG_NDTR_R0 - 1e-12)
+                }
+            })
+            .collect();
+        // the same values, one lane of every chunk replaced by a far argument
+        let mixed: Vec<f64> = near.iter().enumerate().map(|(i, &v)| if i % 8 == 3 { 5.0 } else { v }).collect();
+        at_every_level(|level| {
+            let (mut y0, mut r0, mut l0) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            let (mut y1, mut r1, mut l1) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            log_ndtr_and_ratio_f64(&near, &mut y0, &mut r0);
+            log_ndtr_and_ratio_f64(&mixed, &mut y1, &mut r1);
+            log_ndtr_slice_f64(&near, &mut l0);
+            log_ndtr_slice_f64(&mixed, &mut l1);
+            for i in (0..n).filter(|i| i % 8 != 3) {
+                let x = near[i];
+                assert_eq!(y0[i].to_bits(), y1[i].to_bits(), "log_ndtr({x}) at level {level}");
+                assert_eq!(r0[i].to_bits(), r1[i].to_bits(), "ratio({x}) at level {level}");
+                assert_eq!(l0[i].to_bits(), l1[i].to_bits(), "log_ndtr slice({x}) at level {level}");
+                assert_eq!(y0[i].to_bits(), log_ndtr_v(x).to_bits(), "log_ndtr({x}) scalar at level {level}");
+                assert_eq!(r0[i].to_bits(), ndtr_ratio_v(x).to_bits(), "ratio({x}) scalar at level {level}");
+            }
+        });
     }
 
     #[test]

@@ -316,21 +316,19 @@ fn ordered_row_impl(
                 *o += t;
             }
             if let Some((ra, rb)) = rho {
+                // branch-free (both exponentials on every lane, then selects),
+                // so that the loop vectorises
+                let (ra, rb, out, v) = (&mut ra[..r], &mut rb[..r], &out[..r], &v[..r]);
                 for i in 0..r {
                     let left = h - v[i] <= v[i] - l;
-                    let (rhp, rhq) = if out[i] == f64::NEG_INFINITY || out[i].is_nan() {
-                        (0.0, 0.0)
-                    } else {
-                        let t = lq[i];
-                        (rp[i] * exp_f64(-t), rq[i] * exp_f64(d[i] - t))
-                    };
-                    if left {
-                        rb[i] = rhp;
-                        ra[i] = rhq;
-                    } else {
-                        ra[i] = rhp;
-                        rb[i] = rhq;
-                    }
+                    let t = lq[i];
+                    let zero = out[i] == f64::NEG_INFINITY || out[i].is_nan();
+                    let ep = exp_f64(-t);
+                    let eq = exp_f64(d[i] - t);
+                    let rhp = if zero { 0.0 } else { rp[i] * ep };
+                    let rhq = if zero { 0.0 } else { rq[i] * eq };
+                    rb[i] = if left { rhp } else { rhq };
+                    ra[i] = if left { rhq } else { rhp };
                 }
             }
         }
