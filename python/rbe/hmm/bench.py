@@ -240,12 +240,15 @@ def check_values(ref: dict, other: dict, dtype: str) -> Optional[str]:
 
 
 def neural_rows(inp: dict, frameworks: List[str], threads: List[int], repeats: int, warmup: int, rounds: int,
-                tmpdir: str, log: Callable[[str], None] = print) -> tuple:
+                tmpdir: str, log: Optional[Callable[[str], None]] = None) -> tuple:
     """The neural rows: every framework x threads x dtype cell timed in
     ``rounds`` fresh workers, frameworks alternating; one row per cell pair
     (threads, dtype) with each framework's median of worker medians, the
     worker medians themselves and the correctness check of round 0.
     Returns ``(rows, versions)``."""
+    if log is None:
+        def log(s: str) -> None:
+            print(s, flush=True)
     path = os.path.join(tmpdir, "hmm_bench_inputs.npz")
     np.savez(path, **inp)
     reps = {"rbe": repeats, "torch": max(3, repeats // 3), "jax": repeats}
