@@ -18,8 +18,8 @@ Workloads:
 How the neural rows are timed: every framework x threads x dtype cell runs
 in a fresh worker process (``python -m rbe.hmm.bench --worker ...``) with
 its thread settings in the environment before any import
-(``RBE_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
-``OPENBLAS_NUM_THREADS``; then ``rbe.set_num_threads`` /
+(``RBE_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``; numpy's
+``OPENBLAS_NUM_THREADS=1``, it only prepares inputs; then ``rbe.set_num_threads`` /
 ``torch.set_num_threads``; jax pinned to that many cores with
 ``sched_setaffinity`` and its XLA flags), so no framework's idle worker
 threads (torch's spinning OpenMP pool) share the cores with another's timing.
@@ -172,8 +172,11 @@ def _thread_env(threads: int) -> Dict[str, str]:
     to ``threads`` before the interpreter imports anything."""
     env = dict(os.environ)
     n = str(threads)
-    for var in ("RBE_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in ("RBE_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = n
+    # numpy's OpenBLAS only prepares the inputs (torch computes with MKL,
+    # jax with XLA); its idle threads would only take cycles from the timing
+    env["OPENBLAS_NUM_THREADS"] = "1"
     if "XLA_FLAGS" not in os.environ:
         env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={n}"
     # the worker must import this same rbe (e.g. a source checkout on PYTHONPATH)
