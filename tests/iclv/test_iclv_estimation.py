@@ -77,7 +77,7 @@ def test_robust_and_classical_agree_when_correct_and_differ_when_misspecified():
     assert np.all(np.abs(ok.bhhh_se / ok.se - 1) < 0.12)
 
 
-@pytest.mark.parametrize("method", ["bfgs", "lbfgsb", "trust-exact", "bhhh"])
+@pytest.mark.parametrize("method", ["bfgs", "lbfgsb", "trust-exact", "trust-constr", "bhhh"])
 def test_every_optimiser_reaches_the_same_optimum(method):
     df = _logit_data(400, 3, hetero=False, seed=2)
     ref = _regression_model(df).estimate(verbose=False)
@@ -241,3 +241,145 @@ def test_component_ll0_shown_where_defined():
     assert len(i) == 1 and float(lines[i[0]].split(":")[1]) == pytest.approx(want, abs=1e-4)
     assert lines[i[0] + 1].startswith("LL(final, choice)")
     assert not any(ln.startswith("LL(0, att_") for ln in lines)
+
+
+@pytest.mark.parametrize("method", ["bfgs", "lbfgsb", "trust-exact", "trust-constr", "bhhh"])
+def test_progress_line_per_iteration(method):
+    df = _logit_data(300, 2, hetero=False, seed=9)
+    buf = io.StringIO()
+    r = _regression_model(df).estimate(method=method, verbose=True, stream=buf, print_every=1)
+    assert r.converged, r.message
+    out = buf.getvalue().splitlines()
+    assert out[0].startswith("Estimating 'iclv model' (4 free parameters, 300 individuals, 600 rows) with " + method)
+    assert float(out[1].split("LL =")[1]) == pytest.approx(r.ll_start, abs=1e-6)
+    its = [ln for ln in out if ln.strip().startswith("iteration")]
+    # one line per iteration, numbered 1, 2, ..., as many as the results report
+    assert [int(ln.split()[1]) for ln in its] == list(range(1, r.iterations + 1))
+    lls = [float(ln.split("LL =")[1].split()[0]) for ln in its]
+    assert all(b >= a - 1e-6 for a, b in zip(lls, lls[1:]))  # every accepted iterate is no worse
+    assert lls[-1] == pytest.approx(r.ll_final, abs=1e-5)
+    grads = [float(ln.split("max|grad| =")[1].split()[0]) for ln in its]
+    assert grads[-1] < grads[0]
+    final = out[-1]
+    assert final.strip().startswith("final") and f"({r.iterations} iterations" in final
+    assert float(final.split("LL =")[1].split()[0]) == pytest.approx(r.ll_final, abs=1e-5)
+    # print_every=3: iteration 1 and every third
+    buf3 = io.StringIO()
+    r3 = _regression_model(df).estimate(method=method, verbose=True, stream=buf3, print_every=3, hessian=False)
+    nums = [int(ln.split()[1]) for ln in buf3.getvalue().splitlines() if ln.strip().startswith("iteration")]
+    assert nums == [k for k in range(1, r3.iterations + 1) if k == 1 or k % 3 == 0]
+    # verbose=False prints nothing
+    quiet = io.StringIO()
+    _regression_model(df).estimate(method=method, verbose=False, stream=quiet, hessian=False)
+    assert quiet.getvalue() == ""
+
+
+def test_p_values_and_t_ratios_are_the_normal_two_sided_ones():
+    from scipy.stats import norm
+
+    r = _regression_model(_logit_data(300, 2, hetero=False, seed=10)).estimate(verbose=False)
+    np.testing.assert_allclose(r.t_ratios, r.estimates / r.se)
+    np.testing.assert_allclose(r.p_values, 2 * norm.sf(np.abs(r.estimates / r.se)), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(r.robust_p_values, 2 * norm.sf(np.abs(r.estimates / r.robust_se)), rtol=1e-12, atol=1e-300)
+    tab = r.to_pandas()
+    np.testing.assert_allclose(tab["robust_p"], r.robust_p_values)
+    np.testing.assert_allclose(tab["bhhh_se"], np.sqrt(np.diag(r.bhhh_cov)))
+    assert list(tab.columns) == ["estimate", "se", "t", "p", "robust_se", "robust_t", "robust_p", "bhhh_se", "fixed"]
+    assert r.time_estimation > 0 and r.time_hessian > 0 and r.iterations > 0
+
+
+def test_ctrl_c_keeps_the_best_iterate_and_says_so():
+    df = _logit_data(300, 2, hetero=False, seed=11)
+    m = _regression_model(df)
+    inner, calls = m.fn, {"n": 0}
+
+    def interrupted(p, d, dr):
+        calls["n"] += 1
+        if calls["n"] == 10:  # one Ctrl-C, in the middle of an evaluation
+            raise KeyboardInterrupt
+        return inner(p, d, dr)
+
+    m.fn = interrupted
+    with pytest.warns(ConvergenceWarning, match="interrupted"):
+        r = m.estimate(verbose=False, hessian=False, check_unused=False)
+    assert not r.converged and r.message.startswith("interrupted (Ctrl-C)")
+    assert r.ll_final > r.ll_start and np.isfinite(r.estimates).all()
+    assert "NOT CONVERGED: interrupted" in r.summary()
+
+
+def test_failed_results_with_nan_standard_errors_save_and_load(tmp_path):
+    df = _logit_data(200, 2, hetero=False, seed=12)
+    d = iclv.Database(df)
+    params = iclv.Parameters({"a1": 0.0, "a2": 0.0, "b": 0.0})
+
+    def ll(p, d, dr):  # a1 + a2 only: a singular Hessian, NaN standard errors
+        return d.panel_sum(iclv.binary_logit(d, "y", p.a1 + p.a2 + p.b * d.row("x")))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = iclv.Model(ll, d, params).estimate(verbose=False, maxiter=1)
+    assert not r.converged and not r.hessian_ok and np.isnan(r.se).all()
+    r.save(tmp_path / "r.json")
+    r2 = iclv.Results.load(tmp_path / "r.json")
+    assert r2.summary() == r.summary()
+    assert r2.hessian_problem == r.hessian_problem == ["a1", "a2"]
+    assert not r2.converged and r2.message == r.message
+    np.testing.assert_array_equal(r2.se, r.se)  # NaN survives the round trip
+    np.testing.assert_array_equal(r2.bhhh_cov, r.bhhh_cov)
+    assert r2.to_pandas().equals(r.to_pandas())
+
+
+def test_a_non_finite_hessian_at_the_estimates_is_reported_not_a_crash():
+    df = _logit_data(200, 2, hetero=False, seed=13)
+    d = iclv.Database(df)
+    state = {"break": False}
+
+    def ll(p, d, dr):
+        V = p.c + p.b * d.row("x")
+        if state["break"]:
+            V = V + (p.b - p.b.detach()).abs().sqrt()  # value unchanged, derivative NaN
+        return d.panel_sum(iclv.binary_logit(d, "y", V))
+
+    m = iclv.Model(ll, d, iclv.Parameters({"c": 0.0, "b": 0.0}))
+    real = m.hessian_and_scores
+
+    def breaking(values=None):  # only the final Hessian and scores at the estimates break
+        state["break"] = True
+        return real(values)
+
+    m.hessian_and_scores = breaking
+    r = m.estimate(verbose=False)
+    assert "no standard errors: the gradient, Hessian or scores are not finite at the estimates (parameters ['b'])" in r.message
+    assert np.isnan(r.se).all() and np.isnan(r.robust_se).all()
+    assert abs(r["b"] + 1.0) < 0.3  # the estimates themselves are fine
+
+
+@pytest.mark.parametrize("method", ["bfgs", "lbfgsb"])
+def test_a_failed_line_search_away_from_the_optimum_restarts_from_the_best_point(monkeypatch, method):
+    import scipy.optimize as so
+
+    df = _logit_data(300, 2, hetero=False, seed=14)
+    ref = _regression_model(df).estimate(method=method, verbose=False, hessian=False)
+    real, calls = so.minimize, []
+
+    def first_fails(fun, x0, **kw):
+        # the first run stops after 2 iterations, as a line search that lost the quasi-Newton matrix would
+        calls.append(np.array(x0))
+        if len(calls) == 1:
+            res = real(fun, x0, **dict(kw, options=dict(kw["options"], maxiter=2)))
+            res.success, res.message = False, "Desired error not necessarily achieved due to precision loss."
+            return res
+        return real(fun, x0, **kw)
+
+    monkeypatch.setattr(so, "minimize", first_fails)
+    buf = io.StringIO()
+    r = _regression_model(df).estimate(method=method, verbose=True, stream=buf, hessian=False)
+    assert len(calls) == 2 and not np.array_equal(calls[1], calls[0])  # restarted from the best point, not the start
+    assert "restarting " + method + " from the best point" in buf.getvalue()
+    assert r.converged and r.message.endswith("(after 1 restart)")
+    assert abs(r.ll_final - ref.ll_final) < 1e-6
+    # with restarts=0 the failure stands, and says why
+    calls.clear()
+    with pytest.warns(ConvergenceWarning, match="precision loss"):
+        r0 = _regression_model(df).estimate(method=method, verbose=False, hessian=False, restarts=0)
+    assert len(calls) == 1 and not r0.converged and r0.ll_final < ref.ll_final

@@ -13,12 +13,22 @@ Kinds (``Draws(kind=...)``):
     points of every dimension, as Biogeme's skipped Halton), ``scramble=True``
     (scipy's scrambled Halton, seeded; no longer Apollo's).
 ``"sobol"``
-    Scrambled Sobol points (``scipy.stats.qmc.Sobol``, Owen scrambling,
-    seeded), individual ``n`` taking points ``(n-1)R .. nR-1``.
+    Scrambled Sobol points: exactly those of
+    ``scipy.stats.qmc.Sobol(d=L, scramble=True, seed=seed)`` (scipy's linear
+    matrix scrambling with a random digital shift), after
+    ``fast_forward(skip)``, individual ``n`` taking points
+    ``(n-1)R .. nR-1``. With ``R`` a power of 2 each individual's points, in
+    each dimension, have exactly one point in each interval
+    ``[k/R, (k+1)/R)`` (a scrambled Sobol block is a (0, m, 1)-net), and so
+    have the first ``2^m`` points of all individuals together.
+    ``scramble=False``: scipy's unscrambled Sobol sequence without its first
+    point (0, whose normal quantile is -inf): individual ``n`` takes points
+    ``(n-1)R+1 .. nR`` (after ``skip``), as Halton's.
 ``"mlhs"``
     Modified Latin hypercube sampling (Hess, Train and Polak 2006, Apollo's
     ``"mlhs"``): for each individual and dimension, ``(k + u) / R`` for
-    ``k = 0..R-1`` with one uniform shift ``u``, randomly shuffled.
+    ``k = 0..R-1`` with one uniform shift ``u``, randomly shuffled (one point
+    in each interval ``[k/R, (k+1)/R)``).
 ``"pseudo"``
     Pseudo-random draws (NumPy's PCG64, seeded).
 ``"gauss-hermite"``
@@ -97,7 +107,10 @@ class Draws:
         ``"gauss-hermite"``.
     distribution : str or dict
         ``"normal"`` or ``"uniform"``, for all dimensions or per name.
-    skip, scramble, seed : Halton's options and the seed of the random kinds.
+    skip, scramble, seed : the options of the quasi-random kinds (``skip``
+        for Halton and Sobol; ``scramble`` for Halton, default False, and
+        Sobol, default True; an error for the other kinds) and the seed of the
+        random kinds.
     """
 
     def __init__(
@@ -107,7 +120,7 @@ class Draws:
         kind: str = "halton",
         distribution: Union[str, Dict[str, str]] = "normal",
         skip: int = 0,
-        scramble: bool = False,
+        scramble: Optional[bool] = None,
         seed: Optional[int] = 0,
     ):
         if isinstance(dims, str):
@@ -125,6 +138,10 @@ class Draws:
             raise SpecificationError(f"Draws: Gauss-Hermite quadrature is for one latent variable, got {len(dims)} dimensions {dims}")
         if skip < 0:
             raise SpecificationError(f"Draws: skip must be >= 0, got {skip}")
+        if skip and kind not in ("halton", "sobol"):
+            raise SpecificationError(f"Draws: skip is an option of Halton and Sobol draws, not of {kind!r}")
+        if scramble is not None and kind not in ("halton", "sobol"):
+            raise SpecificationError(f"Draws: scramble is an option of Halton and Sobol draws, not of {kind!r}")
         if isinstance(distribution, str):
             distribution = {d: distribution for d in dims}
         for d in distribution:
@@ -141,7 +158,7 @@ class Draws:
         self.kind = kind
         self.distribution = dist
         self.skip = int(skip)
-        self.scramble = bool(scramble)
+        self.scramble = (kind == "sobol") if scramble is None else bool(scramble)
         self.seed = seed
         self._array: Optional[np.ndarray] = None
         self._weights: Optional[np.ndarray] = None
@@ -189,11 +206,13 @@ class Draws:
         if self.kind == "sobol":
             from scipy.stats import qmc
 
-            eng = qmc.Sobol(d=L, scramble=True, seed=self.seed)
+            eng = qmc.Sobol(d=L, scramble=self.scramble, seed=self.seed)
             if self.skip:
                 eng.fast_forward(self.skip)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # balance properties want powers of 2
+                if not self.scramble:
+                    eng.fast_forward(1)  # the point 0
                 u = eng.random(N * R)
             return u.reshape(N, R, L)
         rng = np.random.default_rng(self.seed)

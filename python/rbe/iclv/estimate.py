@@ -13,9 +13,22 @@ Optimisers (``method=``):
 
 The objective handed to scipy is ``-LL / N`` (so tolerances do not depend on
 the sample size); everything reported is on the scale of ``LL``. A
-non-finite log-likelihood (thresholds out of order, a negative standard
-deviation) is an infeasible point: the objective is ``+inf`` and the line
-search backs off.
+non-finite log-likelihood (raw thresholds out of order, a non-positive
+standard deviation) is an infeasible trial point, never repaired (thresholds
+are not reordered): scipy gets a finite value far above every objective value
+seen so far with the last finite gradient, so every method rejects the step
+(line searches back off, trust regions shrink; ``+inf`` would do for BFGS and
+the trust-region methods, but L-BFGS-B's line search stops at the start point
+with "success" on it). BHHH halves its step until the log-likelihood is
+finite and increases. Success claimed by scipy with the gradient of ``LL / N``
+above ``1000 gtol`` (away from bounds) is not believed.
+
+A gradient (or Hessian, or score) that is not finite where the
+log-likelihood is finite (the model is not differentiable there: ``sqrt``
+of a parameter at 0, ``0 * inf``) stops the estimation with an
+:class:`EstimationError` message naming the parameters and the point; the
+results keep the best iterate (``converged`` False, a ``ConvergenceWarning``),
+as any failed estimation. At the start values it is raised.
 
 Standard errors at the estimates (``hessian=True``), from the exact Hessian
 ``H`` and the scores ``S`` (``N x K``):
@@ -47,8 +60,17 @@ __all__ = ["estimate", "covariances"]
 METHODS = ("bfgs", "lbfgsb", "trust-exact", "trust-constr", "bhhh")
 
 
-class _Stop(Exception):
-    pass
+def non_finite_gradient_message(names: Sequence[str], x: np.ndarray, g: np.ndarray, what: str = "gradient") -> str:
+    """The message of the :class:`EstimationError` for a finite log-likelihood
+    whose gradient (or Hessian row / score) is not finite: names the
+    parameters and gives the point."""
+    bad = [n for n, v in zip(names, g) if not np.isfinite(v)]
+    at = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, x))
+    return (
+        f"the {what} of the log-likelihood is not finite (NaN or inf) for parameters {bad} where the log-likelihood itself is "
+        f"finite, at {at}: the model is not differentiable there (e.g. sqrt or log of a parameter at 0, 0 * inf); "
+        f"reparametrise (e.g. exp of a log-parameter) or change the start values"
+    )
 
 
 class _Tracker:
@@ -68,6 +90,14 @@ class _Tracker:
         self.iterations = 0
         self.t0 = time.perf_counter()
         self.cache: Dict[bytes, Tuple[float, np.ndarray]] = {}
+        self.worst_f = -math.inf
+        self.last_finite_g = np.zeros(len(model.free_names))
+        self.n_infeasible = 0
+
+    def start(self, x0: np.ndarray, ll0: float, g0: np.ndarray) -> None:
+        self.best_x, self.best_ll = x0.copy(), ll0
+        self.worst_f = -ll0 / self.N
+        self.last_finite_g = -g0 / self.N
 
     def evaluate(self, x: np.ndarray) -> Tuple[float, np.ndarray]:
         key = x.tobytes()
@@ -75,10 +105,20 @@ class _Tracker:
         if hit is not None:
             return hit
         ll, g = self.model.loglik_and_gradient(x)
-        if not math.isfinite(ll) or not np.isfinite(g).all():
-            r = (math.inf, np.zeros_like(x)) if not math.isfinite(ll) else (-ll / self.N, np.nan_to_num(-g / self.N))
+        if not math.isfinite(ll):
+            # an infeasible trial point (thresholds out of order, a non-positive standard
+            # deviation): a finite value far above every objective value seen, with the last
+            # finite gradient, so that every scipy method rejects the step and backs off.
+            # (+inf works for BFGS and the trust-region methods, but L-BFGS-B's line search
+            # then stops at the start point and reports success.)
+            self.n_infeasible += 1
+            r = (self.worst_f + 1e3 * (1.0 + abs(self.worst_f)), self.last_finite_g.copy())
         else:
+            if not np.isfinite(g).all():
+                raise EstimationError(non_finite_gradient_message(self.model.free_names, x, g))
             r = (-ll / self.N, -g / self.N)
+            self.worst_f = max(self.worst_f, r[0])
+            self.last_finite_g = r[1].copy()
             if ll > self.best_ll:
                 self.best_ll, self.best_x = ll, x.copy()
         self.cache = {key: r}
@@ -198,10 +238,10 @@ def estimate(
             f"standard deviation or an impossible outcome); change the start values"
         )
     if not np.isfinite(g0).all():
-        raise EstimationError(f"the gradient is not finite at the start values (parameters {[n for n, v in zip(names, g0) if not np.isfinite(v)]})")
+        raise EstimationError("at the start values: " + non_finite_gradient_message(names, x0, g0))
     unused = model.check_unused(x0) if check_unused else []
     tr = _Tracker(model, verbose, stream, print_every)
-    tr.best_x, tr.best_ll = x0.copy(), ll0
+    tr.start(x0, ll0, g0)
     if verbose:
         print(f"Estimating {model.name!r} ({len(names)} free parameters, {N} individuals, {model.data.n_rows} rows"
               + (f", {model.draws.n_draws} {model.draws_spec.kind} draws" if model.draws is not None else "")
@@ -219,9 +259,9 @@ def estimate(
             elif method == "lbfgsb":
                 kw.update(method="L-BFGS-B", bounds=params.bounds(), options=dict(gtol=gtol, maxiter=maxiter, ftol=1e-15, maxcor=30))
             elif method == "trust-exact" and not params.has_bounds:
-                kw.update(method="trust-exact", hess=lambda x: -model.hessian(x) / N, options=dict(gtol=gtol, maxiter=maxiter))
+                kw.update(method="trust-exact", hess=lambda x: _hessian(model, x) / N, options=dict(gtol=gtol, maxiter=maxiter))
             else:
-                kw.update(method="trust-constr", hess=lambda x: -model.hessian(x) / N, options=dict(gtol=gtol, maxiter=maxiter))
+                kw.update(method="trust-constr", hess=lambda x: _hessian(model, x) / N, options=dict(gtol=gtol, maxiter=maxiter))
                 if params.has_bounds:
                     b = params.bounds()
                     kw["bounds"] = so.Bounds([-np.inf if l is None else l for l, _ in b], [np.inf if h is None else h for _, h in b])
@@ -238,12 +278,17 @@ def estimate(
                 ll_hat = model.loglik(x_hat)
                 if not math.isfinite(ll_hat) or ll_hat < tr.best_ll - 1e-9 * abs(tr.best_ll):
                     x_hat = tr.best_x
+                gmax = _projected_gmax(model, x_hat)
+                if converged and not gmax <= 1e3 * gtol:
+                    # scipy claims success far from a stationary point (e.g. L-BFGS-B after a
+                    # line search that met infeasible points): do not believe it
+                    converged = False
+                    message += f" (but the gradient of LL/N at that point is {gmax:.2e}: not a maximum)"
                 if converged or nit >= maxiter or method not in ("bfgs", "lbfgsb"):
                     break
                 # a failed line search far from the optimum (the quasi-Newton matrix lost its
                 # positive definiteness where the log-likelihood is not concave): restart from
                 # the best point with a fresh matrix, as Apollo's and Biogeme's BFGS users do by hand
-                gmax = float(np.max(np.abs(model.gradient(x_hat)))) / N
                 if gmax <= 10 * gtol:
                     break
                 if verbose:
@@ -253,7 +298,7 @@ def estimate(
             if restarts and attempt > 0:
                 message += f" (after {attempt} restart{'s' if attempt > 1 else ''})"
             if not converged and method != "bhhh":
-                gmax = float(np.max(np.abs(model.gradient(x_hat)))) / N
+                gmax = _projected_gmax(model, x_hat)
                 if gmax <= 10 * gtol:
                     # scipy's line search gives up on precision loss at the optimum: the gradient says we are there
                     converged = True
@@ -262,6 +307,11 @@ def estimate(
         message = "interrupted (Ctrl-C); the estimates are the best iterate so far"
         x_hat = tr.best_x
         nit = tr.iterations
+    except EstimationError as e:  # a non-finite gradient where the log-likelihood is finite
+        message = f"stopped: {e}; the estimates are the best iterate so far"
+        x_hat = tr.best_x
+        nit = tr.iterations
+        converged = False
     except Exception as e:  # the model function raised during estimation
         message = f"stopped: the model raised {type(e).__name__}: {e}; the estimates are the best iterate so far"
         x_hat = tr.best_x
@@ -279,7 +329,16 @@ def estimate(
         if hessian:
             # one forward pass gives LL, the gradient, the exact Hessian and the scores
             ll_hat, g_hat, H, S = model.hessian_and_scores(x_hat)
-            cov = covariances(H, S, names)
+            if np.isfinite(H).all() and np.isfinite(S).all() and np.isfinite(g_hat).all():
+                cov = covariances(H, S, names)
+            else:
+                # name the source: a non-finite first derivative spreads through the Hessian
+                for nonfinite in (~np.isfinite(g_hat), ~np.isfinite(np.diag(H)), ~(np.isfinite(H).all(axis=1) & np.isfinite(S).all(axis=0))):
+                    if nonfinite.any():
+                        break
+                bad = [n for n, b in zip(names, nonfinite) if b]
+                message += f"; no standard errors: the gradient, Hessian or scores are not finite at the estimates (parameters {bad})"
+                H = S = None
         else:
             ll_hat, g_hat = model.loglik_and_gradient(x_hat)
     except Exception as e:  # the model fails at the estimates too: report what we have
@@ -328,11 +387,40 @@ def estimate(
     )
 
 
+def _projected_gmax(model, x: np.ndarray) -> float:
+    """``max |gradient of LL/N|`` over the free parameters, leaving out those
+    held at a bound by a gradient pointing outside (a bounded optimum)."""
+    g = model.gradient(x) / model.data.n_individuals
+    for i, (lo, hi) in enumerate(model.params.bounds()):
+        # (trust-constr's interior point stays a little inside its bounds)
+        if (lo is not None and x[i] <= lo + 1e-6 * (1 + abs(lo)) and g[i] < 0) or (hi is not None and x[i] >= hi - 1e-6 * (1 + abs(hi)) and g[i] > 0):
+            g[i] = 0.0
+    return float(np.max(np.abs(g)))
+
+
+def _hessian(model, x: np.ndarray) -> np.ndarray:
+    """``-H`` for scipy's trust-region methods, checked finite."""
+    _, g, H, _ = model.hessian_and_scores(x)
+    if not np.isfinite(g).all():
+        raise EstimationError(non_finite_gradient_message(model.free_names, x, g))
+    if not np.isfinite(H).all():
+        # a NaN derivative of one parameter spreads along its row and column: name the
+        # parameters whose own second derivative is not finite (else every row involved)
+        rows = ~np.isfinite(np.diag(H))
+        if not rows.any():
+            rows = ~np.isfinite(H).all(axis=1)
+        raise EstimationError(non_finite_gradient_message(model.free_names, x, np.where(rows, np.nan, 0.0), "Hessian"))
+    return -H
+
+
 def _bhhh(model, x0, maxiter, gtol, tr) -> Tuple[np.ndarray, bool, str, int]:
     N = model.data.n_individuals
     x = x0.copy()
     for it in range(1, maxiter + 1):
         ll, g, _, S = model.hessian_and_scores(x)
+        if not np.isfinite(g).all() or not np.isfinite(S).all():
+            bad = np.where(np.isfinite(g) & np.isfinite(S).all(axis=0), 0.0, np.nan)
+            raise EstimationError(non_finite_gradient_message(model.free_names, x, bad, "gradient (or a score)"))
         B = S.T @ S
         try:
             d = np.linalg.solve(B, g)
