@@ -184,6 +184,87 @@ fn matrix_products() {
     derivs("outer", &|x| Ok(vec![linalg::outer(&x[0], &x[1])?]), &[rnd(&[3], 10, -1.0, 1.0), rnd(&[4], 11, -1.0, 1.0)], 2);
 }
 
+/// `a[B, m, k] @ b[k, n]` folds the batch into rows (one product that can use
+/// the threads): values against a plain loop for a foldable and a
+/// non-foldable layout of `a`, bits independent of the thread count, and the
+/// gradient of `b` (one product over all rows) against per-batch sums.
+#[test]
+fn batched_matmul_with_an_unbatched_right_operand() {
+    use rbe_core::autograd::run_backward;
+    let (nb, m, k, n) = (16, 200, 80, 50); // m*n*k per batch below the parallel threshold, the fold above it
+    let a = rnd(&[nb, m, k], 21, -1.0, 1.0);
+    // the same values with batch rows not laid out as further rows (not foldable)
+    let at = shape::transpose(&shape::contiguous(&shape::transpose(&a, 0, 1).unwrap()).unwrap(), 0, 1).unwrap();
+    let b = rnd(&[k, n], 22, -1.0, 1.0);
+    let bt = shape::transpose(&shape::contiguous(&shape::transpose(&b, 0, 1).unwrap()).unwrap(), 0, 1).unwrap();
+    let (av, bv) = (a.to_vec::<f64>(), b.to_vec::<f64>());
+    let want: Vec<f64> = (0..nb * m * n)
+        .map(|e| {
+            let (r, j) = (e / n, e % n);
+            (0..k).map(|l| av[r * k + l] * bv[l * n + j]).sum()
+        })
+        .collect();
+    for (x, y) in [(&a, &b), (&at, &b), (&a, &bt)] {
+        let mut bits = vec![];
+        for threads in [1, 2, 3] {
+            let got = with_num_threads(threads, || linalg::matmul(x, y).unwrap()).unwrap();
+            assert_eq!(got.shape(), [nb, m, n]);
+            let gv = got.to_vec::<f64>();
+            assert!(gv.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-12 * (1.0 + w.abs())));
+            bits.push(gv.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        assert!(bits.iter().all(|v| *v == bits[0]), "results depend on the thread count");
+    }
+    // the gradient of b: sum over batches and rows of a^T g
+    let g = rnd(&[nb, m, n], 23, -1.0, 1.0);
+    let gv = g.to_vec::<f64>();
+    let mut want_gb = vec![0.0; k * n];
+    for r in 0..nb * m {
+        for l in 0..k {
+            for j in 0..n {
+                want_gb[l * n + j] += av[r * k + l] * gv[r * n + j];
+            }
+        }
+    }
+    for threads in [1, 2] {
+        let bg = b.detach();
+        bg.set_requires_grad(true).unwrap();
+        let y = linalg::matmul(&a, &bg).unwrap();
+        let got = with_num_threads(threads, || {
+            run_backward(&[y], std::slice::from_ref(&g), false, false, Some(std::slice::from_ref(&bg)), false)
+        })
+        .unwrap()
+        .unwrap();
+        let got = got[0].as_ref().unwrap().to_vec::<f64>();
+        assert!(got.iter().zip(&want_gb).all(|(x, w)| (x - w).abs() <= 1e-11 * (1.0 + w.abs())));
+    }
+}
+
+/// Row reductions (`amax`, `argmax`, `prod`) run over fixed chunks of rows:
+/// the values of a plain loop, whatever the thread count.
+#[test]
+fn row_reductions_split_over_threads() {
+    let (rows, r) = (3200, 50);
+    let x = rnd(&[rows, r], 24, -3.0, 3.0);
+    let xv = x.to_vec::<f64>();
+    let want_max: Vec<f64> = xv.chunks(r).map(|c| c.iter().cloned().fold(f64::NEG_INFINITY, f64::max)).collect();
+    let want_arg: Vec<i64> = xv.chunks(r).map(|c| c.iter().enumerate().fold(0, |b, (i, &v)| if v > c[b] { i } else { b }) as i64).collect();
+    let want_prod: Vec<f64> = xv.chunks(r).map(|c| c.iter().product()).collect();
+    for threads in [1, 2, 3] {
+        let (m, a, p) = with_num_threads(threads, || {
+            (
+                reduce::amax(&x, Some(&[1]), false, reduce::Extreme::Max).unwrap().to_vec::<f64>(),
+                reduce::argext(&x, Some(1), false, reduce::Extreme::Max).unwrap().to_vec::<i64>(),
+                reduce::prod(&x, Some(&[-1]), false).unwrap().to_vec::<f64>(),
+            )
+        })
+        .unwrap();
+        assert_eq!(m, want_max);
+        assert_eq!(a, want_arg);
+        assert!(p.iter().zip(&want_prod).all(|(g, w)| g.to_bits() == w.to_bits()), "prod with {threads} threads");
+    }
+}
+
 #[test]
 fn activations_and_clamp() {
     let x = rnd(&[9], 12, -2.0, 2.0);

@@ -63,6 +63,21 @@ fn bmm_broadcast_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if m * n == 0 {
         return Ok(out);
     }
+    // b without batch dims and a's batch dims laid out as further rows (e.g.
+    // a contiguous): one (nb*m) x k product, as torch folds them, so that the
+    // product's own fixed row split can use the threads (nb products of m
+    // rows each would be too small to); each element is still one micro-kernel
+    // sum over k in fixed blocks, so results do not depend on the thread count.
+    let fold = rb == 2 && nb > 1 && {
+        let mut rows = m;
+        let mut ok = true;
+        for d in (0..nbd).rev() {
+            ok &= batch[d] == 1 || sa[d] == sa[nbd] * rows as isize;
+            rows *= batch[d];
+        }
+        ok
+    };
+    let (nb, m) = if fold { (1, nb * m) } else { (nb, m) };
     macro_rules! run {
         ($T:ty) => {{
             <$T as crate::gemm::GemmElem>::reserve_scratch(n, k)?;
@@ -132,7 +147,19 @@ pub fn bmm_broadcast(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let xa = if ctx.needs(1) { Some(sva.get(ctx)?) } else { None };
             let xb = if ctx.needs(0) { Some(svb.get(ctx)?) } else { None };
             let ga = if ctx.needs(0) { Some(sum_to(&bmm_broadcast(g, &mt(xb.as_ref().unwrap())?)?, &sa)?) } else { None };
-            let gb = if ctx.needs(1) { Some(sum_to(&bmm_broadcast(&mt(xa.as_ref().unwrap())?, g)?, &sb)?) } else { None };
+            let gb = if !ctx.needs(1) {
+                None
+            } else if sb.len() == 2 && sa.len() > 2 {
+                // b without batch dims: its gradient sums over a's batch, as
+                // one (k x rows) @ (rows x n) product over all rows at once
+                let xa = xa.as_ref().unwrap();
+                let rows: usize = sa[..sa.len() - 1].iter().product();
+                let a2 = reshape(xa, &[rows, sa[sa.len() - 1]])?;
+                let g2 = reshape(g, &[rows, sb[1]])?;
+                Some(bmm_broadcast(&mt(&a2)?, &g2)?)
+            } else {
+                Some(sum_to(&bmm_broadcast(&mt(xa.as_ref().unwrap())?, g)?, &sb)?)
+            };
             Ok(vec![ga, gb])
         });
     }

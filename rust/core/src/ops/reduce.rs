@@ -82,7 +82,7 @@ fn middle_layout(x: &Tensor, dims: &[usize]) -> Option<(usize, usize, usize)> {
 }
 
 /// Generic reduction kernel: each output element is `f(run)` over its reduced run.
-fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: impl Fn(&[T]) -> O) -> Tensor {
+fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: impl Fn(&[T]) -> O + Send + Sync) -> Tensor {
     let (g, r) = grouped(x, dims);
     let oshape = out_shape(x.shape(), dims, keepdim);
     let mut out = FreshTensor::<O>::uninit(&oshape).unwrap_or_else(|e| panic!("{e}"));
@@ -93,9 +93,21 @@ fn reduce_with<T: Elem, O: Elem>(x: &Tensor, dims: &[usize], keepdim: bool, f: i
             *y = f(&[]);
         }
     } else {
-        for (y, run) in o.iter_mut().zip(d.chunks_exact(r)) {
-            *y = f(run);
-        }
+        // fixed chunks of outputs, each output from its own run by `f`: the
+        // results do not depend on the thread count
+        const CHUNK: usize = 256;
+        let n = o.len();
+        let ptr = crate::parallel::SendPtr(o.as_mut_ptr());
+        crate::parallel::for_each_index(n.div_ceil(CHUNK), d.len().saturating_mul(8), |c| {
+            let p = ptr;
+            let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+            // SAFETY: chunk c is the only task writing outputs lo..hi of `o`,
+            // which outlives this loop.
+            let oc = unsafe { std::slice::from_raw_parts_mut(p.0.add(lo), hi - lo) };
+            for (y, run) in oc.iter_mut().zip(d[lo * r..hi * r].chunks_exact(r)) {
+                *y = f(run);
+            }
+        });
     }
     out.into_tensor()
 }
