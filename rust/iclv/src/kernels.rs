@@ -14,8 +14,13 @@
 //! The derivatives use `rho_a = f(a) / P` and `rho_b = f(b) / P`, formed
 //! from the ratios `r(x) = f(x) / F(x)` (no division by a small `P`):
 //! `rho_p = r(p) / (1 - e^d)` and `rho_q = r(q) e^d / (1 - e^d)` with
-//! `d = log F(q) - log F(p)`.
-use rbe_core::ext::simd::{self, exp_f64, expm1_slice_f64, log1p_slice_f64, log_ndtr_and_ratio_f64, log_ndtr_slice_f64, log_slice_f64};
+//! `d = log F(q) - log F(p)`. For the probit, a row of a middle category
+//! whose every lane allows it takes `P = Phi(p) - Phi(q)` directly (or
+//! `log1p(-(Phi(q) + Phi(-p)))` where `P > 1/2`), at no loss of accuracy
+//! (see [`probit_direct`] for the conditions and the error bound).
+use rbe_core::ext::simd::{
+    self, exp_f64, expm1_slice_f64, log1p_slice_f64, log_ndtr_and_ratio_f64, log_ndtr_slice_f64, log_slice_f64, ndtr_slice_f64,
+};
 use rbe_core::ext::{memory_err, Result, SendPtr};
 use std::ops::Range;
 
@@ -252,7 +257,7 @@ fn ordered_row_impl(
     lo: Option<f64>,
     hi: Option<f64>,
     out: &mut [f64],
-    rho: Option<(&mut [f64], &mut [f64])>,
+    mut rho: Option<(&mut [f64], &mut [f64])>,
     s: &mut Scratch,
 ) {
     let r = v.len();
@@ -304,6 +309,11 @@ fn ordered_row_impl(
                 *pi = if left { b } else { -a };
                 *qi = if left { a } else { -b };
             }
+            if link == Link::Probit
+                && probit_direct(v, l, h, p, q, out, rho.as_mut().map(|(a, b)| (&mut **a, &mut **b)), rp, rq, d, s1, s2, lq)
+            {
+                return;
+            }
             // out holds log F(p) until the tail is added
             log_cdf_and_ratio(link, p, out, rp, s1, want);
             log_cdf_and_ratio(link, q, lq, rq, s1, want);
@@ -333,6 +343,94 @@ fn ordered_row_impl(
             }
         }
     }
+}
+
+/// `P` below which [`probit_direct`] leaves a row to the log-space formula
+/// (so that `P`, `Phi(p)`, `Phi(q)` and `phi` stay normal numbers).
+const DIRECT_MIN_P: f64 = 1e-280;
+
+/// A middle probit category from `P = Phi(p) - Phi(q)` directly (`ndtr`
+/// and `log` instead of two `log Phi`, a `log1mexp` and two exponentials),
+/// used only when every lane of the row is in one of two cases where this
+/// is as accurate as the log-space formula; returns false, writing nothing
+/// but scratch, otherwise (`u = 2^-53`, `Phi` to 2 ulp):
+///
+/// - `Phi(q) <= P <= 1/2`: the difference carries a relative error of at
+///   most `2u (Phi(p) + Phi(q)) / P + u/2 <= 2u (1 + 2 Phi(q) / P) + u/2
+///   <= 6.5u`, the absolute error it puts on `log P`; with `|log P| >= ln 2`
+///   that is at most `9.4u` relative (+ the log's ulp);
+/// - `P > 1/2`: `log P = log1p(-s)` with `s = Phi(q) + Phi(-p)` (the two
+///   tail masses, `Phi(a)` and `Phi(-b)`: a sum of positives, at most
+///   `2.5u` relative); `|d log1p(-s)/ds| = 1/(1-s) < 2` and `|log1p(-s)| >= s`,
+///   so `log P` is within `5u` relative (+ the log1p's ulp).
+///
+/// Where `Phi(q)` is large against `P <= 1/2` (narrow intervals) the
+/// difference loses digits, and the row keeps the log-space formula, as it
+/// does for `P < DIRECT_MIN_P`. `rho_a = phi(a) / P`, `rho_b = phi(b) / P`
+/// (`P` the difference, within `6.5u` relative in both cases) with `x^2` in
+/// double-double.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn probit_direct(
+    v: &[f64],
+    l: f64,
+    h: f64,
+    p: &[f64],
+    q: &[f64],
+    out: &mut [f64],
+    rho: Option<(&mut [f64], &mut [f64])>,
+    fp: &mut [f64],
+    fq: &mut [f64],
+    dp: &mut [f64],
+    s1: &mut [f64],
+    s2: &mut [f64],
+    s3: &mut [f64],
+) -> bool {
+    let r = v.len();
+    let (p, q, out, fp, fq, dp) = (&p[..r], &q[..r], &mut out[..r], &mut fp[..r], &mut fq[..r], &mut dp[..r]);
+    ndtr_slice_f64(p, fp);
+    ndtr_slice_f64(q, fq);
+    let (mut ok, mut big) = (1u8, 0u8);
+    for ((di, &a), &b) in dp.iter_mut().zip(fp.iter()).zip(fq.iter()) {
+        let pr = a - b;
+        *di = pr;
+        ok &= u8::from(pr >= DIRECT_MIN_P && (pr > 0.5 || b <= pr));
+        big |= u8::from(pr > 0.5);
+    }
+    if ok == 0 {
+        return false;
+    }
+    log_slice_f64(dp, out);
+    if big != 0 {
+        // the lanes with P > 1/2: log1p(-(Phi(q) + Phi(-p)))
+        let (np, tp, lp) = (&mut s1[..r], &mut s2[..r], &mut s3[..r]);
+        for (x, &pi) in np.iter_mut().zip(p) {
+            *x = -pi;
+        }
+        ndtr_slice_f64(np, tp);
+        for (t, &b) in tp.iter_mut().zip(fq.iter()) {
+            *t = -(b + *t);
+        }
+        log1p_slice_f64(tp, lp);
+        for ((o, &pr), &t) in out.iter_mut().zip(dp.iter()).zip(lp.iter()) {
+            *o = if pr > 0.5 { t } else { *o };
+        }
+    }
+    if let Some((ra, rb)) = rho {
+        const C: f64 = 0.398_942_280_401_432_7; // 1 / sqrt(2 pi)
+        let pdf = |x: f64| {
+            let hi = x * x;
+            let lo = x.mul_add(x, -hi);
+            C * exp_f64(-0.5 * hi) * (-0.5f64).mul_add(lo, 1.0)
+        };
+        let (ra, rb) = (&mut ra[..r], &mut rb[..r]);
+        for i in 0..r {
+            let inv = 1.0 / dp[i];
+            ra[i] = pdf(l - v[i]) * inv;
+            rb[i] = pdf(h - v[i]) * inv;
+        }
+    }
+    true
 }
 
 /// `out = log P(y | v)` (`(n, r)`), and `rho = (rho_a, rho_b)` when asked.
