@@ -604,6 +604,197 @@ macro_rules! lse_kernels {
 lse_kernels!(lse_middle_f32, lse_runs_f32, lse_backward_f32, f32, 16, exp_f32);
 lse_kernels!(lse_middle_f64, lse_runs_f64, lse_backward_f64, f64, 8, exp_f64);
 
+/// Row kernels of `log_softmax` / `softmax` over the last dim: per run of `r`
+/// contiguous elements one pass for the max, one for the sum of exp, one to
+/// write. The shift is subtracted first, `(x - m) - ls`, so large offsets
+/// keep full precision. Short rows (the common case: a few dozen classes)
+/// are cheap only if the per-row work is: the lanes are reduced as trees,
+/// rows go in blocks of 64 (each pass over the whole block, so the rows'
+/// dependency chains overlap) and the logs of a block's sums are one
+/// vectorised loop.
+macro_rules! softmax_kernels {
+    ($fwd:ident, $bwd:ident, $t:ty, $w:literal, $exp:ident, [$($h:literal),+]) => {
+        multiversion! {
+            /// log_softmax (`log`) or softmax of each contiguous run of `r`
+            /// elements (runs laid end to end). A run whose max is not finite
+            /// (a NaN, a +inf, or all -inf) is NaN throughout, as the composite
+            /// formula and torch give.
+            pub fn $fwd(x: &[$t], r: usize, log: bool, out: &mut [$t]) {
+                const BLK: usize = 64;
+                let rows = x.len() / r;
+                let mut ms = [0.0 as $t; BLK];
+                let mut tots = [1f64; BLK];
+                let mut lss = [0f64; BLK];
+                let mut b0 = 0;
+                while b0 < rows {
+                    let nb = BLK.min(rows - b0);
+                    let xb = &x[b0 * r..(b0 + nb) * r];
+                    let ob = &mut out[b0 * r..(b0 + nb) * r];
+                    // max of each row (NaN if any is NaN), lanes then a tree
+                    for (i, run) in xb.chunks_exact(r).enumerate() {
+                        let ch = run.chunks_exact($w);
+                        let rem = ch.remainder();
+                        let mut mv = [<$t>::NEG_INFINITY; $w];
+                        for c in ch {
+                            for l in 0..$w {
+                                mv[l] = if c[l] > mv[l] || c[l] != c[l] { c[l] } else { mv[l] };
+                            }
+                        }
+                        // the tail: the last full-width chunk again when the row
+                        // has one (max is idempotent), else a padded copy
+                        let mut last = [<$t>::NEG_INFINITY; $w];
+                        if r >= $w {
+                            last = run[r - $w..].try_into().unwrap();
+                        } else {
+                            last[..rem.len()].copy_from_slice(rem);
+                        }
+                        for l in 0..$w {
+                            mv[l] = if last[l] > mv[l] || last[l] != last[l] { last[l] } else { mv[l] };
+                        }
+                        $(
+                            for l in 0..$h {
+                                mv[l] = if mv[l + $h] > mv[l] || mv[l + $h] != mv[l + $h] { mv[l + $h] } else { mv[l] };
+                            }
+                        )+
+                        ms[i] = mv[0];
+                    }
+                    // sum of exp(x - m): blocks of 64 vectors in the element type,
+                    // lanes added as a tree in f64
+                    for (i, run) in xb.chunks_exact(r).enumerate() {
+                        let m = ms[i];
+                        if !m.is_finite() {
+                            tots[i] = 1.0;
+                            continue;
+                        }
+                        let mut tot = 0f64;
+                        for (k, big) in run.chunks(64 * $w).enumerate() {
+                            let ch = big.chunks_exact($w);
+                            let rem = ch.remainder().len();
+                            let mut acc = [0.0 as $t; $w];
+                            for c in ch {
+                                for l in 0..$w {
+                                    acc[l] += $exp(c[l] - m);
+                                }
+                            }
+                            if rem > 0 {
+                                // the tail: the full-width chunk ending at the block's
+                                // end with its already-counted lanes masked off, or a
+                                // padded copy when the row is shorter than a vector
+                                let end = k * 64 * $w + big.len();
+                                if r >= $w {
+                                    let c: &[$t; $w] = run[end - $w..end].try_into().unwrap();
+                                    let off = $w - rem;
+                                    for l in 0..$w {
+                                        let v = if l >= off { c[l] } else { <$t>::NEG_INFINITY };
+                                        acc[l] += $exp(v - m);
+                                    }
+                                } else {
+                                    let mut last = [<$t>::NEG_INFINITY; $w];
+                                    last[..rem].copy_from_slice(&big[big.len() - rem..]);
+                                    for l in 0..$w {
+                                        acc[l] += $exp(last[l] - m);
+                                    }
+                                }
+                            }
+                            let mut a64 = [0f64; $w];
+                            for l in 0..$w {
+                                a64[l] = acc[l] as f64;
+                            }
+                            $(
+                                for l in 0..$h {
+                                    a64[l] += a64[l + $h];
+                                }
+                            )+
+                            tot += a64[0];
+                        }
+                        tots[i] = tot;
+                    }
+                    for i in 0..nb {
+                        lss[i] = ln_ge1(tots[i]);
+                    }
+                    for (i, (run, dst)) in xb.chunks_exact(r).zip(ob.chunks_exact_mut(r)).enumerate() {
+                        let (m, ls) = (ms[i], lss[i] as $t);
+                        if !m.is_finite() {
+                            dst.fill(<$t>::NAN);
+                        } else if r >= $w {
+                            // full-width chunks, the last one overlapping (the same
+                            // values written again)
+                            let mut j0 = 0;
+                            while j0 < r {
+                                let j = j0.min(r - $w);
+                                let xv: &[$t; $w] = run[j..j + $w].try_into().unwrap();
+                                let dv: &mut [$t; $w] = (&mut dst[j..j + $w]).try_into().unwrap();
+                                if log {
+                                    for l in 0..$w {
+                                        dv[l] = (xv[l] - m) - ls;
+                                    }
+                                } else {
+                                    for l in 0..$w {
+                                        dv[l] = $exp((xv[l] - m) - ls);
+                                    }
+                                }
+                                j0 += $w;
+                            }
+                        } else if log {
+                            for (d, &v) in dst.iter_mut().zip(run) {
+                                *d = (v - m) - ls;
+                            }
+                        } else {
+                            for (d, &v) in dst.iter_mut().zip(run) {
+                                *d = $exp((v - m) - ls);
+                            }
+                        }
+                    }
+                    b0 += nb;
+                }
+            }
+        }
+
+        multiversion! {
+            /// First-order backward per run of `r` from the forward's output `y`:
+            /// log_softmax (`log`) `g - exp(y) sum(g)`, softmax
+            /// `g y - y sum(g y)`; the sums accumulated in f64 in fixed lanes.
+            pub fn $bwd(y: &[$t], g: &[$t], r: usize, log: bool, out: &mut [$t]) {
+                for ((yr, gr), dst) in y.chunks_exact(r).zip(g.chunks_exact(r)).zip(out.chunks_exact_mut(r)) {
+                    let mut acc = [0f64; $w];
+                    let (gc, yc) = (gr.chunks_exact($w), yr.chunks_exact($w));
+                    let (grem, yrem) = (gc.remainder(), yc.remainder());
+                    for (a, b) in gc.zip(yc) {
+                        for l in 0..$w {
+                            acc[l] += if log { a[l] as f64 } else { (a[l] * b[l]) as f64 };
+                        }
+                    }
+                    // the tail padded with zeros, then the lanes added as a tree
+                    let (mut ga, mut ya) = ([0.0 as $t; $w], [0.0 as $t; $w]);
+                    ga[..grem.len()].copy_from_slice(grem);
+                    ya[..yrem.len()].copy_from_slice(yrem);
+                    for l in 0..$w {
+                        acc[l] += if log { ga[l] as f64 } else { (ga[l] * ya[l]) as f64 };
+                    }
+                    $(
+                        for l in 0..$h {
+                            acc[l] += acc[l + $h];
+                        }
+                    )+
+                    let s = acc[0];
+                    let s = s as $t;
+                    if log {
+                        for ((d, &gv), &yv) in dst.iter_mut().zip(gr).zip(yr) {
+                            *d = gv - $exp(yv) * s;
+                        }
+                    } else {
+                        for ((d, &gv), &yv) in dst.iter_mut().zip(gr).zip(yr) {
+                            *d = gv * yv - yv * s;
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+softmax_kernels!(softmax_rows_f32, softmax_rows_backward_f32, f32, 16, exp_f32, [8, 4, 2, 1]);
+softmax_kernels!(softmax_rows_f64, softmax_rows_backward_f64, f64, 8, exp_f64, [4, 2, 1]);
+
 #[cfg(test)]
 mod lse_tests {
     use super::*;

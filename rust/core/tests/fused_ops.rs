@@ -121,6 +121,59 @@ fn softmax_and_log_softmax() {
     }
 }
 
+/// softmax and log_softmax through the logsumexp formula (a different kernel).
+fn softmax_reference(x: &[Tensor], dim: isize) -> Result<Vec<Tensor>> {
+    let l = reduce::logsumexp(&x[0], Some(&[dim]), true)?;
+    let ls = binary::sub(&x[0], &l)?;
+    Ok(vec![unary::exp(&ls)?, ls])
+}
+
+#[test]
+fn softmax_and_log_softmax_fused_rows_over_the_last_dim() {
+    let fused = |x: &[Tensor]| Ok(vec![nn::softmax(&x[0], -1)?, nn::log_softmax(&x[0], -1)?]);
+    let composite = |x: &[Tensor]| softmax_reference(x, -1);
+    // rows shorter than, equal to and longer than the vector width, with a tail
+    for (k, shape) in [vec![2, 3, 37], vec![4, 16], vec![3, 1], vec![5]].into_iter().enumerate() {
+        let x = rnd(&shape, 40 + k as u64, -3.0, 3.0);
+        run(&format!("softmax rows {shape:?} f64"), &fused, &composite, std::slice::from_ref(&x), &[true], &opts(3));
+        let o = CheckOptions { fused_rtol: 1e-5, fused_atol: 1e-6, ..opts(2) };
+        run(&format!("softmax rows {shape:?} f32"), &fused, &composite, &[f32_of(&x)], &[true], &o);
+    }
+}
+
+#[test]
+fn softmax_rows_above_the_parallel_threshold_match_and_keep_their_bits() {
+    // 700 rows of 50: several fixed row chunks, run on the pool with 2 threads
+    let fused = |x: &[Tensor]| Ok(vec![nn::softmax(&x[0], -1)?, nn::log_softmax(&x[0], -1)?]);
+    let composite = |x: &[Tensor]| softmax_reference(x, -1);
+    let x = rnd(&[7, 100, 50], 50, -8.0, 8.0);
+    rbe_core::testing::check_matches_composite(&fused, &composite, std::slice::from_ref(&x), &[true], 1e-12, 1e-10).unwrap();
+    rbe_core::testing::check_matches_composite(&fused, &composite, &[f32_of(&x)], &[true], 1e-6, 1e-5).unwrap();
+    for t in [x.clone(), f32_of(&x)] {
+        rbe_core::testing::check_thread_bits(&fused, std::slice::from_ref(&t), &[true], &[1, 2, 3]).unwrap();
+    }
+    // rows longer than one block of 64 vectors, with a tail in the last block
+    let long = rnd(&[3, 1100], 51, -8.0, 8.0);
+    rbe_core::testing::check_matches_composite(&fused, &composite, std::slice::from_ref(&long), &[true], 1e-12, 1e-10).unwrap();
+    rbe_core::testing::check_matches_composite(&fused, &composite, &[f32_of(&long)], &[true], 1e-6, 1e-5).unwrap();
+}
+
+#[test]
+fn softmax_rows_with_non_finite_entries() {
+    let inf = f64::INFINITY;
+    // rows: a -inf among finite values; all -inf; a +inf; a NaN
+    let x = t64(&[0.5, -inf, 1.5, -inf, -inf, -inf, 1.0, inf, 2.0, 0.0, f64::NAN, 3.0], &[4, 3]);
+    for dt in [DType::F64, DType::F32] {
+        let xd = ops::as_dtype(&x, dt).unwrap();
+        let ls = nn::log_softmax(&xd, -1).unwrap().to_vec::<f64>();
+        let sm = nn::softmax(&xd, -1).unwrap().to_vec::<f64>();
+        let l0 = (0.5f64.exp() + 1.5f64.exp()).ln();
+        assert!((ls[0] - (0.5 - l0)).abs() < 1e-6 && ls[1] == f64::NEG_INFINITY && (ls[2] - (1.5 - l0)).abs() < 1e-6, "{ls:?}");
+        assert!(sm[1] == 0.0 && (sm[0] + sm[2] - 1.0).abs() < 1e-6, "{sm:?}");
+        assert!(ls[3..].iter().all(|v| v.is_nan()) && sm[3..].iter().all(|v| v.is_nan()), "{ls:?} {sm:?}");
+    }
+}
+
 #[test]
 fn fused_linear_equals_matmul_plus_bias() {
     let fused = |x: &[Tensor]| Ok(vec![linalg::linear(&x[0], &x[1], Some(&x[2]))?]);
